@@ -1,0 +1,5 @@
+import sys
+
+from mammosynth.cli import main
+
+sys.exit(main())

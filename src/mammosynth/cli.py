@@ -1,0 +1,57 @@
+"""`mammosynth <stage> ...`: one entry point, each stage's own parser in its own module.
+
+Every stage module exposes ``main(argv) -> int``, so ``python -m mammosynth.<stage>`` (what Katib
+trials and KFP containers call) and ``mammosynth <stage>`` are the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+STAGES: dict[str, tuple[str, str]] = {
+    "phantom": ("mammosynth.data.phantom", "write the embedded CBIS-DDSM-like dataset"),
+    "ingest": ("mammosynth.ingest", "read CBIS-DDSM (TCIA DICOM or Kaggle JPEG) into an ingested set"),
+    "split": ("mammosynth.data.split", "patient-level train/val/test split of an ingested set"),
+    "preprocess": ("mammosynth.preprocess", "resize/normalise an ingested set into training shards"),
+    "tune": ("mammosynth.tune", "hyperparameter search (Optuna locally, Katib Experiment in-cluster)"),
+    "train": ("mammosynth.train", "train one classifier (also the Katib trial entry point)"),
+    "gan": ("mammosynth.gan", "train a conditional GAN with checkpoints"),
+    "synthesize": ("mammosynth.synthesize", "sample a synthetic set per class from a generator"),
+    "evaluate": ("mammosynth.evaluate", "statistics over arms and seeds: CIs, paired tests"),
+    "report": ("mammosynth.report", "write report.md / report.html with figures"),
+    "serve": ("mammosynth.serving.__main__", "serve a model with KServe (v1 and v2 protocols)"),
+    "data": ("mammosynth.storage", "upload / ls / verify dataset sets in MinIO or on disk"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, STAGES))
+    lines = ["usage: mammosynth <stage> [options]   (mammosynth <stage> --help for each)", "",
+             "stages:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] in {"--version", "version"}:
+        from mammosynth import __version__
+
+        print(__version__)
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"mammosynth: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(STAGES[stage][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

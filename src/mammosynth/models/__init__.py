@@ -1,0 +1,1 @@
+"""Models: classifier builders, conditional GANs, and the on-disk model format."""

@@ -1,0 +1,1 @@
+"""Custom Keras layers shared by builders; importing this module registers them for loading."""
