@@ -1,0 +1,16 @@
+"""One thin KFP component per study stage. Each imports `mammosynth` inside its body and makes one call.
+
+`TRAINER_IMAGE` is the image every component runs in (built from images/trainer.Dockerfile); override it
+at compile time with the MAMMOSYNTH_TRAINER_IMAGE environment variable.
+"""
+
+from components.data import ingest, preprocess, split
+from components.experiment import evaluate, plan_arms, report, select_model, train_arm
+from components.generative import assess_generator, synthesize, train_gan
+from components.serving import deploy
+from components.tuning import tune
+
+__all__ = [
+    "assess_generator", "deploy", "evaluate", "ingest", "plan_arms", "preprocess", "report",
+    "select_model", "split", "synthesize", "train_arm", "train_gan", "tune",
+]

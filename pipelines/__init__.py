@@ -1,0 +1,1 @@
+"""Pipeline definitions. `study_pipeline` is the one spine: kfp.local runs it, the compiler ships it."""

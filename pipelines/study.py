@@ -1,0 +1,128 @@
+"""The mammosynth study as one KFP v2 pipeline.
+
+The same function runs on a laptop through `kfp.local` (`make run`) and compiles for the Kubeflow UI
+(`make compile`). Platform settings (GPUs, node pool, Secrets) are attached with kfp-kubernetes helpers;
+`kfp.local` ignores them.
+"""
+
+
+import os
+
+from kfp import dsl, kubernetes
+
+from components import (
+    assess_generator,
+    deploy,
+    evaluate,
+    ingest,
+    plan_arms,
+    preprocess,
+    report,
+    select_model,
+    split,
+    synthesize,
+    train_arm,
+    train_gan,
+    tune,
+)
+
+PIPELINE_NAME = "mammosynth-study"
+# Cluster wiring, fixed at compile time (override with environment variables when compiling).
+GPU_NODE_LABEL = os.environ.get("MAMMOSYNTH_GPU_NODE_LABEL", "nvidia.com/gpu.present")
+GPU_NODE_VALUE = os.environ.get("MAMMOSYNTH_GPU_NODE_VALUE", "true")
+GPU_TOLERATION_KEY = os.environ.get("MAMMOSYNTH_GPU_TOLERATION_KEY", "nvidia.com/gpu")
+STORAGE_SECRET = os.environ.get("MAMMOSYNTH_STORAGE_SECRET", "mammosynth-minio")
+STORAGE_CONFIG_MAP = os.environ.get("MAMMOSYNTH_STORAGE_CONFIG_MAP", "mammosynth-storage")
+ARM_PARALLELISM = int(os.environ.get("MAMMOSYNTH_ARM_PARALLELISM", "8"))
+
+
+def _storage_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """MinIO credentials from the Secret, endpoint from the ConfigMap; nothing secret in the spec."""
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=STORAGE_SECRET,
+        secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+    )
+    kubernetes.use_config_map_as_env(
+        task,
+        config_map_name=STORAGE_CONFIG_MAP,
+        config_map_key_to_env={"S3_ENDPOINT": "S3_ENDPOINT", "S3_USE_HTTPS": "S3_USE_HTTPS"},
+    )
+    return task
+
+
+def _cpu(task: dsl.PipelineTask, cpu: str = "2", memory: str = "8G") -> dsl.PipelineTask:
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    return _storage_env(task)
+
+
+def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
+    """Run on the GPU node pool: GPU limit, node selector, toleration."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    task.set_cpu_request("4").set_memory_request("24G").set_memory_limit("48G")
+    kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL, label_value=GPU_NODE_VALUE)
+    kubernetes.add_toleration(task, key=GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
+    return _storage_env(task)
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Does conditional-GAN synthetic data improve a CBIS-DDSM mass classifier? "
+    "Patient-level split, several seeds per arm, CIs and paired tests.",
+)
+def study_pipeline(source: str = "embedded", preset: str = "embedded", overrides: str = "{}",
+                   model_uri: str = "", namespace: str = "mammosynth") -> dsl.Artifact:
+    """Run the whole study.
+
+    Args:
+        source: CBIS-DDSM location (local folder or s3://bucket/prefix) or "embedded" for the phantom.
+        preset: config preset (embedded, cbis-ddsm, tiny).
+        overrides: JSON object of config overrides, e.g. '{"seeds": [0, 1, 2]}'.
+        model_uri: where the deploy step exports the final classifier (s3://...); empty skips export.
+        namespace: Kubernetes namespace of the InferenceService.
+
+    Returns:
+        The run folder (report.md, report.html, metrics.json, figures, model/).
+    """
+    # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
+    ingest_task = _cpu(ingest(source=source, preset=preset, overrides=overrides))
+    # Step 2: patient-level split.
+    split_task = _cpu(split(ingested_set=ingest_task.outputs["ingested_set"], preset=preset,
+                            overrides=overrides))
+    # Step 3: preprocess into training shards.
+    prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], preset=preset,
+                                overrides=overrides))
+    prepared = prep_task.outputs["prepared_set"]
+    # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
+    tune_task = _cpu(tune(prepared_set=prepared, preset=preset, overrides=overrides))
+    # Step 5: conditional GAN on the real training split.
+    gan_task = _gpu(train_gan(prepared_set=prepared, preset=preset, overrides=overrides))
+    # Step 6: synthetic set per class, then the generator's report card.
+    synth_task = _cpu(synthesize(generator=gan_task.outputs["generator"], prepared_set=prepared,
+                                 preset=preset, overrides=overrides))
+    card_task = _cpu(assess_generator(generator=gan_task.outputs["generator"], prepared_set=prepared,
+                                      synthetic_set=synth_task.outputs["synthetic_set"], preset=preset,
+                                      overrides=overrides))
+    # Step 7: every arm over every seed, in parallel on the GPU pool.
+    plan_task = plan_arms(preset=preset, overrides=overrides)
+    with dsl.ParallelFor(plan_task.output, parallelism=ARM_PARALLELISM) as arm:
+        arm_task = _gpu(train_arm(prepared_set=prepared, synthetic_set=synth_task.outputs["synthetic_set"],
+                                  arm=arm, best_params=tune_task.output, preset=preset,
+                                  overrides=overrides))
+    # Step 8: statistics over arms and seeds.
+    eval_task = _cpu(evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides))
+    # Step 9: the final classifier, chosen on validation AUC.
+    select_task = _cpu(select_model(
+        arm_results=dsl.Collected(arm_task.outputs["arm_result"]), evaluation=eval_task.outputs["evaluation"]))
+    # Step 10: the report.
+    report_task = _cpu(report(evaluation=eval_task.outputs["evaluation"],
+                              report_card=card_task.outputs["report_card"],
+                              final_model=select_task.outputs["final_model"], prepared_set=prepared,
+                              split_set=split_task.outputs["split_set"],
+                              synthetic_set=synth_task.outputs["synthetic_set"], preset=preset,
+                              overrides=overrides, source=source))
+    # Step 11: serve it (export + InferenceService; a printed plan outside a cluster).
+    _cpu(deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
+         cpu="1", memory="2G")
+    return report_task.outputs["run_dir"]

@@ -1,0 +1,258 @@
+"""Turn request payloads (v1 instances, v2 tensors) into the classifier's input batch.
+
+Every image, whatever its encoding, goes through `mammosynth.preprocess.prepare_image`, the same
+function the preprocess stage used to build the training shards. Every way a payload can be wrong
+raises `kserve.errors.InvalidInput` (HTTP 400) with a message naming the field, what was received and
+what to send instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from PIL import Image, UnidentifiedImageError
+
+from mammosynth.preprocess import prepare_image
+
+# A decoded image larger than this is refused before its pixels are allocated (a full-field
+# mammogram is ~4000x6000 = 24 Mpx; 64 Mpx leaves room without letting a "PNG bomb" exhaust memory).
+MAX_IMAGE_PIXELS = 64_000_000
+# Pre-processed tensors are model input already; allow float rounding slack around [0, 1].
+RANGE_SLACK = 1e-3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request bounds enforced per request.
+
+    Attributes:
+        max_instances: most images one request may carry.
+        max_payload_bytes: largest request body accepted (enforced by the HTTP middleware).
+    """
+
+    max_instances: int = 64
+    max_payload_bytes: int = 64 * 1024 * 1024
+
+
+def b64decode(text: Any, where: str) -> bytes:
+    """Strictly decode base64 (standard alphabet, padding required), naming ``where`` on failure."""
+    if isinstance(text, bytes):
+        data = text
+    elif isinstance(text, str):
+        try:
+            data = text.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{where}: base64 text has non-ASCII characters; send standard "
+                               "base64 (A-Z a-z 0-9 + /, with = padding)") from exc
+    else:
+        raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{where}: not valid base64 ({exc}); send standard base64 with = padding") from exc
+    if not raw:
+        raise InvalidInput(f"{where}: base64 decodes to zero bytes; send the encoded image or DICOM file")
+    return raw
+
+
+def is_dicom(raw: bytes) -> bool:
+    """True for a DICOM Part 10 file (``DICM`` magic after the 128-byte preamble)."""
+    return len(raw) >= 132 and raw[128:132] == b"DICM"
+
+
+def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
+    """Decode PNG/JPEG/TIFF bytes into a pixel array, refusing truncated or oversized files."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (rather than raises) between MAX_IMAGE_PIXELS and 2x; make both fatal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise InvalidInput(f"{where}: image is {img.width}x{img.height} pixels, more than "
+                                       f"{MAX_IMAGE_PIXELS}; send a smaller crop")
+                img.load()
+                if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                    img = img.convert("L")
+                pixels = np.asarray(img)
+    except InvalidInput:
+        raise
+    except UnidentifiedImageError as exc:
+        raise InvalidInput(f"{where}: bytes are not a PNG/JPEG image (first bytes {raw[:8]!r}); "
+                           "send an encoded image, or use the 'dicom' field for DICOM files") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"{where}: image could not be decoded ({exc}); the file may be truncated "
+                           "or corrupt") from exc
+    return pixels
+
+
+def decode_dicom_bytes(raw: bytes, where: str) -> np.ndarray:
+    """Decode DICOM bytes with the project's one DICOM reader (`mammosynth.data.dicom`)."""
+    # Imported here: the reader pulls in pydicom and its pixel handlers, which only DICOM requests need.
+    from mammosynth.data.dicom import DicomError, decode_dicom
+
+    try:
+        return np.asarray(decode_dicom(raw).pixels)
+    except DicomError as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc
+
+
+def encoded_to_input(raw: bytes, image_size: int, where: str, kind: str = "auto") -> np.ndarray:
+    """Decode one encoded image or DICOM and prepare it as a (S,S,1) float32 model input.
+
+    Args:
+        raw: file bytes.
+        image_size: model input side S.
+        where: request location for error messages (``instances[3].image``).
+        kind: ``"image"``, ``"dicom"`` or ``"auto"`` (DICOM if it carries the DICM magic).
+    """
+    if kind == "dicom" or (kind == "auto" and is_dicom(raw)):
+        pixels = decode_dicom_bytes(raw, where)
+    else:
+        pixels = decode_image_bytes(raw, where)
+    try:
+        return prepare_image(pixels, image_size)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc
+
+
+def tensor_to_input(value: Any, image_size: int, where: str) -> np.ndarray:
+    """Validate one pre-processed image given as a nested list/array of shape (S,S,1) or (S,S)."""
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{where}: expected a numeric (S,S,1) or (S,S) nested list with S={image_size}, "
+                           f"got something that is not a rectangular array of numbers ({exc})") from exc
+    return check_tensor(arr, image_size, where, batched=False)[0]
+
+
+def check_tensor(arr: np.ndarray, image_size: int, where: str, batched: bool) -> np.ndarray:
+    """Validate a float tensor's shape and range; return it as (N,S,S,1) float32."""
+    want = (image_size, image_size)
+    lead = 1 if batched else 0
+    shape = arr.shape
+    if shape[lead:] == want:
+        arr = arr[..., None]
+    elif shape[lead:] != (*want, 1):
+        expect = f"[N,{image_size},{image_size},1]" if batched else f"({image_size},{image_size},1)"
+        raise InvalidInput(f"{where}: tensor has shape {list(shape)}, expected {expect}; resize with "
+                           "mammosynth.preprocess.prepare_image or send an encoded image instead")
+    if not np.isfinite(arr).all():
+        raise InvalidInput(f"{where}: tensor contains NaN or infinite values")
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        raise InvalidInput(f"{where}: tensor values span [{lo:g}, {hi:g}] but the model takes intensities "
+                           "in [0, 1]; apply mammosynth.preprocess.prepare_image first")
+    arr = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
+    return arr if batched else arr[None]
+
+
+def _check_count(n: int, limits: Limits, where: str) -> None:
+    if n == 0:
+        raise InvalidInput(f"{where}: no images in the request; send at least one")
+    if n > limits.max_instances:
+        raise InvalidInput(f"{where}: {n} images in one request, the limit is {limits.max_instances}; "
+                           "split the request")
+
+
+def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
+    """Decode a v1 body ``{"instances": [...]}`` into an (N,S,S,1) float32 batch.
+
+    Each instance is ``{"dicom": <base64>}``, ``{"image": <base64 PNG/JPEG>}`` (``{"b64": ...}`` is
+    accepted as an alias of ``image``, KServe's convention) or a pre-processed (S,S,1)/(S,S) list.
+
+    Raises:
+        InvalidInput: anything malformed, naming the instance index.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInput(f'request body must be a JSON object {{"instances": [...]}}, got '
+                           f"{type(payload).__name__}")
+    if "instances" not in payload:
+        keys = sorted(payload)[:5]
+        raise InvalidInput(f'request body lacks "instances" (got keys {keys}); v1 requests send '
+                           '{"instances": [{"image": <base64>} | {"dicom": <base64>} | [[...]]]}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f'"instances" must be a list, got {type(instances).__name__}')
+    _check_count(len(instances), limits, "instances")
+    batch = np.empty((len(instances), image_size, image_size, 1), np.float32)
+    for i, inst in enumerate(instances):
+        where = f"instances[{i}]"
+        if isinstance(inst, dict):
+            fields = [k for k in ("dicom", "image", "b64") if k in inst]
+            if len(fields) != 1:
+                raise InvalidInput(f"{where}: expected exactly one of 'dicom', 'image' (or 'b64'), "
+                                   f"got keys {sorted(inst)[:5]}")
+            field = fields[0]
+            raw = b64decode(inst[field], f"{where}.{field}")
+            batch[i] = encoded_to_input(raw, image_size, f"{where}.{field}",
+                                        kind="dicom" if field == "dicom" else "image")
+        elif isinstance(inst, list):
+            batch[i] = tensor_to_input(inst, image_size, where)
+        else:
+            raise InvalidInput(f"{where}: expected an object with 'image'/'dicom' or a nested list, "
+                               f"got {type(inst).__name__}")
+    return batch
+
+
+def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
+    """Decode an Open Inference Protocol request into an (N,S,S,1) float32 batch.
+
+    Exactly one input: BYTES ``[N]`` of base64 PNG/JPEG/DICOM files (DICOM recognised by its
+    magic, or forced by naming the input ``dicom``), or FP32 ``[N,S,S,1]`` / ``[N,S,S]``.
+
+    Raises:
+        InvalidInput: wrong input count, datatype, shape or content.
+    """
+    inputs = list(request.inputs or [])
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise InvalidInput(f"expected exactly one input tensor (BYTES images or FP32 [N,{image_size},"
+                           f"{image_size},1]), got {len(inputs)}: {names}")
+    inp = inputs[0]
+    where = f"input '{inp.name}'"
+    shape = list(inp.shape or [])
+    if inp.datatype == "BYTES":
+        if len(shape) != 1:
+            raise InvalidInput(f"{where}: BYTES input must have shape [N], got {shape}")
+        _check_count(shape[0], limits, where)
+        items = _flat_bytes(inp, where)
+        if len(items) != shape[0]:
+            raise InvalidInput(f"{where}: shape says {shape[0]} elements but {len(items)} were sent")
+        kind = "dicom" if inp.name.lower() == "dicom" else "auto"
+        batch = np.empty((len(items), image_size, image_size, 1), np.float32)
+        for i, item in enumerate(items):
+            raw = b64decode(item, f"{where}[{i}]")
+            batch[i] = encoded_to_input(raw, image_size, f"{where}[{i}]", kind=kind)
+        return batch
+    if inp.datatype == "FP32":
+        if len(shape) not in (3, 4):
+            raise InvalidInput(f"{where}: FP32 input must have shape [N,{image_size},{image_size},1], "
+                               f"got {shape}")
+        _check_count(int(shape[0]), limits, where)
+        try:
+            arr = inp.as_numpy()
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"{where}: data does not fill shape {shape} as FP32 ({exc})") from exc
+        return check_tensor(arr.astype(np.float32, copy=False), image_size, where, batched=True)
+    raise InvalidInput(f"{where}: datatype {inp.datatype} is not accepted; send BYTES (base64 images or "
+                       f"DICOMs) or FP32 [N,{image_size},{image_size},1]")
+
+
+def _flat_bytes(inp: Any, where: str) -> list:
+    data = inp.data
+    if isinstance(data, np.ndarray):
+        return list(data.reshape(-1))
+    if not isinstance(data, list):
+        raise InvalidInput(f"{where}: BYTES data must be a list of base64 strings")
+    flat: list = []
+    for item in data:
+        flat.extend(item if isinstance(item, list) else [item])
+    return flat

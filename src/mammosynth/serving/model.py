@@ -1,0 +1,170 @@
+"""`MammoModel`: the KServe model that serves a mammosynth classifier (v1 and v2 protocols).
+
+A request is decoded (base64 PNG/JPEG/DICOM or a pre-processed tensor) with the training
+preprocessing, queued into a micro-batcher, and answered with the probability of malignancy, the
+label at the model's threshold and the model version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from mammosynth.serving.batcher import MicroBatcher
+from mammosynth.serving.inputs import Limits, v1_instances, v2_inputs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "mammosynth"
+
+
+def compile_inference(model, image_size: int):
+    """Wrap a keras classifier in a traced ``tf.function`` with a fixed input signature.
+
+    The signature leaves only the batch dimension free, so every batch size reuses one graph (no
+    retracing), and the call skips ``model.predict``'s per-call dataset and callback machinery.
+
+    Returns:
+        A function (N,S,S,1) float32 numpy -> (N,) float32 numpy probabilities.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 1], tf.float32)])
+    def forward(x):
+        return model(x, training=False)
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        out = forward(batch).numpy()
+        if out.ndim == 2 and out.shape[1] == 1:
+            return out[:, 0].astype(np.float32)
+        raise ValueError(f"classifier returned shape {out.shape}; a mammosynth classifier returns "
+                         "P(malignant) as (N, 1)")
+
+    return infer
+
+
+def resolve_model_dir(uri: str | os.PathLike) -> Path:
+    """Return a local model directory for a path or an ``s3://`` URI (downloaded via storage)."""
+    text = str(uri)
+    if "://" in text and not text.startswith("file://"):
+        try:
+            from mammosynth import storage
+        except ImportError as exc:
+            raise RuntimeError(f"cannot fetch {text}: mammosynth.storage is not available in this "
+                               "install; download the model directory and pass a local path") from exc
+        return Path(storage.localize(text))
+    return Path(text.removeprefix("file://"))
+
+
+class MammoModel(Model):
+    """KServe model serving one mammosynth classifier directory.
+
+    Args:
+        name: model name in URLs (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``).
+        model_dir: local path or ``s3://`` URI of a model directory (`mammosynth.models.io`).
+        limits: per-request bounds.
+        max_batch_size: most images per forward pass.
+        max_wait_ms: how long the batcher waits for more requests after the first.
+    """
+
+    def __init__(self, name: str, model_dir: str | os.PathLike, *, limits: Limits | None = None,
+                 max_batch_size: int = 32, max_wait_ms: float = 2.0):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.limits = limits or Limits()
+        self.max_batch_size = max_batch_size
+        self.max_wait_ms = max_wait_ms
+        self.meta: dict[str, Any] = {}
+        self.image_size = 0
+        self.threshold = 0.5
+        self.class_names: list[str] = []
+        self.version = ""
+        self.keras_model = None
+        self.batcher: MicroBatcher | None = None
+
+    def load(self) -> bool:
+        """Load the classifier, compile and warm up the inference function, then mark ready.
+
+        Raises:
+            FileNotFoundError: the directory is not a model directory.
+            ValueError: the model's metadata or output shape does not fit the contract.
+        """
+        from mammosynth.models.io import load_classifier
+
+        local = resolve_model_dir(self.model_dir)
+        self.keras_model, self.meta = load_classifier(local)
+        self.image_size = int(self.meta["image_size"])
+        self.threshold = float(self.meta.get("threshold", 0.5))
+        self.class_names = [str(c) for c in self.meta.get("class_names", ["benign", "malignant"])]
+        if len(self.class_names) != 2:
+            raise ValueError(f"{local}/model.json: class_names must name 2 classes, got {self.class_names}")
+        self.version = str(self.meta.get("version", "1"))
+        infer = compile_inference(self.keras_model, self.image_size)
+        # Trace now so the first request does not pay for graph building.
+        infer(np.zeros((1, self.image_size, self.image_size, 1), np.float32))
+        self.batcher = MicroBatcher(infer, self.max_batch_size, self.max_wait_ms)
+        log.info("loaded %s (version %s, %d px input) from %s", self.meta.get("name", self.name),
+                 self.version, self.image_size, local)
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        super().stop()
+
+    # --- metadata (v2 /v2/models/<name>) -------------------------------------------------------
+    def get_input_types(self) -> list[dict]:
+        s = self.image_size
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                {"name": "tensor", "datatype": "FP32", "shape": [-1, s, s, 1]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+
+    # --- inference -----------------------------------------------------------------------------
+    async def decode(self, payload: dict | InferRequest) -> np.ndarray:
+        """Turn a v1 dict or v2 `InferRequest` into an (N,S,S,1) batch, off the event loop."""
+        fn = v2_inputs if isinstance(payload, InferRequest) else v1_instances
+        return await asyncio.to_thread(fn, payload, self.image_size, self.limits)
+
+    async def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """P(malignant) for an (N,S,S,1) batch through the micro-batcher."""
+        return await self.batcher.submit(batch)
+
+    def labels(self, probs: np.ndarray) -> list[str]:
+        return [self.class_names[int(p >= self.threshold)] for p in probs]
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+        if not isinstance(payload, (dict, InferRequest)):
+            raise InvalidInput(f'request body must be a JSON object {{"instances": [...]}}, got '
+                               f"{type(payload).__name__}")
+        batch = await self.decode(payload)
+        probs = await self.probabilities(batch)
+        return self.respond(payload, probs)
+
+    def respond(self, payload: dict | InferRequest, probs: np.ndarray) -> dict | InferResponse:
+        """Build the v1 dict or v2 `InferResponse` for ``probs``."""
+        labels = self.labels(probs)
+        if not isinstance(payload, InferRequest):
+            return {"predictions": [{"probability": float(p), "label": lab, "model_version": self.version}
+                                    for p, lab in zip(probs, labels, strict=True)],
+                    "model_name": self.name, "model_version": self.version}
+        n = len(probs)
+        outputs = [InferOutput("probability", [n], "FP32", data=np.asarray(probs, np.float32)),
+                   InferOutput("label", [n], "BYTES", data=np.array(labels, dtype=np.object_))]
+        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                             model_version=self.version, infer_outputs=outputs,
+                             use_binary_outputs=payload.use_binary_outputs,
+                             requested_outputs=payload.request_outputs)

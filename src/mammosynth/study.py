@@ -1,0 +1,308 @@
+"""Stage glue for the study pipeline: config in, core-function keywords out.
+
+Each KFP component makes exactly one call into this module, so what a component does can be run and
+tested without kfp. Each ``*_step`` loads the typed config from (preset, overrides), calls the stage's
+core function and returns the small dict the component records as artifact metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mammosynth import __version__
+from mammosynth.config import CLASS_NAMES, StudyConfig, load_config, parse_arm
+
+log = logging.getLogger(__name__)
+
+
+def _cfg(preset: str, overrides: str | dict | None) -> StudyConfig:
+    return load_config(preset, overrides)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# Step 1 ---------------------------------------------------------------------------------------------
+def ingest_step(source: str, out_dir: str, eda_path: str | None = None, *, preset: str = "embedded",
+                overrides: str | dict | None = None) -> dict:
+    """Ingest ``source`` (a folder, an s3:// prefix, or "embedded" for the phantom)."""
+    from mammosynth.ingest import run_ingest
+
+    cfg = _cfg(preset, overrides)
+    with tempfile.TemporaryDirectory(prefix="mammosynth-source-") as tmp:
+        if source == "embedded":
+            from mammosynth.data import phantom
+
+            log.info("ingest: generating the embedded phantom (%d patients, seed %d)",
+                     cfg.phantom.n_patients, cfg.seed)
+            local = phantom.generate(Path(tmp) / "phantom", n_patients=cfg.phantom.n_patients,
+                                     seed=cfg.seed, crop_size=cfg.phantom.crop_size)
+        else:
+            from mammosynth import storage
+
+            local = storage.localize(source, cache_dir=Path(tmp) / "cache") if storage.is_remote(source) \
+                else Path(source)
+        result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
+    summary = Path(out_dir) / "eda" / "summary.md"
+    if eda_path:
+        Path(eda_path).parent.mkdir(parents=True, exist_ok=True)
+        text = summary.read_text() if summary.exists() else f"# Ingest\n\n```\n{json.dumps(result, indent=2, default=str)}\n```\n"
+        Path(eda_path).write_text(text)
+    return result
+
+
+# Step 4 ---------------------------------------------------------------------------------------------
+def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embedded",
+              overrides: str | dict | None = None) -> str:
+    """Hyperparameter search; returns the best parameters as a JSON object string."""
+    from mammosynth.tune import run_tune
+
+    cfg = _cfg(preset, overrides)
+    if cfg.tune.n_trials <= 0:
+        return "{}"
+    with tempfile.TemporaryDirectory(prefix="mammosynth-tune-") as tmp:
+        result = run_tune(prepared_dir, Path(tmp) / "best_params.json", backend=cfg.tune.backend,
+                          n_trials=cfg.tune.n_trials, epochs_per_trial=cfg.tune.epochs_per_trial,
+                          seed=cfg.seed, model=cfg.classifier.model, batch_size=cfg.classifier.batch_size,
+                          data_uri=prepared_uri or prepared_dir, timeout_s=cfg.tune.timeout_s)
+    log.info("tune: best %s = %.4f with %s", "val_auc", result.best_value, result.best_params)
+    return json.dumps(result.best_params, sort_keys=True)
+
+
+# Steps 5–6 ------------------------------------------------------------------------------------------
+def train_gan_step(prepared_dir: str, out_dir: str, *, preset: str = "embedded",
+                   overrides: str | dict | None = None) -> dict:
+    from mammosynth.gan import train_gan
+
+    cfg = _cfg(preset, overrides)
+    g = cfg.gan
+    result = train_gan(prepared_dir, out_dir, kind=g.kind, steps=g.steps, batch_size=g.batch_size,
+                       latent_dim=g.latent_dim, learning_rate=g.learning_rate, seed=cfg.seed,
+                       checkpoint_every=g.checkpoint_every)
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+
+
+def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
+    """Images per class to synthesise: enough for the largest synthetic:real ratio any arm uses
+    (TSTR needs as many as the real training set), split evenly across classes."""
+    ratios = [parse_arm(a, cfg.synthetic_ratio).synthetic_ratio for a in cfg.arms]
+    total = math.ceil(max(ratios + [0.0]) * n_real_train)
+    per_class = max(1, math.ceil(total / len(CLASS_NAMES)))
+    return dict.fromkeys(CLASS_NAMES, per_class)
+
+
+def synthesize_step(generator_dir: str, prepared_dir: str, out_dir: str, *, preset: str = "embedded",
+                    overrides: str | dict | None = None) -> dict:
+    from mammosynth.data import shards
+    from mammosynth.synthesize import run_synthesize
+
+    cfg = _cfg(preset, overrides)
+    n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
+    counts = synthetic_counts(cfg, n_train)
+    meta = run_synthesize(generator_dir, out_dir, n_per_class=counts, seed=cfg.seed + 1)
+    return {"n_per_class": json.dumps(counts), "n_real_train": n_train,
+            "image_size": int(meta.get("image_size", cfg.image_size))}
+
+
+def assess_generator_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, preset: str = "embedded",
+                          overrides: str | dict | None = None) -> dict:
+    from mammosynth.quality import assess_sets
+
+    cfg = _cfg(preset, overrides)
+    card = assess_sets(prepared_dir, synthetic_dir, out_dir, seed=cfg.seed)
+    return {k: v for k, v in card.items() if isinstance(v, (int, float, str, bool))}
+
+
+# Step 7 ---------------------------------------------------------------------------------------------
+def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) -> list[str]:
+    """The preset's arms, validated; `real` always runs since every comparison is against it."""
+    cfg = _cfg(preset, overrides)
+    arms = list(dict.fromkeys(cfg.arms))
+    for arm in arms:
+        parse_arm(arm, cfg.synthetic_ratio)
+    if "real" not in arms:
+        arms.insert(0, "real")
+    return arms
+
+
+def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: str, best_params: str = "{}",
+                   preset: str = "embedded", overrides: str | dict | None = None) -> dict:
+    from mammosynth.train import train_arm
+
+    cfg = _cfg(preset, overrides)
+    c = cfg.classifier
+    params = {"learning_rate": c.learning_rate, "dropout": c.dropout}
+    params.update(json.loads(best_params or "{}"))
+    result = train_arm(prepared_dir, out_dir, arm=arm, seeds=list(cfg.seeds), synthetic_dir=synthetic_dir,
+                       default_ratio=cfg.synthetic_ratio, model=c.model, epochs=c.epochs,
+                       batch_size=c.batch_size, patience=c.patience, **params)
+    return {"arm": arm, "seeds": json.dumps(list(cfg.seeds)),
+            "params": json.dumps(params, sort_keys=True, default=str),
+            "n_seeds": len(result.get("seeds", cfg.seeds))}
+
+
+# Steps 8–9 ------------------------------------------------------------------------------------------
+def _arm_name(arm_dir: str | Path) -> str:
+    return json.loads((Path(arm_dir) / "arm.json").read_text())["arm"]
+
+
+def final_arm(arm_dirs: list[str]) -> str:
+    """The arm with the best mean *validation* AUC: the test set never picks the model."""
+    best, best_auc = None, -1.0
+    for d in arm_dirs:
+        info = json.loads((Path(d) / "arm.json").read_text())
+        vals = [float(m["val_auc"]) for m in info["metrics"].values() if m.get("val_auc") is not None]
+        auc = sum(vals) / len(vals) if vals else -1.0
+        if auc > best_auc:
+            best, best_auc = d, auc
+    if best is None:
+        raise ValueError("no arm results to choose a final model from")
+    return str(best)
+
+
+def evaluate_step(arm_dirs: list[str], out_dir: str, *, preset: str = "embedded",
+                  overrides: str | dict | None = None) -> dict:
+    """Statistics over all arms; returns what the Kubeflow UI shows (scalars, ROC, confusion)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    from mammosynth.evaluate import run_evaluate
+
+    cfg = _cfg(preset, overrides)
+    chosen = final_arm(arm_dirs)
+    metrics = run_evaluate(arm_dirs, out_dir, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+                           context={"preset": cfg.preset, "final_arm": _arm_name(chosen)})
+    scalars = {}
+    for name, arm in metrics["arms"].items():
+        scalars[f"{name}.auc"] = float(arm["auc"])
+        scalars[f"{name}.accuracy"] = float(arm["accuracy"])
+    # ROC and confusion of the final arm's seed ensemble (mean probability over seeds).
+    preds = [pd.read_csv(p) for p in sorted(Path(chosen).glob("seed-*/predictions.csv"))]
+    y = preds[0]["label_id"].to_numpy()
+    p = np.mean([d.set_index("image_id").loc[preds[0]["image_id"], "prob"].to_numpy() for d in preds], axis=0)
+    fpr, tpr, thr = roc_curve(y, p)
+    thr = np.clip(thr, 0.0, 1.0)  # sklearn's first threshold is +inf
+    cm = confusion_matrix(y, (p >= 0.5).astype(int), labels=[0, 1])
+    return {"scalars": scalars,
+            "roc": (fpr.tolist(), tpr.tolist(), thr.tolist()),
+            "confusion": (list(CLASS_NAMES), cm.tolist())}
+
+
+def select_model_step(arm_dirs: list[str], evaluation_dir: str, out_dir: str) -> dict:
+    """Copy the final arm's first-seed model and export the serving layouts next to it."""
+    from mammosynth.models.io import load_classifier, save_classifier
+
+    chosen = Path(final_arm(arm_dirs))
+    model_dirs = sorted(chosen.glob("seed-*/model"))
+    if not model_dirs:
+        raise FileNotFoundError(f"arm {_arm_name(chosen)} kept no model (seed-*/model missing in {chosen})")
+    model, meta = load_classifier(model_dirs[0])
+    meta = {**meta, "selected_arm": _arm_name(chosen), "selected_by": "mean validation AUC"}
+    save_classifier(model, out_dir, meta, export_saved_model=True)
+    return {"arm": meta["selected_arm"], "seed": str(meta.get("seed", "")), "image_size": meta["image_size"]}
+
+
+# Step 10 --------------------------------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "mammosynth": __version__}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pydicom", "kfp"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _copy_pngs(src: Path, dst: Path, prefix: str = "") -> dict[str, str]:
+    found = {}
+    if not src.exists():
+        return found
+    for png in sorted(src.rglob("*.png")):
+        name = f"{prefix}{png.stem}.png"
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, dst / name)
+        found[f"{prefix}{png.stem}"] = f"figures/{name}"
+    return found
+
+
+def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, report_card: str,
+                final_model: str, prepared_set: str, split_set: str, synthetic_set: str,
+                preset: str = "embedded", overrides: str | dict | None = None,
+                source: str = "embedded") -> dict:
+    """Assemble the run folder: metrics.json, figures/, model/, report.md and report.html."""
+    from mammosynth.data import shards
+    from mammosynth.report import write_report
+
+    cfg = _cfg(preset, overrides)
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
+    figures_dir = out / "figures"
+    figures = _copy_pngs(Path(evaluation), figures_dir)
+    card_path = Path(report_card) / "report_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    card_figs = _copy_pngs(Path(report_card), figures_dir, prefix="generator-")
+    eda_figs = _copy_pngs(Path(split_set) / "eda", figures_dir, prefix="data-")
+    figures.update(eda_figs)
+    sample_grids = {k: v for k, v in card_figs.items()}
+    shutil.copytree(final_model, out / "model", dirs_exist_ok=True)
+    split_report_path = Path(split_set) / "split_report.json"
+    model_meta = json.loads((Path(final_model) / "model.json").read_text())
+    context = {
+        "preset": cfg.preset,
+        "source": source,
+        "seed (split, phantom)": cfg.seed,
+        "seeds (repeats)": list(cfg.seeds),
+        "arms": list(cfg.arms),
+        "final model": {"arm": model_meta.get("selected_arm"), "seed": model_meta.get("seed"),
+                        "selected by": model_meta.get("selected_by"), "path": "model/"},
+        "data set sizes": shards.read_meta(prepared_set)["counts"],
+        "synthetic set": shards.read_meta(synthetic_set).get("counts"),
+        "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
+        "input hashes (sha256)": {
+            "index.csv": _sha256(Path(split_set) / "index.csv"),
+            "prepared meta.json": _sha256(Path(prepared_set) / "meta.json"),
+            "synthetic meta.json": _sha256(Path(synthetic_set) / "meta.json"),
+        },
+        "versions": _versions(),
+        "config": cfg.to_dict(),
+        "re-run": f"make run PRESET={cfg.preset}" if source == "embedded"
+        else f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{json.dumps(overrides) if isinstance(overrides, dict) else (overrides or '{}')}'",
+    }
+    metrics.update({"preset": cfg.preset, "seed": cfg.seed, "seeds": list(cfg.seeds),
+                    "split_sizes": context["data set sizes"], "final_arm": model_meta.get("selected_arm")})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if card is not None:
+        (out / "report_card.json").write_text(json.dumps(card, indent=2, default=str))
+    write_report(out, metrics=metrics, context=context, figures=figures, sample_grids=sample_grids,
+                 report_card=card)
+    (out / "run.json").write_text(json.dumps({"preset": cfg.preset, "source": source,
+                                              "config": cfg.to_dict()}, indent=2))
+    for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return {"run_dir": str(out)}
+
+
+# Step 11 --------------------------------------------------------------------------------------------
+def deploy_step(final_model: str, *, model_uri: str = "", namespace: str = "mammosynth",
+                service_name: str = "mammosynth") -> str:
+    from mammosynth.deploy import deploy
+
+    return str(deploy(final_model, model_uri=model_uri, namespace=namespace, name=service_name))
