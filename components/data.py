@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Markdown, Output
 from components.image import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def ingest(ingested_set: Output[Dataset], eda: Output[Markdown], source: str, preset: str = "embedded",
            overrides: str = "{}"):
     """Read CBIS-DDSM (or, for source="embedded", the generated phantom) into a de-identified set.
@@ -23,7 +23,7 @@ def ingest(ingested_set: Output[Dataset], eda: Output[Markdown], source: str, pr
     study.ingest_step(source, ingested_set.path, eda.path, preset=preset, overrides=overrides)
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def split(split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str = "embedded",
           overrides: str = "{}"):
     """Assign patient-level train/val/test splits (official test split kept)."""
@@ -35,7 +35,7 @@ def split(split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str 
     split_set.metadata.update({"seed": cfg.seed, "patients": report.get("patients", {})})
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def preprocess(prepared_set: Output[Dataset], split_set: Input[Dataset], preset: str = "embedded",
                overrides: str = "{}"):
     """Window, normalise and resize every image into fixed-size training shards."""

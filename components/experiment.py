@@ -8,7 +8,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markd
 from components.image import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def plan_arms(preset: str = "embedded", overrides: str = "{}") -> List[str]:
     """The arms the preset runs (each fans out to its own training task)."""
     from mammosynth import study
@@ -16,7 +16,7 @@ def plan_arms(preset: str = "embedded", overrides: str = "{}") -> List[str]:
     return study.plan_arms(preset=preset, overrides=overrides)
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_arm(arm_result: Output[Model], prepared_set: Input[Dataset], synthetic_set: Input[Dataset],
               arm: str, best_params: str = "{}", preset: str = "embedded", overrides: str = "{}"):
     """Train one arm over all seeds; every seed is tested on the same real test set."""
@@ -27,7 +27,7 @@ def train_arm(arm_result: Output[Model], prepared_set: Input[Dataset], synthetic
                                                     overrides=overrides))
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate(evaluation: Output[Artifact], metrics: Output[Metrics], roc: Output[ClassificationMetrics],
              arm_results: Input[List[Model]], preset: str = "embedded", overrides: str = "{}"):
     """Per-arm means, bootstrap CIs and paired tests against the real and real+aug controls."""
@@ -41,7 +41,7 @@ def evaluate(evaluation: Output[Artifact], metrics: Output[Metrics], roc: Output
     roc.log_confusion_matrix(*summary["confusion"])
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def select_model(final_model: Output[Model], arm_results: Input[List[Model]], evaluation: Input[Artifact]):
     """The final classifier: the arm with the best mean validation AUC (never chosen on test)."""
     from mammosynth import study
@@ -50,7 +50,7 @@ def select_model(final_model: Output[Model], arm_results: Input[List[Model]], ev
                                                         final_model.path))
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def report(run_dir: Output[Artifact], report_html: Output[HTML], report_md: Output[Markdown],
            evaluation: Input[Artifact], report_card: Input[Artifact], final_model: Input[Model],
            prepared_set: Input[Dataset], split_set: Input[Dataset], synthetic_set: Input[Dataset],

@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from components.image import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_gan(generator: Output[Model], prepared_set: Input[Dataset], preset: str = "embedded",
               overrides: str = "{}"):
     """Train the conditional GAN on the real training split, checkpointing as it goes."""
@@ -16,7 +16,7 @@ def train_gan(generator: Output[Model], prepared_set: Input[Dataset], preset: st
                                                    overrides=overrides))
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def synthesize(synthetic_set: Output[Dataset], generator: Input[Model], prepared_set: Input[Dataset],
                preset: str = "embedded", overrides: str = "{}"):
     """Sample a synthetic training set per class, sized for the largest synthetic:real ratio."""
@@ -27,7 +27,7 @@ def synthesize(synthetic_set: Output[Dataset], generator: Input[Model], prepared
                                                         overrides=overrides))
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def assess_generator(report_card: Output[Artifact], generator: Input[Model], prepared_set: Input[Dataset],
                      synthetic_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"):
     """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity."""

@@ -6,7 +6,7 @@ from kfp.dsl import Input, Model
 from components.image import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def deploy(final_model: Input[Model], model_uri: str = "", namespace: str = "mammosynth",
            service_name: str = "mammosynth") -> str:
     """Export both serving layouts to model_uri and apply the InferenceService (skipped outside a cluster).

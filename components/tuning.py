@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input
 from components.image import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def tune(prepared_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}") -> str:
     """Search the classifier's hyperparameters; return the best ones as a JSON object.
 

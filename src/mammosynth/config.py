@@ -111,7 +111,7 @@ def _merge(base: Any, overrides: dict[str, Any], where: str) -> Any:
     for key, value in overrides.items():
         if key not in known:
             raise ValueError(
-                f"unknown config field {where}{key!r}; known fields: {', '.join(sorted(known))}"
+                f"unknown config field {where}{key}; known fields: {', '.join(sorted(known))}"
             )
         current = getattr(base, key)
         if dataclasses.is_dataclass(current):

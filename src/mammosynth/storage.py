@@ -206,9 +206,9 @@ def _translate(exc: BaseException, settings: _S3Settings, what: str, uri: str) -
         if exc.code in {"NoSuchKey", "ResourceNotFound"}:
             return FileNotFoundError(f"{uri} does not exist at {where}")
         return StorageError(f"{where} refused to {what} {uri}: {exc.code}: {exc.message}")
-    if _is_connection_error(exc) or (_is_transient(exc) and not hasattr(exc, "code")):
-        import urllib3.exceptions as u3
+    import urllib3.exceptions as u3
 
+    if isinstance(exc, (u3.HTTPError, ConnectionError, TimeoutError)):
         if isinstance(exc, u3.SSLError) or "ssl" in str(exc).lower():
             return StorageError(f"TLS handshake with S3_ENDPOINT={settings.endpoint} failed ({exc}): "
                                 f"check S3_USE_HTTPS (now {int(settings.secure)}) and S3_VERIFY_SSL")

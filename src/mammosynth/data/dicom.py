@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,7 @@ def _read_dataset(source: bytes | str | os.PathLike, name: str):
         return pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError:
         pass
-    except (EOFError, OSError, ValueError, struct_error()) as exc:
+    except (EOFError, OSError, ValueError, struct.error) as exc:
         raise DicomError(f"{name}: truncated or corrupt DICOM ({exc}); re-download it") from exc
     # Some exporters omit the 128-byte preamble; accept those only if real elements parse.
     try:
@@ -66,12 +67,6 @@ def _read_dataset(source: bytes | str | os.PathLike, name: str):
     if "PixelData" not in ds and "Rows" not in ds and "SOPClassUID" not in ds:
         raise DicomError(f"{name}: not a DICOM file (no 'DICM' marker and no image elements)")
     return ds
-
-
-def struct_error():
-    import struct
-
-    return struct.error
 
 
 def decode_dicom(source: bytes | str | os.PathLike, *, name: str | None = None) -> DicomImage:
@@ -92,17 +87,28 @@ def decode_dicom(source: bytes | str | os.PathLike, *, name: str | None = None) 
     label = name or (str(source) if isinstance(source, str | os.PathLike) else "<bytes>")
     ds = _read_dataset(source, label)
     if "PixelData" not in ds:
-        raise DicomError(f"{label}: no pixel data (PixelData element absent); not an image object")
+        if len(ds) == 0:
+            raise DicomError(f"{label}: truncated DICOM (nothing after the file meta header); re-download it")
+        raise DicomError(
+            f"{label}: no pixel data (PixelData element absent: not an image object, or the file is "
+            "truncated before its pixels)"
+        )
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         arr = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
+        text = str(exc)
+        if isinstance(exc, NotImplementedError) or "missing dependencies" in text or "no plugins" in text:
+            raise DicomError(
+                f"{label}: cannot decode pixel data in transfer syntax {syntax!s} "
+                f"({getattr(syntax, 'name', 'unknown')}): no installed handler; install "
+                "pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg, or decompress the file first"
+            ) from exc
         raise DicomError(
-            f"{label}: cannot decode pixel data in transfer syntax {syntax!s} "
-            f"({getattr(syntax, 'name', 'unknown')}): no installed handler; install "
-            "pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg, or decompress the file first"
+            f"{label}: compressed pixel data ({getattr(syntax, 'name', syntax)}) failed to decode; "
+            f"the file is probably truncated or corrupt: {text.splitlines()[0]}"
         ) from exc
-    except (ValueError, EOFError, struct_error(), AttributeError, KeyError) as exc:
+    except (ValueError, EOFError, struct.error, AttributeError, KeyError) as exc:
         raise DicomError(f"{label}: truncated or inconsistent pixel data ({exc}); re-download it") from exc
     arr = np.asarray(arr)
     if arr.ndim != 2:
