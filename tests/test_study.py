@@ -1,0 +1,49 @@
+"""Stage glue: arm planning, synthetic set sizing, final-model choice, run folder publishing."""
+
+import json
+
+import pytest
+
+from mammosynth.config import load_config
+from mammosynth.study import final_arm, plan_arms, synthetic_counts
+from pipelines.__main__ import publish_run
+
+
+def test_plan_arms_always_includes_the_real_control():
+    assert plan_arms(preset="tiny", overrides={"arms": ["real+aug", "tstr"]}) == ["real", "real+aug", "tstr"]
+    with pytest.raises(ValueError, match="unknown arm"):
+        plan_arms(preset="tiny", overrides={"arms": ["real+gan"]})
+
+
+def test_synthetic_counts_cover_the_largest_ratio_evenly():
+    cfg = load_config("tiny", {"arms": ["real", "real+synthetic@0.25", "real+synthetic@1.0"]})
+    assert synthetic_counts(cfg, 100) == {"benign": 50, "malignant": 50}
+    cfg = load_config("tiny", {"arms": ["real", "tstr"]})
+    assert sum(synthetic_counts(cfg, 101).values()) >= 101  # TSTR trains on as many as the real set
+
+
+def _arm(tmp_path, name, val_aucs):
+    d = tmp_path / name.replace("+", "_")
+    d.mkdir()
+    metrics = {str(i): {"val_auc": v} for i, v in enumerate(val_aucs)}
+    (d / "arm.json").write_text(json.dumps({"arm": name, "seeds": list(metrics), "metrics": metrics}))
+    return str(d)
+
+
+def test_final_arm_is_chosen_on_mean_validation_auc(tmp_path):
+    a = _arm(tmp_path, "real", [0.70, 0.72])
+    b = _arm(tmp_path, "real+synthetic", [0.90, 0.50])  # best single seed, worse mean
+    c = _arm(tmp_path, "real+aug", [0.75, 0.76])
+    assert final_arm([a, b, c]) == c
+
+
+def test_publish_run_copies_and_repoints_latest(tmp_path):
+    src = tmp_path / "out"
+    src.mkdir()
+    (src / "metrics.json").write_text("{}")
+    runs = tmp_path / "runs"
+    first = publish_run(src, runs, "r1")
+    second = publish_run(src, runs, "r2")
+    assert (first / "metrics.json").exists() and (second / "metrics.json").exists()
+    assert (runs / "latest").resolve() == second.resolve()
+    assert not list(runs.glob(".*tmp"))
