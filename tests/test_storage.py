@@ -14,7 +14,6 @@ import pytest
 from mammosynth import storage
 from mammosynth.storage import StorageError
 
-
 _REAL_PUT_FILE = storage._put_file
 
 
