@@ -13,8 +13,14 @@ from sklearn.metrics import roc_auc_score
 from mammosynth import evaluate, stats
 
 
-def write_arm_dirs(root: Path, signals: dict[str, float], seeds=(0, 1, 2), n_test: int = 80,
-                   data_seed: int = 0, seed_noise: float = 0.6) -> list[str]:
+def write_arm_dirs(
+    root: Path,
+    signals: dict[str, float],
+    seeds=(0, 1, 2),
+    n_test: int = 80,
+    data_seed: int = 0,
+    seed_noise: float = 0.6,
+) -> list[str]:
     """Write arm dirs as `mammosynth.train.train_arm` does, with seeded random predictions.
 
     Each arm's score is ``signal·(2y−1) + case effect + per-seed noise``; the case effect is
@@ -36,14 +42,24 @@ def write_arm_dirs(root: Path, signals: dict[str, float], seeds=(0, 1, 2), n_tes
             seed_dir = arm_dir / f"seed-{s}"
             seed_dir.mkdir(parents=True)
             pd.DataFrame({"image_id": ids[order], "label_id": y[order], "prob": prob[order]}).to_csv(
-                seed_dir / "predictions.csv", index=False)
-            tm = {"train_accuracy": float(0.8 + 0.01 * s), "val_auc": float(0.6 + 0.01 * s),
-                  "val_accuracy": 0.6, "val_loss": 0.7, "epochs_run": 2, "n_train_real": 120,
-                  "n_train_synthetic": 60 if "synthetic" in arm else 0, "seed": s, "params": {"lr": 1e-3}}
+                seed_dir / "predictions.csv", index=False
+            )
+            tm = {
+                "train_accuracy": float(0.8 + 0.01 * s),
+                "val_auc": float(0.6 + 0.01 * s),
+                "val_accuracy": 0.6,
+                "val_loss": 0.7,
+                "epochs_run": 2,
+                "n_train_real": 120,
+                "n_train_synthetic": 60 if "synthetic" in arm else 0,
+                "seed": s,
+                "params": {"lr": 1e-3},
+            }
             (seed_dir / "train_metrics.json").write_text(json.dumps(tm))
             metrics[str(s)] = tm
-        (arm_dir / "arm.json").write_text(json.dumps(
-            {"arm": arm, "seeds": list(seeds), "spec": {"name": arm}, "metrics": metrics}))
+        (arm_dir / "arm.json").write_text(
+            json.dumps({"arm": arm, "seeds": list(seeds), "spec": {"name": arm}, "metrics": metrics})
+        )
         dirs.append(str(arm_dir))
     return dirs
 
@@ -54,18 +70,33 @@ ARMS = {"real": 0.5, "real+aug": 0.55, "real+synthetic@0.5": 0.5}
 def test_run_evaluate_writes_the_contract(tmp_path):
     dirs = write_arm_dirs(tmp_path / "arms", ARMS)
     out = tmp_path / "eval"
-    m = evaluate.run_evaluate(dirs, out, n_bootstrap=200, seed=1, context={"preset": "tiny", "config": {"a": 1}})
+    m = evaluate.run_evaluate(
+        dirs, out, n_bootstrap=200, seed=1, context={"preset": "tiny", "config": {"a": 1}}
+    )
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == m
     assert (out / "test_predictions.csv").exists() and (out / "conclusion.md").exists()
     assert list(m["arms"]) == list(ARMS)
-    assert m["test_set"] == {"n": 80, "n_malignant": 35, "n_benign": 45, "ids_sha256": m["test_set"]["ids_sha256"]}
+    assert m["test_set"] == {
+        "n": 80,
+        "n_malignant": 35,
+        "n_benign": 45,
+        "ids_sha256": m["test_set"]["ids_sha256"],
+    }
     assert m["seeds"] == [0, 1, 2] and m["preset"] == "tiny" and m["config"] == {"a": 1}
     for arm in ARMS:
         a = m["arms"][arm]
         assert a["n_seeds"] == 3 and set(a["per_seed"]) == {"0", "1", "2"}
-        for key in ("auc", "accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy",
-                    "train_accuracy", "val_auc"):
+        for key in (
+            "auc",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "f1",
+            "balanced_accuracy",
+            "train_accuracy",
+            "val_auc",
+        ):
             assert isinstance(a["per_seed"]["0"][key], float)
             assert set(a["summary"][key]) >= {"mean", "sd", "ci95"}
         # Headline is the mean over seeds, recomputed independently here.
@@ -91,7 +122,9 @@ def test_run_evaluate_rejects_mismatched_test_ids(tmp_path):
     df = pd.read_csv(pred)
     df.loc[0, "image_id"] = "some-other-case"
     df.to_csv(pred, index=False)
-    with pytest.raises(ValueError, match=r"arm 'real\+synthetic' seed 2 .*1 test image\(s\) missing, 1 extra"):
+    with pytest.raises(
+        ValueError, match=r"arm 'real\+synthetic' seed 2 .*1 test image\(s\) missing, 1 extra"
+    ):
         evaluate.run_evaluate(dirs, tmp_path / "eval", n_bootstrap=50)
 
 
@@ -110,28 +143,45 @@ def test_run_evaluate_rejects_bad_inputs(tmp_path):
 
 
 def test_conclusion_null_and_strong_effects(tmp_path):
-    null = evaluate.run_evaluate(write_arm_dirs(tmp_path / "null", {"real": 0.6, "real+synthetic": 0.6}),
-                                 tmp_path / "e_null", n_bootstrap=200)
+    null = evaluate.run_evaluate(
+        write_arm_dirs(tmp_path / "null", {"real": 0.6, "real+synthetic": 0.6}),
+        tmp_path / "e_null",
+        n_bootstrap=200,
+    )
     text = null["conclusion"]
     comp = null["comparisons"][0]
     assert comp["p_value"] >= 0.05 or comp["per_seed"]["ci95"][0] <= 0
     assert "no significant gain" in text and "best seed" in text
     strong = evaluate.run_evaluate(
-        write_arm_dirs(tmp_path / "strong", {"real": 0.3, "real+synthetic": 1.5}), tmp_path / "e_strong",
-        n_bootstrap=200)
+        write_arm_dirs(tmp_path / "strong", {"real": 0.3, "real+synthetic": 1.5}),
+        tmp_path / "e_strong",
+        n_bootstrap=200,
+    )
     comp = strong["comparisons"][0]
     assert stats.is_significant_gain(comp)
     assert "no significant gain" not in strong["conclusion"]
     assert "significant gain" in strong["conclusion"] and f"{comp['delta']:+.3f}" in strong["conclusion"]
     # The headline names means over seeds, never the largest single-seed AUC.
     best = max(v["auc"] for v in strong["arms"]["real+synthetic"]["per_seed"].values())
-    assert f"{best:.3f}" not in strong["conclusion"].split("\n\n")[0] or \
-        f"{best:.3f}" == f"{strong['arms']['real+synthetic']['auc']:.3f}"
+    assert (
+        f"{best:.3f}" not in strong["conclusion"].split("\n\n")[0]
+        or f"{best:.3f}" == f"{strong['arms']['real+synthetic']['auc']:.3f}"
+    )
 
 
 def test_main_cli(tmp_path, capsys):
     dirs = write_arm_dirs(tmp_path / "arms", {"real": 0.5, "real+aug": 0.5}, seeds=(0, 1))
-    rc = evaluate.main(["--arm-dirs", *dirs, "--out-dir", str(tmp_path / "e"), "--n-bootstrap", "50",
-                        "--context", '{"run": "cli"}'])
-    assert rc == 0 and "real+aug vs real" in capsys.readouterr().out
+    rc = evaluate.main(
+        [
+            "--arm-dirs",
+            *dirs,
+            "--out-dir",
+            str(tmp_path / "e"),
+            "--n-bootstrap",
+            "50",
+            "--context",
+            '{"run": "cli"}',
+        ]
+    )
+    assert rc == 0 and "real+aug vs real:" in capsys.readouterr().out
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["run"] == "cli"

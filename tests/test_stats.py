@@ -32,7 +32,8 @@ def delong_reference(y, p_a, p_b):
         return np.sum((u - u.mean()) * (v - v.mean())) / (len(u) - 1)
 
     var = (cov(v10a, v10a) + cov(v10b, v10b) - 2 * cov(v10a, v10b)) / m + (
-        cov(v01a, v01a) + cov(v01b, v01b) - 2 * cov(v01a, v01b)) / n
+        cov(v01a, v01a) + cov(v01b, v01b) - 2 * cov(v01a, v01b)
+    ) / n
     z = (auc_a - auc_b) / math.sqrt(var)
     return auc_a, auc_b, auc_a - auc_b, math.sqrt(var), z, 2 * (1 - sps.norm.cdf(abs(z)))
 
@@ -89,12 +90,15 @@ def test_binary_metrics_match_sklearn():
     assert c["tp"] + c["fn"] == y.sum() and c["tn"] + c["fp"] == (1 - y).sum()
 
 
-@pytest.mark.parametrize(("y", "p", "match"), [
-    ([0, 0, 0], [0.1, 0.2, 0.3], "both benign"),
-    ([0, 1, 2], [0.1, 0.2, 0.3], "0 \\(benign\\) or 1"),
-    ([0, 1], [0.1], "differ in length"),
-    ([0, 1], [0.1, float("nan")], "NaN"),
-])
+@pytest.mark.parametrize(
+    ("y", "p", "match"),
+    [
+        ([0, 0, 0], [0.1, 0.2, 0.3], "both benign"),
+        ([0, 1, 2], [0.1, 0.2, 0.3], "0 \\(benign\\) or 1"),
+        ([0, 1], [0.1], "differ in length"),
+        ([0, 1], [0.1, float("nan")], "NaN"),
+    ],
+)
 def test_bad_inputs_are_named(y, p, match):
     with pytest.raises(ValueError, match=match):
         stats.binary_metrics(y, p)
@@ -134,6 +138,15 @@ def test_bootstrap_ci_is_deterministic_and_accepts_callables():
         stats.bootstrap_ci(y, p, "ppv", n_boot=10)
 
 
+def test_bootstrap_cis_equals_per_metric_calls():
+    rng = np.random.default_rng(8)
+    y, p = _binormal(rng, 25, 35, 0.8)
+    p = 1 / (1 + np.exp(-p))
+    all_cis = stats.bootstrap_cis(y, p, n_boot=150, seed=2)
+    for metric in stats.METRICS:
+        assert all_cis[metric] == stats.bootstrap_ci(y, p, metric, n_boot=150, seed=2)["ci"]
+
+
 def test_delong_type_one_error_and_paired_bootstrap_agree():
     # Two classifiers equally good but imperfectly correlated: DeLong should reject ~5% of the time.
     rng = np.random.default_rng(11)
@@ -165,8 +178,10 @@ def test_summarise_t_interval():
 
 def test_summarise_coverage_over_seeds():
     rng = np.random.default_rng(2)
-    hits = sum(lo <= 0.75 <= hi for lo, hi in
-               (stats.summarise(rng.normal(0.75, 0.02, 5))["ci95"] for _ in range(400)))
+    hits = sum(
+        lo <= 0.75 <= hi
+        for lo, hi in (stats.summarise(rng.normal(0.75, 0.02, 5))["ci95"] for _ in range(400))
+    )
     assert 0.91 <= hits / 400 <= 0.98
 
 

@@ -142,6 +142,15 @@ def test_publish_open_and_republish_is_noop(base_uri, tmp_path, monkeypatch):
     again = storage.publish_set(src, base_uri, kind="prepared", lineage=lineage)
     assert again["reused"] and again["uri"] == manifest["uri"] and calls == []
     assert again["created"] == manifest["created"]
+    # A published set that lost an object is repaired by re-publishing, manifest unchanged.
+    if storage.is_remote(base_uri):
+        storage._store(manifest["uri"]).delete("images/a.png")
+    else:
+        Path(manifest["uri"], "images", "a.png").unlink()
+    repaired = storage.publish_set(src, base_uri, kind="prepared")
+    assert calls == ["images/a.png"] and repaired["created"] == manifest["created"]
+    with pytest.raises(StorageError, match="not JSON-serialisable"):
+        storage.publish_set(src, f"{base_uri}/other", kind="prepared", config={"bad": object()})
 
     opened = storage.open_set(manifest["uri"], tmp_path / "opened")
     for rel, data in files.items():
@@ -221,6 +230,14 @@ def test_unreachable_endpoint_fails_fast_and_names_the_variable(s3_env, monkeypa
     with pytest.raises(StorageError, match=rf"S3_ENDPOINT=127.0.0.1:{port} unreachable"):
         storage.list_files(f"s3://{s3_env}/x")
     assert time.monotonic() - start < 10
+
+
+def test_cli_reports_errors_on_stderr_with_exit_1(s3_env, monkeypatch, capsys):
+    monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setenv("S3_ENDPOINT", f"127.0.0.1:{_free_closed_port()}")
+    assert storage.main(["ls", f"s3://{s3_env}/sets"]) == 1
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "testing-secret-key" not in err
 
 
 def test_missing_bucket_and_missing_endpoint(s3_env, monkeypatch):
@@ -308,7 +325,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch, caplog):
     def always_reset():
         raise u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
 
-    with pytest.raises(StorageError, match="S3_ENDPOINT=minio:9000 unreachable after 4 attempts"):
+    with pytest.raises(StorageError, match="S3_ENDPOINT=minio:9000 unreachable after 4 tries"):
         storage._retry(settings, "read", "s3://b/k", always_reset)
 
     def bug():
@@ -350,3 +367,30 @@ def test_cli_upload_resumes_ls_and_verify(s3_env, tmp_path, capsys, caplog):
     assert "corrupt images/a.png" in capsys.readouterr().out
     assert storage.main(["verify", dest]) == 1  # an unpublished folder is not a set
     assert "not a published set" in capsys.readouterr().out
+
+
+def test_endpoint_that_is_not_s3_says_so(s3_env, monkeypatch):
+    """A web server that is not an S3 API (e.g. MinIO's console port) gets a hint, not a stack trace."""
+    import http.server
+    import threading
+
+    class NotS3(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>console</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("S3_ENDPOINT", f"127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(StorageError, match="answered HTTP 404 without an S3 error body.*port 9000"):
+            storage.list_files(f"s3://{s3_env}/x")
+    finally:
+        server.shutdown()
+        server.server_close()

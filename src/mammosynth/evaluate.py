@@ -53,8 +53,20 @@ CONCLUSION_FILE = "conclusion.md"
 PREDICTION_COLUMNS = ("image_id", "label_id", "prob")
 ALPHA = 0.05
 # Keys the evaluate stage owns in metrics.json; context keys never overwrite them.
-CONTRACT_KEYS = ("arms", "comparisons", "test_set", "seeds", "threshold", "n_bootstrap",
-                 "bootstrap_seed", "alpha", "baselines", "conclusion", "statistics")
+CONTRACT_KEYS = (
+    "arms",
+    "comparisons",
+    "test_set",
+    "seeds",
+    "threshold",
+    "n_bootstrap",
+    "bootstrap_seed",
+    "alpha",
+    "baselines",
+    "conclusion",
+    "statistics",
+    "provenance",
+)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -105,17 +117,23 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"{path}: no predictions")
     if df["image_id"].duplicated().any():
-        raise ValueError(f"{path}: {int(df['image_id'].duplicated().sum())} duplicated image_id rows; "
-                         "write one prediction per test image")
+        raise ValueError(
+            f"{path}: {int(df['image_id'].duplicated().sum())} duplicated image_id rows; "
+            "write one prediction per test image"
+        )
     bad_label = ~df["label_id"].isin([0, 1])
     if bad_label.any():
-        raise ValueError(f"{path}: label_id must be 0 (benign) or 1 (malignant), found "
-                         f"{sorted(set(df.loc[bad_label, 'label_id'].astype(str)))[:5]}")
+        raise ValueError(
+            f"{path}: label_id must be 0 (benign) or 1 (malignant), found "
+            f"{sorted(set(df.loc[bad_label, 'label_id'].astype(str)))[:5]}"
+        )
     prob = pd.to_numeric(df["prob"], errors="coerce")
     bad_prob = ~(np.isfinite(prob) & (prob >= 0) & (prob <= 1))
     if bad_prob.any():
-        raise ValueError(f"{path}: column prob must hold probabilities in [0, 1]; "
-                         f"{int(bad_prob.sum())} row(s) do not (e.g. {df.loc[bad_prob, 'prob'].iloc[0]!r})")
+        raise ValueError(
+            f"{path}: column prob must hold probabilities in [0, 1]; "
+            f"{int(bad_prob.sum())} row(s) do not (e.g. {df.loc[bad_prob, 'prob'].iloc[0]!r})"
+        )
     df = df.assign(prob=prob.astype(np.float64), label_id=df["label_id"].astype(int))
     # Sorting by id aligns cases across arms and seeds whatever order training wrote them in.
     return df.sort_values("image_id", kind="stable").reset_index(drop=True)
@@ -152,9 +170,11 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
     recorded = arm_meta.get("metrics") or {}
     predictions: dict[Any, pd.DataFrame] = {}
     train_metrics: dict[Any, dict[str, Any]] = {}
+    hashes: dict[str, str] = {}
     for seed in seeds:
         seed_dir = root / f"seed-{seed}"
         predictions[seed] = _read_predictions(seed_dir / PREDICTIONS_FILE)
+        hashes[_seed_key(seed)] = hashlib.sha256((seed_dir / PREDICTIONS_FILE).read_bytes()).hexdigest()
         tm_path = seed_dir / TRAIN_METRICS_FILE
         if tm_path.exists():
             try:
@@ -163,8 +183,15 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
                 raise ValueError(f"{tm_path}: not valid JSON ({exc})") from exc
         else:
             train_metrics[seed] = dict(recorded.get(str(seed)) or recorded.get(seed) or {})
-    return {"arm": name, "dir": str(root), "spec": arm_meta.get("spec") or {}, "seeds": list(seeds),
-            "predictions": predictions, "train_metrics": train_metrics}
+    return {
+        "arm": name,
+        "dir": str(root),
+        "spec": arm_meta.get("spec") or {},
+        "seeds": list(seeds),
+        "predictions": predictions,
+        "train_metrics": train_metrics,
+        "predictions_sha256": hashes,
+    }
 
 
 def _check_same_test_set(arms: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +223,20 @@ def _check_same_test_set(arms: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np
                     f"seed {ref_seed} for {n_diff} test image(s); the arms read different label files"
                 )
     return ref_ids, ref["label_id"].to_numpy()
+
+
+def _provenance() -> dict[str, Any]:
+    """Versions of everything that shapes the numbers, so a rerun can be matched exactly."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("mammosynth", "numpy", "scipy", "scikit-learn", "pandas"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"versions": versions, "stage": "mammosynth evaluate"}
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -255,12 +296,15 @@ def run_evaluate(
     names = [a["arm"] for a in arms]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"arm name(s) {dupes} given more than once ({[str(d) for d in arm_dirs]}); "
-                         "pass one dir per arm")
+        raise ValueError(
+            f"arm name(s) {dupes} given more than once ({[str(d) for d in arm_dirs]}); pass one dir per arm"
+        )
     ids, y = _check_same_test_set(arms)
     if len(set(y.tolist())) < 2:
-        raise ValueError(f"the test set has only {'malignant' if y[0] else 'benign'} cases; "
-                         "AUC and sensitivity/specificity need both")
+        raise ValueError(
+            f"the test set has only {'malignant' if y[0] else 'benign'} cases; "
+            "AUC and sensitivity/specificity need both"
+        )
     log.info("evaluating %d arm(s) on %d test images (%d malignant)", len(arms), len(y), int(y.sum()))
 
     probs = {a["arm"]: {s: df["prob"].to_numpy() for s, df in a["predictions"].items()} for a in arms}
@@ -276,12 +320,13 @@ def run_evaluate(
                 if tm.get(k) is not None:
                     m[k] = tm[k]
             per_seed[_seed_key(s)] = m
-        summary = {k: stats.summarise([ps.get(k) for ps in per_seed.values()])
-                   for k in (*stats.METRICS, "train_accuracy", "val_auc")}
+        summary = {
+            k: stats.summarise([ps.get(k) for ps in per_seed.values()])
+            for k in (*stats.METRICS, "train_accuracy", "val_auc")
+        }
         ens = stats.seed_ensemble(probs[name])
         ens_metrics = stats.binary_metrics(y, ens, threshold)
-        ens_ci = {k: stats.bootstrap_ci(y, ens, k, n_bootstrap, seed, ALPHA, threshold)["ci"]
-                  for k in stats.METRICS}
+        ens_ci = stats.bootstrap_cis(y, ens, n_bootstrap, seed, ALPHA, threshold)
         first = per_seed[_seed_key(arm["seeds"][0])]
         arms_out[name] = {
             "accuracy": summary["accuracy"]["mean"],
@@ -289,26 +334,43 @@ def run_evaluate(
             "train_accuracy": summary["train_accuracy"]["mean"],
             "per_seed": per_seed,
             "summary": summary,
-            "ensemble": {"metrics": ens_metrics, "ci95": ens_ci,
-                         "confusion": stats.confusion(y, ens, threshold),
-                         "method": "per-case probabilities averaged over seeds; "
-                                   "CIs by stratified percentile bootstrap over test cases"},
+            "ensemble": {
+                "metrics": ens_metrics,
+                "ci95": ens_ci,
+                "confusion": stats.confusion(y, ens, threshold),
+                "method": "per-case probabilities averaged over seeds; "
+                "CIs by stratified percentile bootstrap over test cases",
+            },
             "n_seeds": len(arm["seeds"]),
             "seeds": list(arm["seeds"]),
             "n_train_real": first.get("n_train_real"),
             "n_train_synthetic": first.get("n_train_synthetic"),
             "spec": arm["spec"],
+            "predictions_sha256": arm["predictions_sha256"],
             "dir": arm["dir"],
         }
-        log.info("arm %s: AUC %.3f ± %s over %d seed(s)", name, arms_out[name]["auc"],
-                 "n/a" if summary["auc"]["sd"] is None else f"{summary['auc']['sd']:.3f}", len(arm["seeds"]))
+        log.info(
+            "arm %s: AUC %.3f ± %s over %d seed(s)",
+            name,
+            arms_out[name]["auc"],
+            "n/a" if summary["auc"]["sd"] is None else f"{summary['auc']['sd']:.3f}",
+            len(arm["seeds"]),
+        )
 
     comparisons = []
     for arm_name, base in _comparison_pairs(names, list(baselines)):
         comp = stats.compare_arms(y, probs[arm_name], probs[base], n_boot=n_bootstrap, seed=seed)
         comparisons.append({"arm": arm_name, "baseline": base, **comp})
-        log.info("%s vs %s: ΔAUC %+.3f (95%% CI %.3f..%.3f, p=%.3g, %s)", arm_name, base, comp["delta"],
-                 comp["ci95"][0], comp["ci95"][1], comp["p_value"], comp["test"])
+        log.info(
+            "%s vs %s: ΔAUC %+.3f (95%% CI %.3f..%.3f, p=%.3g, %s)",
+            arm_name,
+            base,
+            comp["delta"],
+            comp["ci95"][0],
+            comp["ci95"][1],
+            comp["p_value"],
+            comp["test"],
+        )
 
     all_seeds = sorted({s for a in arms for s in a["seeds"]}, key=lambda s: (str(type(s)), s))
     metrics: dict[str, Any] = {}
@@ -316,35 +378,52 @@ def run_evaluate(
     if overridden:
         log.warning("context key(s) %s clash with evaluate's own fields and are ignored", overridden)
     metrics.update({k: v for k, v in (context or {}).items() if k not in CONTRACT_KEYS})
-    metrics.update({
-        "arms": arms_out,
-        "comparisons": comparisons,
-        "test_set": {"n": int(len(y)), "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum()),
-                     "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()},
-        "seeds": all_seeds,
-        "baselines": [b for b in baselines if b in names],
-        "threshold": threshold,
-        "n_bootstrap": n_bootstrap,
-        "bootstrap_seed": seed,
-        "alpha": ALPHA,
-        "statistics": {
-            "headline": "mean over seeds (never the best seed)",
-            "across_seeds": "mean, SD and Student-t 95% interval over seeds",
-            "per_arm_ci": "stratified percentile bootstrap over test cases on the seed-ensemble",
-            "primary_test": stats.TEST_DELONG_ENSEMBLE,
-            "secondary_test": stats.TEST_PAIRED_T_SEEDS,
-            "cross_check": stats.TEST_PAIRED_BOOTSTRAP,
-            "significance": "a gain is called significant only when the DeLong 95% CI excludes 0 "
-                            "(p < 0.05) and the across-seed 95% CI of ΔAUC excludes 0",
-        },
-    })
+    metrics.update(
+        {
+            "arms": arms_out,
+            "comparisons": comparisons,
+            "test_set": {
+                "n": int(len(y)),
+                "n_malignant": int(y.sum()),
+                "n_benign": int((1 - y).sum()),
+                "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            },
+            "seeds": all_seeds,
+            "baselines": [b for b in baselines if b in names],
+            "threshold": threshold,
+            "n_bootstrap": n_bootstrap,
+            "bootstrap_seed": seed,
+            "alpha": ALPHA,
+            "statistics": {
+                "headline": "mean over seeds (never the best seed)",
+                "across_seeds": "mean, SD and Student-t 95% interval over seeds",
+                "per_arm_ci": "stratified percentile bootstrap over test cases on the seed-ensemble",
+                "primary_test": stats.TEST_DELONG_ENSEMBLE,
+                "secondary_test": stats.TEST_PAIRED_T_SEEDS,
+                "cross_check": stats.TEST_PAIRED_BOOTSTRAP,
+                "significance": "a gain is called significant only when the DeLong 95% CI excludes 0 "
+                "(p < 0.05) and the across-seed 95% CI of ΔAUC excludes 0",
+            },
+        }
+    )
+    metrics["provenance"] = _provenance()
     metrics["conclusion"] = conclusion(metrics)
     metrics = _json_safe(metrics)
 
     out = Path(out_dir)
-    rows = [pd.DataFrame({"arm": a["arm"], "seed": s, "image_id": df["image_id"], "label_id": df["label_id"],
-                          "prob": df["prob"]})
-            for a in arms for s, df in a["predictions"].items()]
+    rows = [
+        pd.DataFrame(
+            {
+                "arm": a["arm"],
+                "seed": s,
+                "image_id": df["image_id"],
+                "label_id": df["label_id"],
+                "prob": df["prob"],
+            }
+        )
+        for a in arms
+        for s, df in a["predictions"].items()
+    ]
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / TEST_PREDICTIONS_FILE, pd.concat(rows, ignore_index=True).to_csv(index=False))
     write_text_atomic(out / CONCLUSION_FILE, metrics["conclusion"] + "\n")
@@ -366,18 +445,37 @@ def _fmt_p(p: float | None) -> str:
 
 
 def describe_comparison(comp: Mapping[str, Any]) -> str:
-    """One sentence-fragment for a comparison: Δ, CI, p, test, and the across-seed view."""
+    """The evidence behind a verdict: CI, p, which test, and the across-seed view."""
     lo, hi = comp["ci95"]
-    text = (f"ΔAUC {_fmt(comp['delta'], signed=True)} (95% CI {_fmt(lo, signed=True)} to "
-            f"{_fmt(hi, signed=True)}, {_fmt_p(comp['p_value'])}, {comp['test']})")
+    text = (
+        f"(95% CI {_fmt(lo, signed=True)} to {_fmt(hi, signed=True)}, {_fmt_p(comp['p_value'])}, "
+        f"{comp['test']})"
+    )
     ps = comp.get("per_seed") or {}
     if ps.get("ci95") and ps["ci95"][0] is not None:
-        text += (f"; across {ps['n_seeds']} seeds the mean per-seed ΔAUC is {_fmt(ps['delta'], signed=True)} "
-                 f"(95% CI {_fmt(ps['ci95'][0], signed=True)} to {_fmt(ps['ci95'][1], signed=True)}, "
-                 f"{_fmt_p(ps.get('p_value'))})")
+        text += (
+            f"; across {ps['n_seeds']} seeds the mean per-seed ΔAUC is {_fmt(ps['delta'], signed=True)} "
+            f"(95% CI {_fmt(ps['ci95'][0], signed=True)} to {_fmt(ps['ci95'][1], signed=True)}, "
+            f"{_fmt_p(ps.get('p_value'))})"
+        )
     else:
         text += "; too few seeds for an across-seed interval"
     return text
+
+
+def verdict(comp: Mapping[str, Any]) -> str:
+    """One plain-language sentence for an arm-vs-baseline comparison."""
+    arm, base, delta = comp["arm"], comp["baseline"], _fmt(comp["delta"], signed=True)
+    if stats.is_significant_gain(comp):
+        return f"{arm} vs {base}: significant gain of {delta} AUC {describe_comparison(comp)}."
+    if stats.is_significant_loss(comp):
+        return f"{arm} vs {base}: significantly worse, {delta} AUC {describe_comparison(comp)}."
+    why = (
+        "the test-set difference does not hold up across training seeds"
+        if comp["p_value"] < ALPHA
+        else "the 95% interval includes zero"
+    )
+    return f"{arm} vs {base}: no significant gain — {why}; ΔAUC {delta} {describe_comparison(comp)}."
 
 
 def conclusion(metrics: Mapping[str, Any]) -> str:
@@ -391,36 +489,55 @@ def conclusion(metrics: Mapping[str, Any]) -> str:
     comps = metrics.get("comparisons") or []
     if not arms:
         return "No arms were evaluated, so there is nothing to conclude."
-    n_test = (metrics.get("test_set") or {}).get("n")
     lines = []
+    first_base = (metrics.get("baselines") or [None])[0]
+    synth = [
+        c for c in comps if c["baseline"] == first_base and ("synthetic" in c["arm"] or c["arm"] == "tstr")
+    ]
+    if synth:
+        gains = [c for c in synth if stats.is_significant_gain(c)]
+        if gains:
+            lines.append(
+                "Does synthetic data help? Yes, for "
+                + "; ".join(
+                    f"{c['arm']} ({_fmt(c['delta'], signed=True)} AUC over {first_base}, 95% CI "
+                    f"{_fmt(c['ci95'][0], signed=True)} to {_fmt(c['ci95'][1], signed=True)})"
+                    for c in gains
+                )
+                + (
+                    f". No significant gain for {', '.join(c['arm'] for c in synth if c not in gains)}."
+                    if len(gains) < len(synth)
+                    else "."
+                )
+            )
+        else:
+            lines.append(
+                f"Does synthetic data help? No significant gain over {first_base} for "
+                f"{'the synthetic arm' if len(synth) == 1 else 'any synthetic arm'} "
+                f"({', '.join(c['arm'] for c in synth)})."
+            )
+    n_test = (metrics.get("test_set") or {}).get("n")
     headline = []
     for name, arm in arms.items():
         s = arm["summary"]["auc"]
         ci = s.get("ci95") or [None, None]
-        spread = (f"mean AUC {_fmt(s['mean'])} ± {_fmt(s['sd'])} SD over {arm['n_seeds']} seeds, "
-                  f"95% CI {_fmt(ci[0])}–{_fmt(ci[1])}") if s.get("sd") is not None else \
-            f"AUC {_fmt(s['mean'])} from a single seed (no run-to-run spread available)"
-        headline.append(f"{name}: {spread}; mean test accuracy {_fmt(arm['accuracy'])}")
+        spread = (
+            (
+                f"mean AUC {_fmt(s['mean'])} ± {_fmt(s['sd'])} SD over {arm['n_seeds']} seeds "
+                f"(95% CI {_fmt(ci[0])}–{_fmt(ci[1])})"
+            )
+            if s.get("sd") is not None
+            else f"AUC {_fmt(s['mean'])} from a single seed (no run-to-run spread available)"
+        )
+        headline.append(f"{name}: {spread}, mean test accuracy {_fmt(arm['accuracy'])}")
     lines.append(f"On the shared real test set ({n_test} masses): " + "; ".join(headline) + ".")
-    baselines = metrics.get("baselines") or []
     if not comps:
         lines.append("Only one arm was evaluated, so no comparison between arms is possible.")
-    for base in baselines:
-        for comp in (c for c in comps if c["baseline"] == base):
-            arm = comp["arm"]
-            if stats.is_significant_gain(comp):
-                verdict = (f"{arm} gives a significant gain over {base} of {_fmt(comp['delta'], signed=True)} "
-                           f"AUC ({describe_comparison(comp)}).")
-            elif stats.is_significant_loss(comp):
-                verdict = (f"{arm} is significantly worse than {base}, by {_fmt(comp['delta'], signed=True)} "
-                           f"AUC ({describe_comparison(comp)}).")
-            else:
-                why = ("the effect does not hold up across training seeds"
-                       if comp["p_value"] < ALPHA else "the interval includes zero")
-                verdict = (f"{arm} vs {base}: no significant gain — {why} ({describe_comparison(comp)}).")
-            lines.append(verdict)
-    lines.append("All headline numbers are means over seeds; no single best seed or trial is reported "
-                 "as the result.")
+    for base in metrics.get("baselines") or []:
+        lines.extend(verdict(c) for c in comps if c["baseline"] == base)
+    lines.append(
+        "All headline numbers are means over seeds; no single best seed or trial is reported as the result."
+    )
     return "\n\n".join(lines)
 
 
@@ -432,8 +549,9 @@ def _parse_context(text: str | None) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--context: expected a JSON object or a path to one, got {text[:80]!r} ({exc})") \
-            from exc
+        raise SystemExit(
+            f"--context: expected a JSON object or a path to one, got {text[:80]!r} ({exc})"
+        ) from exc
     if not isinstance(data, dict):
         raise SystemExit(f"--context: expected a JSON object, got {type(data).__name__}")
     return data
@@ -453,10 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    metrics = run_evaluate(args.arm_dirs, args.out_dir,
-                           baselines=tuple(b for b in args.baselines.split(",") if b),
-                           n_bootstrap=args.n_bootstrap, seed=args.seed, threshold=args.threshold,
-                           context=_parse_context(args.context))
+    metrics = run_evaluate(
+        args.arm_dirs,
+        args.out_dir,
+        baselines=tuple(b for b in args.baselines.split(",") if b),
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        threshold=args.threshold,
+        context=_parse_context(args.context),
+    )
     print(metrics["conclusion"])
     return 0
 

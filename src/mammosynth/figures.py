@@ -65,20 +65,26 @@ def roc_figure(y: np.ndarray, probs: Mapping[str, Mapping[Any, np.ndarray]], pat
         auc = stats.binary_metrics(y, ens)["auc"]
         ax.plot(fpr, tpr, color=colour, lw=2.2, label=f"{arm} (ensemble AUC {auc:.3f}, {len(by_seed)} seeds)")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set(xlabel="1 − specificity (false-positive rate)", ylabel="sensitivity (true-positive rate)",
-           title="ROC on the real test set (thin: single seeds)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="1 − specificity (false-positive rate)",
+        ylabel="sensitivity (true-positive rate)",
+        title="ROC on the real test set (thin: single seeds)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=7)
     return _save(fig, Path(path))
 
 
-def confusion_figure(confusions: Mapping[str, Mapping[str, int]], path: str | os.PathLike,
-                     threshold: float = 0.5) -> Path:
+def confusion_figure(
+    confusions: Mapping[str, Mapping[str, int]], path: str | os.PathLike, threshold: float = 0.5
+) -> Path:
     """One 2×2 confusion matrix per arm (seed ensemble at ``threshold``), counts and row shares."""
     n = max(len(confusions), 1)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.flat[len(confusions):]:
+    for ax in axes.flat[len(confusions) :]:
         ax.axis("off")
     for ax, (arm, c) in zip(axes.flat, confusions.items(), strict=False):
         mat = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], dtype=float)
@@ -86,8 +92,15 @@ def confusion_figure(confusions: Mapping[str, Mapping[str, int]], path: str | os
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for i in range(2):
             for j in range(2):
-                ax.text(j, i, f"{int(mat[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
-                        color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{int(mat[i, j])}\n{share[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    color="white" if share[i, j] > 0.6 else "black",
+                    fontsize=9,
+                )
         ax.set_xticks([0, 1], ["benign", "malignant"])
         ax.set_yticks([0, 1], ["benign", "malignant"])
         ax.set(xlabel="predicted", ylabel="true", title=arm)
@@ -103,13 +116,27 @@ def forest_figure(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathL
     for i, comp in enumerate(comparisons):
         ypos = len(comparisons) - 1 - i
         lo, hi = comp["ci95"]
-        ax.errorbar(comp["delta"], ypos + 0.12, xerr=[[comp["delta"] - lo], [hi - comp["delta"]]], fmt="o",
-                    color="C0", capsize=3, label="DeLong, seed ensemble" if i == 0 else None)
+        ax.errorbar(
+            comp["delta"],
+            ypos + 0.12,
+            xerr=[[comp["delta"] - lo], [hi - comp["delta"]]],
+            fmt="o",
+            color="C0",
+            capsize=3,
+            label="DeLong, seed ensemble" if i == 0 else None,
+        )
         ps = comp.get("per_seed") or {}
         ci = ps.get("ci95") or [None, None]
         if ci[0] is not None:
-            ax.errorbar(ps["delta"], ypos - 0.12, xerr=[[ps["delta"] - ci[0]], [ci[1] - ps["delta"]]],
-                        fmt="s", color="C1", capsize=3, label="across seeds (t)" if i == 0 else None)
+            ax.errorbar(
+                ps["delta"],
+                ypos - 0.12,
+                xerr=[[ps["delta"] - ci[0]], [ci[1] - ps["delta"]]],
+                fmt="s",
+                color="C1",
+                capsize=3,
+                label="across seeds (t)" if i == 0 else None,
+            )
         labels.append(f"{comp['arm']} vs {comp['baseline']}")
     ax.axvline(0, color="grey", ls="--", lw=0.8)
     ax.set_yticks(range(len(comparisons)), labels[::-1])
@@ -126,14 +153,21 @@ def seed_auc_figure(arms: Mapping[str, Mapping[str, Any]], path: str | os.PathLi
     """Per-seed test AUC per arm (dots) with the mean and its across-seed 95% t-interval."""
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(arms) + 1.5), 4))
     rng = np.random.default_rng(0)  # fixed jitter: identical inputs give identical images
-    for i, (arm, info) in enumerate(arms.items()):
+    for i, info in enumerate(arms.values()):
         aucs = [v["auc"] for v in info["per_seed"].values()]
         ax.scatter(i + rng.uniform(-0.08, 0.08, len(aucs)), aucs, s=18, color="C0", alpha=0.7, zorder=2)
         s = info["summary"]["auc"]
         lo, hi = s["ci95"]
         if lo is not None:
-            ax.errorbar(i + 0.22, s["mean"], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="D", color="C3",
-                        capsize=3, zorder=3)
+            ax.errorbar(
+                i + 0.22,
+                s["mean"],
+                yerr=[[s["mean"] - lo], [hi - s["mean"]]],
+                fmt="D",
+                color="C3",
+                capsize=3,
+                zorder=3,
+            )
         else:
             ax.scatter(i + 0.22, s["mean"], marker="D", color="C3", zorder=3)
     ax.set_xticks(range(len(arms)), list(arms), rotation=20, ha="right")
@@ -162,8 +196,9 @@ def load_probs(predictions_csv: str | os.PathLike) -> tuple[np.ndarray, dict[str
     return y, probs
 
 
-def render_all(metrics: Mapping[str, Any], out_dir: str | os.PathLike,
-               predictions_csv: str | os.PathLike | None = None) -> dict[str, str]:
+def render_all(
+    metrics: Mapping[str, Any], out_dir: str | os.PathLike, predictions_csv: str | os.PathLike | None = None
+) -> dict[str, str]:
     """Render every figure an evaluation supports into ``out_dir``.
 
     Args:
@@ -186,8 +221,11 @@ def render_all(metrics: Mapping[str, Any], out_dir: str | os.PathLike,
         log.warning("no test predictions given: ROC figure skipped")
     if arms:
         confusions = {a: v["ensemble"]["confusion"] for a, v in arms.items() if v.get("ensemble")}
-        written["confusion"] = str(confusion_figure(confusions, out / FIGURE_FILES["confusion"],
-                                                    float(metrics.get("threshold", 0.5))))
+        written["confusion"] = str(
+            confusion_figure(
+                confusions, out / FIGURE_FILES["confusion"], float(metrics.get("threshold", 0.5))
+            )
+        )
         written["seed_auc"] = str(seed_auc_figure(arms, out / FIGURE_FILES["seed_auc"]))
     if metrics.get("comparisons"):
         written["forest"] = str(forest_figure(metrics["comparisons"], out / FIGURE_FILES["forest"]))

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -212,25 +213,28 @@ def _translate(exc: BaseException, settings: _S3Settings, what: str, uri: str) -
         if isinstance(exc, u3.SSLError) or "ssl" in str(exc).lower():
             return StorageError(f"TLS handshake with S3_ENDPOINT={settings.endpoint} failed ({exc}): "
                                 f"check S3_USE_HTTPS (now {int(settings.secure)}) and S3_VERIFY_SSL")
-        return StorageError(f"S3_ENDPOINT={settings.endpoint} unreachable after {RETRY_ATTEMPTS} attempts "
+        return StorageError(f"S3_ENDPOINT={settings.endpoint} unreachable after {RETRY_ATTEMPTS} tries "
                             f"while trying to {what} {uri} ({type(exc).__name__}): check S3_ENDPOINT "
                             f"/ S3_USE_HTTPS and that MinIO is running")
-    return StorageError(f"{where} failed to {what} {uri} after {RETRY_ATTEMPTS} attempts: "
-                        f"{type(exc).__name__}: {exc}")
+    from minio.error import InvalidResponseError
+
+    if isinstance(exc, InvalidResponseError) and getattr(exc, "_code", 500) < 500:
+        return StorageError(f"{where} answered HTTP {exc._code} without an S3 error body while trying to "
+                            f"{what} {uri}: check that S3_ENDPOINT is MinIO's S3 API (usually port 9000, "
+                            f"not the console) and S3_USE_HTTPS")
+    return StorageError(f"{where} failed to {what} {uri}: {type(exc).__name__}: {exc}")
 
 
 def _retry(settings: _S3Settings, what: str, uri: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` with exponential backoff on transient errors; translate the final error."""
-    from minio.error import MinioException
+    from minio.error import MinioException, S3Error
 
     for attempt in range(1, RETRY_ATTEMPTS + 1):
         try:
             return fn()
-        except (MinioException, OSError, Exception) as exc:  # noqa: B014 - urllib3 errors are Exceptions
+        except Exception as exc:  # urllib3 and minio errors share no base class narrower than this
             if isinstance(exc, (StorageError, FileNotFoundError)):
                 raise
-            from minio.error import S3Error
-
             transient = _is_transient(exc) and not (isinstance(exc, S3Error) and exc.code in _CREDENTIAL_CODES)
             if not transient and not isinstance(exc, MinioException) and not _is_connection_error(exc):
                 raise  # a bug or a local I/O error: not ours to reword
@@ -756,12 +760,29 @@ def publish_set(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: s
     set_id = f"{kind}-{content[:12]}"
     set_uri = _join(str(uri), set_id)
     store = _store(set_uri)
-    if store.exists(SET_MANIFEST):
-        existing = _read_manifest(store)
-        if existing.get("content_sha256") == content:
+    existing = _read_manifest(store) if store.exists(SET_MANIFEST) else None
+    if existing is not None and existing.get("content_sha256") == content:
+        present = store.list()
+        if all(e["path"] in present and present[e["path"]].size == e["size"] for e in entries):
             log.info("set %s already published: nothing to do", set_uri)
             return {**existing, "uri": set_uri, "reused": True}
-        log.warning("%s has a manifest for other content: replacing it", set_uri)
+        # Objects went missing after publishing: restore them, keep the original manifest.
+        log.warning("set %s is published but incomplete: re-uploading its missing objects", set_uri)
+        manifest = existing
+    else:
+        if existing is not None:
+            log.warning("%s has a manifest for other content: replacing it", set_uri)
+        manifest = _new_manifest(local_dir, kind, set_id, content, entries, config, lineage)
+    stats = _sync_up(files, store, workers=workers, progress_every=100, digests=digests)
+    # Last: the manifest is the commit record that turns uploaded objects into a set.
+    store.write(SET_MANIFEST, json.dumps(manifest, indent=2).encode())
+    log.info("published %s (%d files, %d uploaded, %d already present)", set_uri, stats["files"],
+             stats["uploaded"], stats["skipped"])
+    return {**manifest, "uri": set_uri, "reused": False}
+
+
+def _new_manifest(local_dir, kind: str, set_id: str, content: str, entries: list[dict[str, Any]],
+                  config: dict[str, Any] | None, lineage: dict[str, Any] | None) -> dict[str, Any]:
     from mammosynth import __version__
 
     manifest = {
@@ -777,13 +798,12 @@ def publish_set(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: s
         "lineage": lineage or {},
         "files": entries,
     }
-    json.dumps(manifest)  # fail before uploading anything if config/lineage are not JSON-serialisable
-    stats = _sync_up(files, store, workers=workers, progress_every=100, digests=digests)
-    # Last: the manifest is the commit record that turns uploaded objects into a set.
-    store.write(SET_MANIFEST, json.dumps(manifest, indent=2).encode())
-    log.info("published %s (%d files, %d uploaded, %d already present)", set_uri, stats["files"],
-             stats["uploaded"], stats["skipped"])
-    return {**manifest, "uri": set_uri, "reused": False}
+    try:
+        json.dumps(manifest)
+    except TypeError as exc:  # fail before uploading anything
+        raise StorageError(f"config/lineage for set {set_id} are not JSON-serialisable ({exc}): pass plain "
+                           f"dicts of str/int/float/list (e.g. dataclasses.asdict(config))") from None
+    return manifest
 
 
 def verify_set(uri: str | os.PathLike, *, workers: int = 4) -> VerifyResult:
@@ -968,6 +988,10 @@ def main(argv: list[str] | None = None) -> int:
                 failed += not result.ok
             return 1 if failed else 0
     except (StorageError, FileNotFoundError) as exc:
-        print(f"mammosynth data: error: {exc}", flush=True)
+        print(f"mammosynth data: error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,19 @@ def _check_shapes(image_size: int, latent_dim: int, channels: int) -> None:
     upsampling_plan(image_size)
 
 
+def default_base_width(image_size: int) -> int:
+    """Finest-level width of `StableCGAN` by image size.
+
+    Every level costs about the same (pixels × C_in × C_out is constant when widths double per
+    halving), so the base width sets the cost quadratically. Measured on 2 shared CPU cores at 64²,
+    batch 32: base 8 ran 0.28–0.38 s/step, base 4 0.12 s/step; 4 keeps the embedded preset
+    (1500 steps) within a few minutes. Larger images run on GPUs and get wider networks.
+    """
+    if image_size <= 64:
+        return 4
+    return 8 if image_size <= 128 else 16
+
+
 def _widths(k: int, base: int, cap: int) -> list[int]:
     """Channel widths from the coarsest (index 0) to the finest of k+1 resolutions."""
     return [min(cap, base * 2 ** (k - i)) for i in range(k + 1)]
@@ -307,7 +320,7 @@ class StableCGAN(_ConditionalGAN):
         latent_dim: noise size.
         channels: 1 (gray, default) or 3.
         base_width: channels at the finest resolution; they double per coarser level up to
-            ``max_width``. The default (8 below 128 px, 16 above) keeps 64² training in budget on CPU.
+            ``max_width``. The default (`default_base_width`) keeps 64² training in budget on CPU.
         max_width: channel cap.
         ema_decay: generator EMA decay (warmed up as ``min(decay, (1+t)/(10+t))``).
         r1_gamma: R1 weight on real images (0 = off).
@@ -320,7 +333,7 @@ class StableCGAN(_ConditionalGAN):
                  base_width: int | None = None, max_width: int = 256, ema_decay: float = 0.999,
                  r1_gamma: float = 0.0, augment: bool = True, **kwargs):
         super().__init__(image_size, latent_dim, channels, **kwargs)
-        self.base_width = int(base_width or (8 if self.image_size < 128 else 16))
+        self.base_width = int(base_width or default_base_width(self.image_size))
         self.max_width = int(max_width)
         self.ema_decay = float(ema_decay)
         self.r1_gamma = float(r1_gamma)

@@ -3,6 +3,10 @@
 KServe reads the whole body and parses it before a model sees it, so a per-model check would come
 after the memory is spent. This middleware answers 413 as soon as the declared ``Content-Length`` or
 the bytes actually streamed pass the limit.
+
+It also labels JSON bodies that arrive without a ``Content-Type`` (tritonclient's JSON requests):
+FastAPI >= 0.12x no longer parses those as JSON, and KServe's v2 endpoint would then mistake them
+for binary-extension requests and answer 400.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ class PayloadLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if b"content-type" not in headers and b"inference-header-content-length" not in headers:
+            scope = {**scope, "headers": [*scope.get("headers", []), (b"content-type", b"application/json")]}
+        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 size = int(declared)

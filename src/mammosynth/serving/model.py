@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from mammosynth.serving.batcher import MicroBatcher
@@ -152,6 +152,10 @@ class MammoModel(Model):
                                f"{type(payload).__name__}")
         batch = await self.decode(payload)
         probs = await self.probabilities(batch)
+        if not np.isfinite(probs).all():
+            # Never answer "benign" for a NaN: the input was valid, so this is the server's fault (500).
+            raise InferenceError(f"the classifier produced non-finite probabilities for {int((~np.isfinite(probs)).sum())} "
+                                 "image(s); check the model and the shared preprocessing")
         return self.respond(payload, probs)
 
     def respond(self, payload: dict | InferRequest, probs: np.ndarray) -> dict | InferResponse:

@@ -1,0 +1,96 @@
+# Cluster targets: images, manifests, submitting runs. Included by the top-level Makefile, which
+# defines VENV and PY. Every variable can be overridden: make images REGISTRY=ghcr.io/me TAG=v1
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+
+# docker if present, else podman; empty if neither (the image targets then say so).
+CONTAINER_TOOL ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman))
+REGISTRY ?=
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+PLATFORM ?= linux/amd64
+TRAINER_IMAGE ?= $(REGISTRY)/mammosynth-trainer:$(TAG)
+SERVER_IMAGE ?= $(REGISTRY)/mammosynth-server:$(TAG)
+HADOLINT ?= $(VENV)/bin/hadolint
+KUBECTL ?= kubectl
+OVERLAY ?= local
+OVERLAYS ?= local gpu
+NAMESPACE ?= mammosynth
+KFP_HOST ?=
+PRESET ?= cbis-ddsm
+SOURCE ?=
+SUBMIT_ARGS ?=
+PIPELINE_PACKAGE ?= build/mammosynth-study.yaml
+CREDENTIALS_ENV ?= manifests/credentials/minio.env
+GPU_POOL ?= manifests/overlays/gpu/gpu-pool.yaml
+
+.PHONY: images lint-images lock-images render deploy submit compile-gpu
+
+define require_container_tool
+	@if [ -z "$(CONTAINER_TOOL)" ]; then \
+	  echo "make $@: neither docker nor podman found; install one or pass CONTAINER_TOOL=<tool>" >&2; exit 2; fi
+endef
+
+define require_registry
+	@if [ -z "$(REGISTRY)" ]; then \
+	  echo "usage: make $@ REGISTRY=<registry/namespace> [TAG=$(TAG)] [CONTAINER_TOOL=$(or $(CONTAINER_TOOL),docker)]" >&2; \
+	  echo "  e.g. make $@ REGISTRY=ghcr.io/<you>  (the cluster must be able to pull from it)" >&2; exit 2; fi
+endef
+
+images: ## build and push the trainer and server images (REGISTRY=... required, TAG, CONTAINER_TOOL)
+	$(require_registry)
+	$(require_container_tool)
+	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/trainer.Dockerfile -t $(TRAINER_IMAGE) .
+	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/server.Dockerfile -t $(SERVER_IMAGE) .
+	$(CONTAINER_TOOL) push $(TRAINER_IMAGE)
+	$(CONTAINER_TOOL) push $(SERVER_IMAGE)
+	@echo "pushed $(TRAINER_IMAGE) and $(SERVER_IMAGE)"
+	@echo "compile with MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE); deploy with make deploy REGISTRY=$(REGISTRY) TAG=$(TAG)"
+
+lint-images: ## hadolint both Dockerfiles
+	$(HADOLINT) images/trainer.Dockerfile images/server.Dockerfile
+
+lock-images: ## regenerate images/requirements-*.txt from the test virtualenv
+	$(PY) images/lock.py
+
+# A throwaway overlay on top of the chosen one, so the tracked manifests never carry a registry.
+build/deploy/$(OVERLAY)/kustomization.yaml: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' \
+	  'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+	  'resources:' '  - ../../../manifests/overlays/$(OVERLAY)' \
+	  'images:' '  - name: mammosynth-server' '    newName: $(REGISTRY)/mammosynth-server' '    newTag: "$(TAG)"' > $@
+
+render: ## render every overlay to build/manifests/<overlay>.yaml (offline)
+	@mkdir -p build/manifests
+	@for overlay in $(OVERLAYS); do \
+	  $(KUBECTL) kustomize manifests/overlays/$$overlay > build/manifests/$$overlay.yaml.tmp \
+	    && mv build/manifests/$$overlay.yaml.tmp build/manifests/$$overlay.yaml \
+	    && echo "build/manifests/$$overlay.yaml" || exit 1; \
+	done
+
+deploy: ## apply credentials and manifests/overlays/$(OVERLAY) (OVERLAY=local|gpu, REGISTRY, TAG)
+	$(require_registry)
+	@if [ ! -s "$(CREDENTIALS_ENV)" ] || grep -Eq '^[A-Z_]+=$$' "$(CREDENTIALS_ENV)"; then \
+	  echo "make deploy: fill in $(CREDENTIALS_ENV) first:" >&2; \
+	  echo "  cp manifests/credentials/minio.env.example $(CREDENTIALS_ENV) && \$$EDITOR $(CREDENTIALS_ENV)" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory build/deploy/$(OVERLAY)/kustomization.yaml OVERLAY=$(OVERLAY)
+	$(KUBECTL) apply -f manifests/base/namespace.yaml
+	$(KUBECTL) apply -k manifests/credentials
+	$(KUBECTL) apply -k build/deploy/$(OVERLAY)
+	@echo "waiting for the bucket (job/mammosynth-bucket-setup)..."
+	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete --timeout=300s job/mammosynth-bucket-setup
+
+compile-gpu: ## compile for the cluster: GPU pool of $(GPU_POOL), trainer image from REGISTRY/TAG
+	env $$($(PY) -m mammosynth.submit --gpu-env $(GPU_POOL) | xargs) \
+	  $(if $(REGISTRY),MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE)) $(MAKE) --no-print-directory compile
+
+submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET, SOURCE, SUBMIT_ARGS)
+	@if [ -z "$(KFP_HOST)" ]; then \
+	  echo "usage: make submit KFP_HOST=<url> [PRESET=$(PRESET)] [SOURCE=s3://mammosynth/cbis-ddsm] [SUBMIT_ARGS=...]" >&2; \
+	  echo "  e.g. kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80 &  make submit KFP_HOST=http://localhost:8080" >&2; \
+	  exit 2; fi
+	$(PY) -m mammosynth.submit --host $(KFP_HOST) --package $(PIPELINE_PACKAGE) --preset $(PRESET) \
+	  $(if $(SOURCE),--param source=$(SOURCE)) $(SUBMIT_ARGS)
+
+.PHONY: FORCE
+FORCE:

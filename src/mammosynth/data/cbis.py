@@ -1,0 +1,402 @@
+"""CBIS-DDSM metadata and on-disk layouts.
+
+Metadata cleaning is done here, in the open, once:
+
+* the case-description CSVs are read with a real CSV parser (records end in CRLF and one quoted
+  path per row carries a bare LF, which is stripped);
+* ``N/A`` stays a category (pandas would turn it into NaN unless ``keep_default_na=False``);
+* column names are normalised once (``breast density`` in calc files vs ``breast_density``);
+* out-of-range values (density 0, subtlety 0) are *flagged*, never silently dropped;
+* pathology maps to the study label: MALIGNANT → malignant, BENIGN / BENIGN_WITHOUT_CALLBACK →
+  benign (the original value is kept in ``pathology``).
+
+Three image layouts are supported, detected from the directory tree:
+
+* ``tcia-old``: ``<PatientFolder>/<StudyUID>/<SeriesUID>/00000k.dcm`` exactly as the CSVs name them;
+* ``tcia-current``: ``<PatientFolder>/<MM-DD-YYYY>-DDSM-<n>/<1|1.000000>-<series description>-<n>/*.dcm``
+  (the NBIA downloader), matched through the patient folder name;
+* ``kaggle-jpeg``: ``csv/`` + ``jpeg/<SeriesInstanceUID>/*.jpg`` mapped through ``csv/dicom_info.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mammosynth.data.dicom import (
+    CROP_DESCRIPTION,
+    FULL_DESCRIPTION,
+    MASK_DESCRIPTION,
+    DicomError,
+    DicomImage,
+    decode_dicom,
+    is_roi_mask,
+)
+
+ABNORMALITIES = ("mass", "calc")
+SPLITS = ("train", "test")
+PATHOLOGY_LABELS = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
+LABEL_IDS = {"benign": 0, "malignant": 1}
+DENSITY_RANGE = (1, 4)
+SUBTLETY_RANGE = (1, 5)
+
+PATIENT_FOLDER_RE = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
+DATE_STUDY_RE = re.compile(r"^\d{2}-\d{2}-\d{4}-")
+UID_RE = re.compile(r"^\d+(\.\d+)+$")
+REQUIRED_FIELDS = ("patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology")
+
+
+def csv_name(abnormality: str, split: str) -> str:
+    """File name of an official case-description CSV, e.g. ``mass_case_description_train_set.csv``."""
+    return f"{abnormality}_case_description_{split}_set.csv"
+
+
+def normalise_column(name: str) -> str:
+    """``'breast density'`` / ``'ROI mask file path'`` → ``'breast_density'`` / ``'roi_mask_file_path'``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def iter_case_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str]]]:
+    """Stream a case-description CSV row by row.
+
+    Yields:
+        ``(row_number, row)``: 1-based data-row number and a dict with normalised column names and
+        stripped values (embedded LFs in path fields removed; ``N/A`` kept as text).
+
+    Raises:
+        ValueError: the file has no header or a row has more fields than the header.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [normalise_column(h) for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path}: empty CSV (no header); expected the CBIS-DDSM case-description header") from None
+        for number, values in enumerate(reader, start=1):
+            if not values or all(not v.strip() for v in values):
+                continue
+            if len(values) > len(header):
+                raise ValueError(f"{path}: data row {number} has {len(values)} fields, header has {len(header)}")
+            values = values + [""] * (len(header) - len(values))
+            yield number, {k: v.strip() for k, v in zip(header, values, strict=True)}
+
+
+def read_case_csv(path: str | os.PathLike):
+    """Read a whole case-description CSV into a DataFrame (strings; ``N/A`` kept; columns normalised)."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.columns = [normalise_column(c) for c in df.columns]
+    return df.apply(lambda col: col.str.strip())
+
+
+def find_case_csvs(root: Path, abnormality: str) -> list[tuple[Path, str, str]]:
+    """Locate the official CSVs at the source root or in ``csv/``.
+
+    Returns:
+        ``(path, abnormality, official_split)`` for each CSV found (train before test).
+
+    Raises:
+        ValueError: ``abnormality`` unknown, or none of the expected CSVs exist.
+    """
+    kinds = ABNORMALITIES if abnormality == "both" else (abnormality,)
+    if any(k not in ABNORMALITIES for k in kinds):
+        raise ValueError(f"unknown abnormality {abnormality!r}; choose mass, calc or both")
+    found = []
+    for kind in kinds:
+        for split in SPLITS:
+            for folder in (root, root / "csv"):
+                path = folder / csv_name(kind, split)
+                if path.is_file():
+                    found.append((path, kind, split))
+                    break
+    if not found:
+        expected = ", ".join(csv_name(k, s) for k in kinds for s in SPLITS)
+        raise ValueError(
+            f"no CBIS-DDSM case-description CSVs under {root} or {root / 'csv'}: expected {expected} "
+            "(download them from TCIA, or use the Kaggle export's csv/ folder)"
+        )
+    return found
+
+
+class RowError(ValueError):
+    """A CSV row that cannot become an index row; ``reason`` goes to rejects.csv."""
+
+
+@dataclass
+class CaseRecord:
+    """One cleaned CSV row (one abnormality in one view)."""
+
+    csv_file: str
+    row: int
+    abnormality: str
+    official_split: str
+    patient_id: str
+    laterality: str
+    view: str
+    abnormality_id: str
+    pathology: str
+    label: str
+    breast_density: str
+    subtlety: str
+    assessment: str
+    descriptors: dict[str, str]
+    image_file_path: str
+    cropped_image_file_path: str
+    roi_mask_file_path: str
+    qc_flags: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> str:
+        """Patient folder of the crop/mask (``Mass-Training_P_00001_LEFT_CC_1``)."""
+        prefix = {"mass": "Mass", "calc": "Calc"}[self.abnormality]
+        side = {"train": "Training", "test": "Test"}[self.official_split]
+        return f"{prefix}-{side}_{self.patient_id}_{self.laterality}_{self.view}_{self.abnormality_id}"
+
+    @property
+    def full_folder(self) -> str:
+        return self.folder.rsplit("_", 1)[0]
+
+    @property
+    def image_id(self) -> str:
+        return f"{self.abnormality}-{self.official_split}-{self.patient_id}-{self.laterality}-{self.view}-{self.abnormality_id}"
+
+    @property
+    def full_image_key(self) -> str:
+        return f"{self.abnormality}-{self.official_split}-{self.patient_id}-{self.laterality}-{self.view}"
+
+
+def _range_flag(value: str, name: str, lo: int, hi: int) -> str | None:
+    try:
+        number = int(value)
+    except ValueError:
+        return f"{name}_not_integer"
+    return None if lo <= number <= hi else f"{name}_out_of_range"
+
+
+def clean_row(raw: dict[str, str], *, csv_file: str, row: int, abnormality: str, official_split: str) -> CaseRecord:
+    """Validate and normalise one CSV row.
+
+    Raises:
+        RowError: a required field is empty or the pathology is unknown (reason names the field/value).
+    """
+    missing = [f for f in REQUIRED_FIELDS if not raw.get(f, "")]
+    if not (raw.get("cropped_image_file_path") or raw.get("image_file_path")):
+        missing.append("cropped_image_file_path")
+    if missing:
+        raise RowError(f"missing field: {', '.join(missing)}")
+    pathology = raw["pathology"].upper()
+    if pathology not in PATHOLOGY_LABELS:
+        raise RowError(f"unknown pathology: {raw['pathology']!r} (expected one of {', '.join(PATHOLOGY_LABELS)})")
+    laterality, view = raw["left_or_right_breast"].upper(), raw["image_view"].upper()
+    if laterality not in ("LEFT", "RIGHT"):
+        raise RowError(f"bad field: left or right breast = {raw['left_or_right_breast']!r} (expected LEFT/RIGHT)")
+    if view not in ("CC", "MLO"):
+        raise RowError(f"bad field: image view = {raw['image_view']!r} (expected CC/MLO)")
+    flags = [f for f in (
+        _range_flag(raw.get("breast_density", ""), "breast_density", *DENSITY_RANGE),
+        _range_flag(raw.get("subtlety", ""), "subtlety", *SUBTLETY_RANGE),
+    ) if f]
+    descriptor_cols = ("mass_shape", "mass_margins") if abnormality == "mass" else ("calc_type", "calc_distribution")
+    return CaseRecord(
+        csv_file=csv_file, row=row, abnormality=abnormality, official_split=official_split,
+        patient_id=raw["patient_id"], laterality=laterality, view=view,
+        abnormality_id=raw["abnormality_id"], pathology=pathology, label=PATHOLOGY_LABELS[pathology],
+        breast_density=raw.get("breast_density", ""), subtlety=raw.get("subtlety", ""),
+        assessment=raw.get("assessment", ""),
+        descriptors={c: raw.get(c, "") for c in descriptor_cols},
+        image_file_path=raw.get("image_file_path", ""),
+        cropped_image_file_path=raw.get("cropped_image_file_path", ""),
+        roi_mask_file_path=raw.get("roi_mask_file_path", ""), qc_flags=flags,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Layouts
+# ---------------------------------------------------------------------------------------------- #
+class ImageNotFound(LookupError):
+    """No file for a row exists in the layout; the message lists where it looked."""
+
+
+@dataclass
+class Candidate:
+    """A file that may hold the row's image; ``description`` is the series description if known."""
+
+    path: Path
+    description: str = ""
+
+
+class Layout:
+    """Maps a case record to candidate image files and decodes them."""
+
+    name = "layout"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        raise NotImplementedError
+
+    def decode(self, cand: Candidate) -> DicomImage:
+        return decode_dicom(cand.path, name=self.relative(cand.path))
+
+    def relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def _header_description(path: Path) -> str:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
+        return str(ds.get("SeriesDescription", "") or "").strip()
+    except Exception:  # noqa: BLE001 - an unreadable header is reported when the file is decoded
+        return ""
+
+
+class TciaOldLayout(Layout):
+    """``<PatientFolder>/<StudyUID>/<SeriesUID>/00000k.dcm`` exactly as the CSV paths say."""
+
+    name = "tcia-old"
+
+    def __init__(self, root: Path, base: Path):
+        super().__init__(root)
+        self.base = base
+
+    def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        paths = ([record.image_file_path] if image_kind == "full"
+                 else [record.cropped_image_file_path, record.roi_mask_file_path])
+        # Crop and mask numbers in the CSV are unreliable, so look at both files of each series.
+        found: list[Path] = []
+        for rel in filter(None, paths):
+            series_dir = (self.base / rel).parent
+            for sibling in sorted(series_dir.glob("*.dcm")) if series_dir.is_dir() else []:
+                if sibling not in found:
+                    found.append(sibling)
+        if not found:
+            raise ImageNotFound(f"missing file: {', '.join(p for p in paths if p)}")
+        return [Candidate(p, _header_description(p)) for p in found]
+
+
+class TciaCurrentLayout(Layout):
+    """NBIA downloader layout, matched through the patient folder name."""
+
+    name = "tcia-current"
+
+    def __init__(self, root: Path, base: Path):
+        super().__init__(root)
+        self.base = base
+
+    def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        folder = record.full_folder if image_kind == "full" else record.folder
+        found = sorted((self.base / folder).glob("*/*/*.dcm"))
+        if not found:
+            raise ImageNotFound(f"missing file: {folder}/<date>-DDSM-<n>/<series>/*.dcm")
+        return [Candidate(p, _header_description(p)) for p in found]
+
+
+class KaggleJpegLayout(Layout):
+    """Kaggle export: ``jpeg/<SeriesInstanceUID>/*.jpg`` described by ``csv/dicom_info.csv``."""
+
+    name = "kaggle-jpeg"
+
+    def __init__(self, root: Path, dicom_info: Path):
+        super().__init__(root)
+        self.by_series: dict[str, list[Candidate]] = {}
+        self.by_patient_folder: dict[str, list[Candidate]] = {}
+        for _, row in iter_case_rows(dicom_info):
+            rel = row.get("image_path", "")
+            if not rel:
+                continue
+            cand = Candidate(self._resolve(rel), row.get("seriesdescription", ""))
+            self.by_series.setdefault(row.get("seriesinstanceuid", ""), []).append(cand)
+            self.by_patient_folder.setdefault(row.get("patientid", ""), []).append(cand)
+
+    def _resolve(self, rel: str) -> Path:
+        rel = rel.strip()
+        direct = self.root / rel
+        if direct.exists():
+            return direct
+        parts = Path(rel).parts
+        # dicom_info paths start with "CBIS-DDSM/"; the export may be unpacked without that folder.
+        return self.root.joinpath(*parts[1:]) if parts and parts[0] == "CBIS-DDSM" else direct
+
+    def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        paths = ([record.image_file_path] if image_kind == "full"
+                 else [record.cropped_image_file_path, record.roi_mask_file_path])
+        uids = [Path(p).parts[2] for p in paths if p and len(Path(p).parts) >= 3]
+        cands: list[Candidate] = []
+        for uid in uids:
+            cands += [c for c in self.by_series.get(uid, []) if c not in cands]
+        if not cands:
+            folder = record.full_folder if image_kind == "full" else record.folder
+            cands = list(self.by_patient_folder.get(folder, []))
+        cands = [c for c in cands if c.path.is_file()]
+        if not cands:
+            raise ImageNotFound(f"missing file: jpeg/<SeriesInstanceUID>/*.jpg for series {', '.join(uids) or '?'}")
+        return cands
+
+    def decode(self, cand: Candidate) -> DicomImage:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(cand.path) as img:
+                img.load()
+                arr = np.asarray(img.convert("L") if img.mode not in ("L", "I;16") else img)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DicomError(f"{self.relative(cand.path)}: unreadable JPEG ({exc})") from exc
+        if arr.size == 0:
+            raise DicomError(f"{self.relative(cand.path)}: empty JPEG")
+        return DicomImage(pixels=arr, series_description=cand.description,
+                          bits_stored=8 if arr.dtype == np.uint8 else 16, rows=arr.shape[0],
+                          cols=arr.shape[1], photometric="MONOCHROME2", modality="MG")
+
+
+def looks_like_mask(img: DicomImage, lossy: bool = False) -> bool:
+    """`is_roi_mask`, tolerant of JPEG ringing for lossy exports (≥ 98% of pixels at 0 or 255)."""
+    if not lossy:
+        return is_roi_mask(img)
+    desc = img.series_description.lower()
+    if desc in (MASK_DESCRIPTION, CROP_DESCRIPTION, FULL_DESCRIPTION):
+        return desc == MASK_DESCRIPTION
+    px = img.pixels
+    extreme = np.count_nonzero((px <= 10) | (px >= 245))
+    return extreme >= 0.98 * px.size and np.count_nonzero(px >= 245) > 0
+
+
+def detect_layout(root: Path, csv_dir: Path) -> Layout:
+    """Work out which CBIS-DDSM layout ``root`` holds.
+
+    Raises:
+        ValueError: no known layout fits, naming what was expected.
+    """
+    bases = [root] + ([root / "CBIS-DDSM"] if (root / "CBIS-DDSM").is_dir() else [])
+    dicom_info = csv_dir / "dicom_info.csv"
+    if dicom_info.is_file() and any((b / "jpeg").is_dir() for b in bases):
+        return KaggleJpegLayout(root, dicom_info)
+    for base in bases:
+        old = current = 0
+        folders = sorted(e.name for e in os.scandir(base) if e.is_dir() and PATIENT_FOLDER_RE.match(e.name))
+        for name in folders[:25]:
+            for child in os.scandir(base / name):
+                if child.is_dir() and DATE_STUDY_RE.match(child.name):
+                    current += 1
+                elif child.is_dir() and UID_RE.match(child.name):
+                    old += 1
+        if current or old:
+            return TciaCurrentLayout(root, base) if current > old else TciaOldLayout(root, base)
+    raise ValueError(
+        f"no CBIS-DDSM image layout found under {root}: expected TCIA patient folders such as "
+        "Mass-Training_P_00001_LEFT_CC_1/<StudyUID>/<SeriesUID>/000000.dcm (old TCIA) or "
+        "Mass-Training_P_00001_LEFT_CC_1/<MM-DD-YYYY>-DDSM-<n>/<series>/1-1.dcm (NBIA downloader), "
+        "or the Kaggle export's jpeg/ folder with csv/dicom_info.csv"
+    )

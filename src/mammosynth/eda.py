@@ -1,0 +1,154 @@
+"""Exploratory figures and a markdown summary of an ingested (optionally split) set.
+
+Called by ingest (class balance, descriptors, image sizes) and by split (per-split balance), so
+every set carries a picture of what it contains next to its data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+LABELS = ("benign", "malignant")
+COLOURS = {"benign": "#4C72B0", "malignant": "#C44E52"}
+
+
+def _save(fig, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _by_label(index: pd.DataFrame, column: str) -> pd.DataFrame:
+    table = pd.crosstab(index[column].replace("", "(empty)"), index["label"])
+    for label in LABELS:
+        if label not in table.columns:
+            table[label] = 0
+    table = table[list(LABELS)]
+    return table.loc[table.sum(axis=1).sort_values(ascending=False).index]
+
+
+def _md_table(table: pd.DataFrame, first: str) -> str:
+    lines = [f"| {first} | " + " | ".join(map(str, table.columns)) + " |",
+             "|---" * (len(table.columns) + 1) + "|"]
+    lines += [f"| {idx} | " + " | ".join(str(v) for v in row) + " |" for idx, row in table.iterrows()]
+    return "\n".join(lines)
+
+
+def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+    """Write EDA figures (PNG) and ``summary.md`` for an ingested set's index.
+
+    Args:
+        index: the set's ``index.csv`` as a DataFrame (strings are fine).
+        out_dir: directory for the figures (created).
+
+    Returns:
+        Paths written: ``pathology_counts.png``, ``<descriptor>_by_label.png`` for the descriptors
+        present, ``image_sizes.png``, ``split_balance.png`` (when a split is filled), ``summary.md``.
+
+    Raises:
+        ValueError: the index lacks ``label`` or ``pathology``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    missing = {"label", "pathology"} - set(index.columns)
+    if missing:
+        raise ValueError(f"EDA needs columns {sorted(missing)} in the index; got {list(index.columns)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    summary = ["# Dataset summary", "",
+               f"{len(index)} images, {index['patient_id'].nunique() if 'patient_id' in index else '?'} patients.", ""]
+
+    counts = index["pathology"].value_counts()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(counts.index, counts.values,
+           color=[COLOURS["malignant"] if p == "MALIGNANT" else COLOURS["benign"] for p in counts.index])
+    ax.set_ylabel("images")
+    ax.set_title("Pathology")
+    ax.tick_params(axis="x", labelsize=7)
+    written.append(_save(fig, out / "pathology_counts.png"))
+    plt.close(fig)
+    summary += ["## Pathology", "", _md_table(counts.to_frame("images"), "pathology"), ""]
+
+    for column in ("mass_shape", "mass_margins", "calc_type", "calc_distribution"):
+        if column not in index or not (index[column] != "").any():
+            continue
+        table = _by_label(index[index[column] != ""], column).head(15)
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(table) + 1.2))
+        left = pd.Series(0, index=table.index)
+        for label in LABELS:
+            ax.barh(table.index, table[label], left=left, color=COLOURS[label], label=label)
+            left = left + table[label]
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("images")
+        ax.set_title(f"{column.replace('_', ' ')} by label")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / f"{column}_by_label.png"))
+        plt.close(fig)
+        summary += [f"## {column.replace('_', ' ')} by label", "", _md_table(table, column), ""]
+
+    if {"height", "width"} <= set(index.columns):
+        h = pd.to_numeric(index["height"], errors="coerce")
+        w = pd.to_numeric(index["width"], errors="coerce")
+        fig, ax = plt.subplots(figsize=(4, 4))
+        for label in LABELS:
+            sel = index["label"] == label
+            ax.scatter(w[sel], h[sel], s=6, alpha=0.6, color=COLOURS[label], label=label)
+        ax.set_xlabel("width (px)")
+        ax.set_ylabel("height (px)")
+        ax.set_title("Image sizes")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / "image_sizes.png"))
+        plt.close(fig)
+        summary += ["## Image sizes", "",
+                    f"height median {h.median():.0f} px (range {h.min():.0f}–{h.max():.0f}), "
+                    f"width median {w.median():.0f} px (range {w.min():.0f}–{w.max():.0f}).", ""]
+
+    split_col = "split" if "split" in index and (index["split"] != "").any() else "official_split"
+    if split_col in index:
+        table = pd.crosstab(index[split_col], index["label"]).reindex(
+            columns=list(LABELS), fill_value=0)
+        order = [s for s in ("train", "val", "test") if s in table.index]
+        table = table.loc[order + [s for s in table.index if s not in order]]
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        bottom = pd.Series(0, index=table.index)
+        for label in LABELS:
+            ax.bar(table.index, table[label], bottom=bottom, color=COLOURS[label], label=label)
+            bottom = bottom + table[label]
+        ax.set_ylabel("images")
+        ax.set_title(f"Class balance per {split_col.replace('_', ' ')}")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / "split_balance.png"))
+        plt.close(fig)
+        frac = (table["malignant"] / table.sum(axis=1)).round(3)
+        summary += [f"## Class balance per {split_col.replace('_', ' ')}", "",
+                    _md_table(table.assign(malignant_fraction=frac), split_col), ""]
+        if "patient_id" in index:
+            patients = index.groupby(split_col)["patient_id"].nunique()
+            summary += ["Patients: " + ", ".join(f"{k} {v}" for k, v in patients.items()), ""]
+
+    if "qc_flags" in index and (index["qc_flags"] != "").any():
+        flags = index["qc_flags"][index["qc_flags"] != ""].str.split(";").explode().value_counts()
+        summary += ["## Quality flags (kept, not dropped)", "", _md_table(flags.to_frame("images"), "flag"), ""]
+
+    summary_path = out / "summary.md"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".summary.md.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(summary))
+    os.replace(tmp, summary_path)
+    written.append(summary_path)
+    return written

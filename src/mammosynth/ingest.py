@@ -1,0 +1,350 @@
+"""Ingest: CBIS-DDSM (TCIA DICOM in either layout, or the Kaggle JPEG export) → an ingested set.
+
+The ingested set (docs/design.md) is ``index.csv`` (one row per abnormality image), ``images/``
+(16-bit grayscale PNGs, de-identified by construction: no DICOM attribute is copied), ``rejects.csv``
+(every CSV row that did not make it, with the reason), ``manifest.json`` (per-file sha256, counts)
+and ``eda/``. Every CSV row ends up either in ``index.csv`` or in ``rejects.csv``; the run checks
+that counts in = counts out + rejects.
+
+Rows are processed one at a time (or by a small process pool), so memory stays bounded by one
+image per worker whatever the size of the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammosynth import __version__
+from mammosynth.data import cbis
+from mammosynth.data.dicom import DicomError, DicomImage
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = [
+    "image_id", "patient_id", "label", "label_id", "pathology", "official_split", "split",
+    "abnormality_type", "abnormality_id", "view", "laterality", "breast_density", "subtlety",
+    "mass_shape", "mass_margins", "calc_type", "calc_distribution", "assessment", "qc_flags",
+    "height", "width", "bits_stored", "image_path", "source_path", "sha256",
+]
+REJECT_COLUMNS = ["source", "row", "path", "reason"]
+IMAGE_KINDS = ("crop", "full")
+LOG_EVERY = 100
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _csv_bytes(columns: list[str], rows: Iterable[dict[str, Any]]) -> bytes:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def to_png16(pixels: np.ndarray) -> np.ndarray:
+    """Map decoded pixels to uint16 without losing range: uint16 kept, uint8 × 257, others rescaled."""
+    arr = np.asarray(pixels)
+    if arr.dtype == np.uint16:
+        return arr
+    if arr.dtype == np.uint8:
+        return arr.astype(np.uint16) * 257
+    if np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 65535:
+        return arr.astype(np.uint16)
+    arr = arr.astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    return np.round((arr - lo) / max(hi - lo, 1e-12) * 65535.0).astype(np.uint16)
+
+
+def encode_png16(pixels: np.ndarray) -> bytes:
+    """16-bit grayscale PNG bytes with no text/metadata chunks (nothing but pixels leaves)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_png16(pixels)).save(buf, format="PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Per-image work (runs in worker processes when workers > 1)
+# ---------------------------------------------------------------------------------------------- #
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(layout: cbis.Layout, out_dir: Path, image_kind: str) -> None:
+    _WORKER.update(layout=layout, out_dir=out_dir, image_kind=image_kind)
+
+
+def _choose(layout: cbis.Layout, cands: list[cbis.Candidate], image_kind: str) -> tuple[cbis.Candidate, DicomImage]:
+    """Decode candidates until one is the wanted image kind (never trusting file numbers).
+
+    Raises:
+        cbis.RowError: every readable candidate is a mask ("mask-only") or every one is unreadable.
+    """
+    lossy = isinstance(layout, cbis.KaggleJpegLayout)
+    want = cbis.FULL_DESCRIPTION if image_kind == "full" else cbis.CROP_DESCRIPTION
+    # Try files whose series description names the wanted kind first: fewer large masks decoded.
+    ordered = sorted(cands, key=lambda c: (c.description.lower() != want,
+                                           c.description.lower() == cbis.MASK_DESCRIPTION))
+    errors, masks = [], []
+    images: list[tuple[cbis.Candidate, DicomImage]] = []
+    for cand in ordered:
+        try:
+            img = layout.decode(cand)
+        except DicomError as exc:
+            errors.append(str(exc))
+            continue
+        if cbis.looks_like_mask(img, lossy=lossy):
+            masks.append(layout.relative(cand.path))
+            continue
+        if image_kind == "crop" and img.series_description.lower() == cbis.FULL_DESCRIPTION:
+            continue  # Kaggle/NBIA folders can hold the full view too; a crop was asked for
+        images.append((cand, img))
+        if image_kind == "crop" or img.series_description.lower() == cbis.FULL_DESCRIPTION:
+            break
+    if images:
+        # For full images without a description, the largest non-mask image is the mammogram.
+        return max(images, key=lambda ci: ci[1].pixels.size) if image_kind == "full" else images[0]
+    if masks and not errors:
+        raise cbis.RowError(f"mask-only: no {image_kind} image among {len(masks)} file(s), only ROI masks")
+    if errors:
+        raise cbis.RowError(f"unreadable DICOM: {errors[0]}")
+    raise cbis.RowError(f"missing file: no {image_kind} image among {len(cands)} candidate file(s)")
+
+
+def _process_job(job: tuple[str, cbis.CaseRecord]) -> dict[str, Any]:
+    """Find, decode and write one image. Returns its facts or ``{"reject": reason, "path": ...}``."""
+    key, record = job
+    layout: cbis.Layout = _WORKER["layout"]
+    image_kind: str = _WORKER["image_kind"]
+    try:
+        cands = layout.candidates(record, image_kind)
+    except cbis.ImageNotFound as exc:
+        return {"reject": "missing file", "path": str(exc).removeprefix("missing file: ")}
+    try:
+        cand, img = _choose(layout, cands, image_kind)
+    except cbis.RowError as exc:
+        return {"reject": str(exc), "path": ";".join(layout.relative(c.path) for c in cands)}
+    data = encode_png16(img.pixels)
+    rel = f"images/{key}.png"
+    _atomic_write_bytes(_WORKER["out_dir"] / rel, data)
+    return {"image_path": rel, "source_path": layout.relative(cand.path),
+            "sha256": hashlib.sha256(data).hexdigest(), "height": img.rows, "width": img.cols,
+            "bits_stored": img.bits_stored}
+
+
+def _index_row(record: cbis.CaseRecord, facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "image_id": record.image_id, "patient_id": record.patient_id, "label": record.label,
+        "label_id": cbis.LABEL_IDS[record.label], "pathology": record.pathology,
+        "official_split": record.official_split, "split": "",
+        "abnormality_type": record.abnormality, "abnormality_id": record.abnormality_id,
+        "view": record.view, "laterality": record.laterality,
+        "breast_density": record.breast_density, "subtlety": record.subtlety,
+        "mass_shape": record.descriptors.get("mass_shape", ""),
+        "mass_margins": record.descriptors.get("mass_margins", ""),
+        "calc_type": record.descriptors.get("calc_type", ""),
+        "calc_distribution": record.descriptors.get("calc_distribution", ""),
+        "assessment": record.assessment, "qc_flags": ";".join(record.qc_flags), **facts,
+    }
+
+
+def _check_source(source: str | os.PathLike) -> Path:
+    text = os.fspath(source)
+    if "://" in text and not text.startswith("file://"):
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"source {text!r}: scheme {scheme}:// is not readable by ingest directly; fetch it to a "
+            "local directory with mammosynth.storage first and pass that path"
+        )
+    root = Path(text.removeprefix("file://")).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"source directory {root} does not exist; pass a CBIS-DDSM download root")
+    if not root.is_dir():
+        raise NotADirectoryError(f"source {root} is not a directory; pass the CBIS-DDSM download root")
+    return root
+
+
+def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnormality: str = "mass",
+               image_kind: str = "crop", workers: int = 1, log_every: int = LOG_EVERY,
+               eda: bool = True) -> dict[str, Any]:
+    """Read a CBIS-DDSM copy (or the phantom) into an ingested set.
+
+    Args:
+        source: local directory holding the case-description CSVs (at the root or in ``csv/``) and
+            the images in one of the supported layouts.
+        out_dir: ingested set directory to write.
+        abnormality: ``mass``, ``calc`` or ``both``.
+        image_kind: ``crop`` (ROI crops) or ``full`` (full mammograms; one PNG shared by the rows
+            of the same view).
+        workers: processes decoding images in parallel (1 = in-process).
+        log_every: log progress every this many images.
+        eda: also write ``eda/`` figures and ``summary.md``.
+
+    Returns:
+        The ``manifest.json`` content.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: the source is not a local directory.
+        ValueError: unsupported scheme, no CSVs, unknown abnormality/image kind, or no known layout.
+    """
+    if image_kind not in IMAGE_KINDS:
+        raise ValueError(f"unknown image kind {image_kind!r}; choose crop or full")
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    t0 = time.perf_counter()
+    root = _check_source(source)
+    csvs = cbis.find_case_csvs(root, abnormality)
+    layout = cbis.detect_layout(root, csvs[0][0].parent)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("ingest: %s layout, %d CSV file(s), %s %s images", layout.name, len(csvs), abnormality, image_kind)
+
+    rejects: list[dict[str, Any]] = []
+    records: list[cbis.CaseRecord] = []
+    seen: dict[str, tuple[str, int]] = {}
+    rows_in = 0
+    for path, kind, split in csvs:
+        for number, raw in cbis.iter_case_rows(path):
+            rows_in += 1
+            try:
+                record = cbis.clean_row(raw, csv_file=path.name, row=number, abnormality=kind,
+                                        official_split=split)
+            except cbis.RowError as exc:
+                rejects.append({"source": path.name, "row": number,
+                                "path": raw.get("cropped_image_file_path", ""), "reason": str(exc)})
+                continue
+            if record.image_id in seen:
+                first = seen[record.image_id]
+                rejects.append({"source": path.name, "row": number, "path": record.cropped_image_file_path,
+                                "reason": f"duplicate row: same patient/side/view/abnormality as {first[0]} row {first[1]}"})
+                continue
+            seen[record.image_id] = (path.name, number)
+            records.append(record)
+
+    # One job per image file to write: a crop per row, or a full view shared by its rows.
+    jobs: dict[str, list[cbis.CaseRecord]] = {}
+    for record in records:
+        jobs.setdefault(record.full_image_key if image_kind == "full" else record.image_id, []).append(record)
+    job_items = [(key, recs[0]) for key, recs in jobs.items()]
+    index_rows: list[dict[str, Any]] = []
+    results = _run_jobs(job_items, layout, out, image_kind, workers)
+    for n, ((key, _), facts) in enumerate(zip(job_items, results, strict=True), start=1):
+        for record in jobs[key]:
+            if "reject" in facts:
+                rejects.append({"source": record.csv_file, "row": record.row, "path": facts["path"],
+                                "reason": facts["reject"]})
+            else:
+                index_rows.append(_index_row(record, facts))
+        if n % log_every == 0 or n == len(job_items):
+            log.info("ingest: %d/%d images processed, %d rejected rows so far", n, len(job_items), len(rejects))
+
+    if rows_in != len(index_rows) + len(rejects):
+        raise RuntimeError(f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected")
+    index_rows.sort(key=lambda r: r["image_id"])
+    rejects.sort(key=lambda r: (r["source"], int(r["row"])))
+    index_bytes = _csv_bytes(INDEX_COLUMNS, index_rows)
+    rejects_bytes = _csv_bytes(REJECT_COLUMNS, rejects)
+    _atomic_write_bytes(out / "index.csv", index_bytes)
+    _atomic_write_bytes(out / "rejects.csv", rejects_bytes)
+    manifest = _manifest(root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects,
+                         index_bytes, rejects_bytes)
+    _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    if eda and index_rows:
+        import pandas as pd
+
+        from mammosynth.eda import write_eda
+
+        write_eda(pd.read_csv(io.BytesIO(index_bytes), dtype=str, keep_default_na=False), out / "eda")
+    log.info("ingest: %d rows → %d images, %d rejected (%s) in %.1fs", rows_in, len(index_rows), len(rejects),
+             dict(Counter(r["reason"].split(":")[0] for r in rejects)), time.perf_counter() - t0)
+    return manifest
+
+
+def _run_jobs(job_items, layout, out, image_kind, workers) -> Iterable[dict[str, Any]]:
+    if workers == 1 or len(job_items) < 2:
+        _init_worker(layout, out, image_kind)
+        return [_process_job(job) for job in job_items]
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(layout, out, image_kind)) as pool:
+        return list(pool.map(_process_job, job_items, chunksize=8))
+
+
+def _manifest(root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects,
+              index_bytes, rejects_bytes) -> dict[str, Any]:
+    files = {"index.csv": hashlib.sha256(index_bytes).hexdigest(),
+             "rejects.csv": hashlib.sha256(rejects_bytes).hexdigest()}
+    for row in index_rows:
+        files[row["image_path"]] = row["sha256"]
+    by_split_label: dict[str, dict[str, int]] = {}
+    for row in index_rows:
+        counts = by_split_label.setdefault(row["official_split"], {"benign": 0, "malignant": 0})
+        counts[row["label"]] += 1
+    return {
+        "kind": "mammosynth-ingested-set",
+        "mammosynth_version": __version__,
+        "source": str(root),
+        "source_layout": layout.name,
+        "abnormality": abnormality,
+        "image_kind": image_kind,
+        "csv_files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, _, _ in csvs},
+        "counts": {
+            "rows_in": rows_in,
+            "rows_out": len(index_rows),
+            "rejected": len(rejects),
+            "images": len({r["image_path"] for r in index_rows}),
+            "patients": len({r["patient_id"] for r in index_rows}),
+            "label": dict(Counter(r["label"] for r in index_rows)),
+            "pathology": dict(Counter(r["pathology"] for r in index_rows)),
+            "official_split": dict(Counter(r["official_split"] for r in index_rows)),
+            "official_split_label": by_split_label,
+            "qc_flags": dict(Counter(f for r in index_rows for f in r["qc_flags"].split(";") if f)),
+            "reject_reasons": dict(Counter(r["reason"].split(":")[0] for r in rejects)),
+        },
+        "files": files,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mammosynth ingest",
+        description="Read CBIS-DDSM (TCIA DICOM, NBIA download or Kaggle JPEG) into an ingested set.",
+    )
+    parser.add_argument("--source", required=True, help="local CBIS-DDSM root (CSVs at root or in csv/)")
+    parser.add_argument("--out", required=True, help="ingested set directory to write")
+    parser.add_argument("--abnormality", choices=["mass", "calc", "both"], default="mass")
+    parser.add_argument("--image-kind", choices=list(IMAGE_KINDS), default="crop")
+    parser.add_argument("--workers", type=int, default=1, help="decoding processes")
+    parser.add_argument("--log-every", type=int, default=LOG_EVERY, help="progress line every N images")
+    parser.add_argument("--no-eda", action="store_true", help="skip the eda/ figures")
+    args = parser.parse_args(argv)
+    manifest = run_ingest(args.source, args.out, abnormality=args.abnormality, image_kind=args.image_kind,
+                          workers=args.workers, log_every=args.log_every, eda=not args.no_eda)
+    c = manifest["counts"]
+    print(f"ingested set written to {args.out}: {c['rows_out']} images, {c['rejected']} rejected rows "
+          f"({c['label']}); layout {manifest['source_layout']}")
+    return 0

@@ -1,0 +1,657 @@
+"""Report stage: ``report.md`` and a self-contained ``report.html`` a clinician or reviewer can read.
+
+Both files are rendered from one document model (a list of sections of paragraphs, tables, images
+and code blocks), so they always say the same thing. Markdown links images relative to the report
+(copying any image from elsewhere into ``assets/``); HTML embeds them as base64 so the single file
+can be mailed around. Optional inputs that are missing (figures, sample grids, the generator's
+report card, context keys) turn into "not available" in their section, never into a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mammosynth import figures as figs
+from mammosynth.evaluate import (
+    CONTRACT_KEYS,
+    METRICS_FILE,
+    TEST_PREDICTIONS_FILE,
+    conclusion,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+NOT_AVAILABLE = "not available"
+
+# The student study's own numbers, shown for context only (different data handling, no CIs).
+PUBLISHED = [
+    ("Simple CNN (real only)", "0.55", "not reported", "single run"),
+    ("InceptionResNetV2 (real only)", "0.71", "0.75", "single run"),
+    (
+        "InceptionResNetV2 + 550 cGAN images",
+        "not reported",
+        "0.76 (average over trials)",
+        "their best trial, AUC 0.89, is cherry-picked and not comparable",
+    ),
+]
+
+FIGURE_TITLES = {
+    "roc": "ROC curves (thick: seed ensemble; thin: individual seeds)",
+    "seed_auc": "Test AUC per seed with the mean and its 95% CI over seeds",
+    "forest": "Δ AUC against the baselines with 95% CIs",
+    "confusion": "Confusion matrices (seed ensemble)",
+}
+
+
+# ----------------------------------------------------------------------------- document model
+@dataclass
+class Block:
+    kind: str  # "p" | "table" | "img" | "code" | "note"
+    text: str = ""
+    headers: Sequence[str] = ()
+    rows: Sequence[Sequence[Any]] = ()
+    path: str | None = None  # image path relative to the report directory
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    level: int = 2
+
+    def p(self, text: str) -> Section:
+        self.blocks.append(Block("p", text))
+        return self
+
+    def note(self, text: str) -> Section:
+        self.blocks.append(Block("note", text))
+        return self
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Section:
+        self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows]))
+        return self
+
+    def img(self, caption: str, path: str) -> Section:
+        self.blocks.append(Block("img", text=caption, path=path))
+        return self
+
+    def code(self, text: str) -> Section:
+        self.blocks.append(Block("code", text))
+        return self
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Human formatting: floats to ``digits`` decimals (4 significant if tiny/huge), None → n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        if value != 0 and (abs(value) < 10**-digits or abs(value) >= 1e5):
+            return f"{value:.4g}"
+        return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list)) for v in value):
+        return ", ".join(fmt(v, digits) for v in value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _ci(ci: Sequence[Any] | None, signed: bool = False) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    f = (lambda v: f"{v:+.3f}") if signed else (lambda v: f"{v:.3f}")
+    return f"[{f(ci[0])}, {f(ci[1])}]"
+
+
+def _signed(value: Any) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _p(p: Any) -> str:
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _mean_sd(summary: Mapping[str, Any] | None) -> str:
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    if summary.get("sd") is None:
+        return f"{summary['mean']:.3f} (1 seed)"
+    return f"{summary['mean']:.3f} ± {summary['sd']:.3f}"
+
+
+# ----------------------------------------------------------------------------- generic dict rendering
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def dict_blocks(section: Section, data: Mapping[str, Any], prefix: str = "") -> None:
+    """Render any dict: scalars in a key/value table, dicts of scalars as their own tables, dicts of
+    dicts as a matrix (rows = outer keys), anything deeper as JSON. Keys are shown as given."""
+    scalars = [
+        (k, v)
+        for k, v in data.items()
+        if _is_scalar(v) or (isinstance(v, (list, tuple)) and all(_is_scalar(x) for x in v))
+    ]
+    if scalars:
+        section.table(["field", "value"], [[f"{prefix}{k}", fmt(v, 4)] for k, v in scalars])
+    for key, value in data.items():
+        if not isinstance(value, Mapping):
+            if not (
+                _is_scalar(value) or (isinstance(value, (list, tuple)) and all(_is_scalar(x) for x in value))
+            ):
+                section.p(f"**{prefix}{key}**")
+                section.code(json.dumps(value, indent=2, sort_keys=True, default=str))
+            continue
+        if not value:
+            section.p(f"**{prefix}{key}**: (empty)")
+        elif all(isinstance(v, Mapping) and all(_is_scalar(x) for x in v.values()) for v in value.values()):
+            cols: list[str] = []
+            for inner in value.values():
+                cols += [c for c in inner if c not in cols]
+            section.p(f"**{prefix}{key}**")
+            section.table(
+                [str(key), *cols], [[k, *(fmt(v.get(c), 4) for c in cols)] for k, v in value.items()]
+            )
+        elif all(_is_scalar(v) for v in value.values()):
+            section.p(f"**{prefix}{key}**")
+            section.table(["field", "value"], [[k, fmt(v, 4)] for k, v in value.items()])
+        else:
+            section.p(f"**{prefix}{key}**")
+            section.code(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------- images
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "image"
+
+
+def _place_image(path: str | os.PathLike, out_dir: Path, name: str) -> str | None:
+    """Path of an image relative to the report; images outside ``out_dir`` are copied into assets/."""
+    src = Path(path)
+    if not src.is_file():
+        log.warning("image %s not found; its place in the report says '%s'", src, NOT_AVAILABLE)
+        return None
+    try:
+        return src.resolve().relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        dest = out_dir / "assets" / f"{_slug(name)}{src.suffix or '.png'}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest.relative_to(out_dir).as_posix()
+
+
+# ----------------------------------------------------------------------------- sections
+def _delta_cell(comps: Sequence[Mapping[str, Any]], arm: str, base: str) -> str:
+    for c in comps:
+        if c["arm"] == arm and c["baseline"] == base:
+            return f"{c['delta']:+.3f} {_ci(c['ci95'], True)}, p {_p(c['p_value'])}"
+        if c["arm"] == base and c["baseline"] == arm:
+            return f"{-c['delta']:+.3f} (reverse of {base} vs {arm})"
+    return "—" if arm == base else NOT_AVAILABLE
+
+
+def _headline(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Headline")
+    text = metrics.get("conclusion") or conclusion(metrics)
+    for para in text.split("\n\n"):
+        sec.p(para)
+    return sec
+
+
+def _results(metrics: Mapping[str, Any]) -> list[Section]:
+    arms = metrics.get("arms") or {}
+    comps = metrics.get("comparisons") or []
+    sec = Section("Results per arm")
+    if not arms:
+        return [sec.p(f"Arm results: {NOT_AVAILABLE}.")]
+    baselines = ["real", "real+aug"]
+    sec.p(
+        "As in the study: train accuracy, test accuracy and AUC per arm — here the mean over seeds "
+        "(± SD across seeds), never the best seed. The 95% CI over seeds is a Student-t interval; "
+        "the ensemble AUC averages each case's probability over seeds, with a stratified bootstrap CI "
+        "over test cases. Δ AUC is arm − baseline on the seed ensemble with DeLong's test."
+    )
+    rows = []
+    for name, a in arms.items():
+        summ = a.get("summary") or {}
+        ens = a.get("ensemble") or {}
+        ens_auc = (ens.get("metrics") or {}).get("auc")
+        rows.append(
+            [
+                name,
+                a.get("n_seeds"),
+                _mean_sd(summ.get("train_accuracy")),
+                _mean_sd(summ.get("accuracy")),
+                _mean_sd(summ.get("auc")),
+                _ci((summ.get("auc") or {}).get("ci95")),
+                f"{fmt(ens_auc)} {_ci((ens.get('ci95') or {}).get('auc'))}",
+                *(_delta_cell(comps, name, b) for b in baselines),
+            ]
+        )
+    sec.table(
+        [
+            "arm",
+            "seeds",
+            "train accuracy",
+            "test accuracy",
+            "test AUC (mean ± SD)",
+            "AUC 95% CI (seeds)",
+            "ensemble AUC [95% CI]",
+            "Δ AUC vs real [95% CI], p",
+            "Δ AUC vs real+aug [95% CI], p",
+        ],
+        rows,
+    )
+
+    other = Section("Other test metrics (mean ± SD over seeds)", level=3)
+    keys = ["sensitivity", "specificity", "f1", "balanced_accuracy", "val_auc"]
+    other.table(
+        ["arm", *keys],
+        [[n, *(_mean_sd((a.get("summary") or {}).get(k)) for k in keys)] for n, a in arms.items()],
+    )
+    other.p(
+        f"Threshold for the thresholded metrics: P(malignant) ≥ {fmt(metrics.get('threshold', 0.5), 2)}; "
+        "sensitivity is the share of malignant masses called malignant."
+    )
+
+    comp_sec = Section("Paired comparisons", level=3)
+    if comps:
+        comp_sec.p(
+            "Each row is tested three ways. The primary test (first columns) decides the headline; a gain "
+            "is called significant only if the across-seed interval also excludes 0."
+        )
+        comp_sec.table(
+            [
+                "arm",
+                "baseline",
+                "Δ AUC",
+                "95% CI",
+                "p",
+                "test",
+                "per-seed Δ (mean)",
+                "95% CI",
+                "p",
+                "test",
+                "bootstrap 95% CI",
+                "bootstrap p",
+            ],
+            [
+                [
+                    c["arm"],
+                    c["baseline"],
+                    f"{c['delta']:+.3f}",
+                    _ci(c["ci95"], True),
+                    _p(c["p_value"]),
+                    c["test"],
+                    _signed((c.get("per_seed") or {}).get("delta")),
+                    _ci((c.get("per_seed") or {}).get("ci95"), True),
+                    _p((c.get("per_seed") or {}).get("p_value")),
+                    (c.get("per_seed") or {}).get("test", NOT_AVAILABLE),
+                    _ci((c.get("bootstrap") or {}).get("ci95"), True),
+                    _p((c.get("bootstrap") or {}).get("p_value")),
+                ]
+                for c in comps
+            ],
+        )
+    else:
+        comp_sec.p(f"Comparisons: {NOT_AVAILABLE} (fewer than two arms, or no baseline arm evaluated).")
+
+    seeds = Section("Per-seed results", level=3)
+    seed_rows = []
+    for n, a in arms.items():
+        for s, v in (a.get("per_seed") or {}).items():
+            seed_rows.append(
+                [
+                    n,
+                    s,
+                    fmt(v.get("train_accuracy")),
+                    fmt(v.get("val_auc")),
+                    fmt(v.get("accuracy")),
+                    fmt(v.get("auc")),
+                    fmt(v.get("sensitivity")),
+                    fmt(v.get("specificity")),
+                ]
+            )
+    seeds.table(
+        [
+            "arm",
+            "seed",
+            "train accuracy",
+            "val AUC",
+            "test accuracy",
+            "test AUC",
+            "sensitivity",
+            "specificity",
+        ],
+        seed_rows,
+    )
+    return [sec, other, comp_sec, seeds]
+
+
+def _figure_section(title: str, keys: Sequence[str], placed: Mapping[str, str | None]) -> Section:
+    sec = Section(title)
+    for key in keys:
+        rel = placed.get(key)
+        if rel:
+            sec.img(FIGURE_TITLES.get(key, key), rel)
+        else:
+            sec.p(f"{FIGURE_TITLES.get(key, key)}: {NOT_AVAILABLE}.")
+    return sec
+
+
+def _confusion(metrics: Mapping[str, Any], placed: Mapping[str, str | None]) -> Section:
+    sec = _figure_section("Confusion matrices", ["confusion"], placed)
+    rows = [
+        [n, c["tn"], c["fp"], c["fn"], c["tp"]]
+        for n, a in (metrics.get("arms") or {}).items()
+        if (c := (a.get("ensemble") or {}).get("confusion"))
+    ]
+    if rows:
+        sec.table(
+            [
+                "arm",
+                "TN (benign → benign)",
+                "FP (benign → malignant)",
+                "FN (malignant → benign)",
+                "TP (malignant → malignant)",
+            ],
+            rows,
+        )
+    return sec
+
+
+def _samples(sample_grids: Mapping[str, Any] | None, out_dir: Path) -> Section:
+    sec = Section("Synthetic samples next to real ones")
+    if not sample_grids:
+        return sec.p(f"Sample grids: {NOT_AVAILABLE} (no generator was trained, or no grids were passed).")
+    for key, value in sample_grids.items():
+        if isinstance(value, Mapping):
+            for sub, path in value.items():
+                rel = _place_image(path, out_dir, f"samples-{key}-{sub}") if path else None
+                if rel:
+                    sec.img(f"{key} — {sub}", rel)
+                else:
+                    sec.p(f"{key} — {sub}: {NOT_AVAILABLE}.")
+        else:
+            rel = _place_image(value, out_dir, f"samples-{key}") if value else None
+            if rel:
+                sec.img(str(key), rel)
+            else:
+                sec.p(f"{key}: {NOT_AVAILABLE}.")
+    return sec
+
+
+def _report_card(card: Mapping[str, Any] | None) -> Section:
+    sec = Section("Generator report card")
+    if not card:
+        return sec.p(f"Generator report card: {NOT_AVAILABLE}.")
+    sec.p(
+        "Image-quality and privacy checks of the synthetic set as computed by the generator stage "
+        "(e.g. FID/KID against the real-vs-real floor, precision/recall, memorisation share, diversity)."
+    )
+    dict_blocks(sec, card)
+    return sec
+
+
+def _data_and_reproducibility(metrics: Mapping[str, Any], context: Mapping[str, Any]) -> Section:
+    sec = Section("Data, seeds and how to re-run")
+    ts = metrics.get("test_set") or {}
+    sec.table(
+        ["field", "value"],
+        [
+            ["test images (real, held out)", fmt(ts.get("n"))],
+            ["malignant / benign", f"{fmt(ts.get('n_malignant'))} / {fmt(ts.get('n_benign'))}"],
+            ["test image ids (sha256 of the sorted list)", fmt(ts.get("ids_sha256"))],
+            ["seeds", fmt(metrics.get("seeds"))],
+            [
+                "bootstrap resamples / seed",
+                f"{fmt(metrics.get('n_bootstrap'))} / {fmt(metrics.get('bootstrap_seed'))}",
+            ],
+            ["decision threshold", fmt(metrics.get("threshold"))],
+        ],
+    )
+    arms = metrics.get("arms") or {}
+    if arms:
+        sec.p("**Training set sizes per arm** (first seed)")
+        sec.table(
+            ["arm", "real training images", "synthetic training images"],
+            [[n, fmt(a.get("n_train_real")), fmt(a.get("n_train_synthetic"))] for n, a in arms.items()],
+        )
+    hashes = {n: a["predictions_sha256"] for n, a in arms.items() if a.get("predictions_sha256")}
+    if hashes:
+        sec.p("**Inputs**: sha256 (first 12 hex digits) of each arm's per-seed predictions.csv")
+        seeds = sorted({s for h in hashes.values() for s in h}, key=lambda s: (len(s), s))
+        sec.table(
+            ["arm", *(f"seed {s}" for s in seeds)],
+            [[n, *((h.get(s) or "—")[:12] for s in seeds)] for n, h in hashes.items()],
+        )
+    versions = (metrics.get("provenance") or {}).get("versions")
+    if versions:
+        sec.p("**Versions used by the evaluate stage**")
+        sec.table(["package", "version"], [[k, fmt(v)] for k, v in versions.items()])
+    if context:
+        sec.p(
+            "**Run context** (split, input versions/hashes, package versions and the config to re-run, "
+            "as recorded by the pipeline)"
+        )
+        dict_blocks(sec, context)
+    else:
+        sec.p(f"Run context (split, input hashes, versions, config): {NOT_AVAILABLE}.")
+    return sec
+
+
+def _published() -> Section:
+    sec = Section("The study's published numbers (context, not our result)")
+    sec.note(
+        "These are the student study's own figures, reported without confidence intervals and "
+        "without a patient-level split; they are not produced by this run and are not directly "
+        "comparable with the table above."
+    )
+    sec.table(["model (published study)", "test accuracy", "AUC", "note"], PUBLISHED)
+    return sec
+
+
+def _methods(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Statistical methods")
+    st = metrics.get("statistics")
+    if not st:
+        return sec.p(f"Method notes: {NOT_AVAILABLE}.")
+    sec.table(["aspect", "method"], [[k.replace("_", " "), v] for k, v in st.items()])
+    return sec
+
+
+# ----------------------------------------------------------------------------- renderers
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    out = [f"# {title}", ""]
+    for sec in sections:
+        out += [f"{'#' * sec.level} {sec.title}", ""]
+        for b in sec.blocks:
+            if b.kind == "p":
+                out += [b.text, ""]
+            elif b.kind == "note":
+                out += [f"> {b.text}", ""]
+            elif b.kind == "code":
+                out += ["```json", b.text, "```", ""]
+            elif b.kind == "img":
+                out += [f"![{b.text}]({b.path})", "", f"*{b.text}*", ""]
+            elif b.kind == "table":
+                out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
+                out.append("|" + "---|" * len(b.headers))
+                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+                out.append("")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d2733;line-height:1.45}
+h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b6cb0}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
+th,td{border:1px solid #cbd5e0;padding:.3em .55em;text-align:left;vertical-align:top}
+th{background:#edf2f7}tr:nth-child(even) td{background:#f7fafc}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #e2e8f0}
+figcaption{font-size:.85em;color:#4a5568}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.6em;overflow-x:auto;font-size:.82em}
+blockquote{border-left:4px solid #ed8936;margin:.8em 0;padding:.3em .8em;background:#fffaf0}
+"""
+
+
+def _inline_md(text: str) -> str:
+    """HTML-escape, then honour the one markdown emphasis the sections use (**bold**)."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+def render_html(title: str, sections: Sequence[Section], out_dir: Path) -> str:
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
+    for sec in sections:
+        parts.append(f"<h{sec.level}>{html.escape(sec.title)}</h{sec.level}>")
+        for b in sec.blocks:
+            if b.kind == "p":
+                parts.append(f"<p>{_inline_md(b.text)}</p>")
+            elif b.kind == "note":
+                parts.append(f"<blockquote>{_inline_md(b.text)}</blockquote>")
+            elif b.kind == "code":
+                parts.append(f"<pre>{html.escape(b.text)}</pre>")
+            elif b.kind == "img":
+                data = base64.b64encode((out_dir / b.path).read_bytes()).decode("ascii")
+                mime = "image/png" if b.path.lower().endswith(".png") else "image/jpeg"
+                parts.append(
+                    f"<figure><img alt='{html.escape(b.text)}' src='data:{mime};base64,{data}'>"
+                    f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
+                )
+            elif b.kind == "table":
+                head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                    for row in b.rows
+                )
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    *,
+    metrics: Mapping[str, Any],
+    context: Mapping[str, Any] | None = None,
+    figures: Mapping[str, str | os.PathLike] | None = None,
+    sample_grids: Mapping[str, Any] | None = None,
+    report_card: Mapping[str, Any] | None = None,
+    title: str = "mammosynth: does synthetic data help the breast-mass classifier?",
+) -> dict[str, Any]:
+    """Write ``report.md`` and ``report.html`` for an evaluation.
+
+    Args:
+        out_dir: report folder (figures given from elsewhere are copied into ``assets/``).
+        metrics: evaluate's ``metrics.json`` content.
+        context: run facts to show (split, input hashes, versions, config); any keys, nested allowed.
+        figures: ``{key: png path}`` with keys from `mammosynth.figures.FIGURE_FILES` (``roc``,
+            ``confusion``, ``forest``, ``seed_auc``); missing ones read "not available".
+        sample_grids: ``{name: png}`` or ``{class: {"real": png, "synthetic": png}}``.
+        report_card: the generator's report card (any nested dict).
+        title: report title.
+
+    Returns:
+        ``{"markdown": path, "html": path, "sections": [titles], "images": [relative paths]}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    placed = {k: _place_image(v, out, f"figure-{k}") for k, v in (figures or {}).items() if v}
+    sections = [
+        _headline(metrics),
+        *_results(metrics),
+        _figure_section("ROC curves and per-seed AUC", ["roc", "seed_auc", "forest"], placed),
+        _confusion(metrics, placed),
+        _samples(sample_grids, out),
+        _report_card(report_card),
+        _data_and_reproducibility(metrics, dict(context or {})),
+        _published(),
+        _methods(metrics),
+    ]
+    md_path = write_text_atomic(out / REPORT_MD, render_markdown(title, sections))
+    html_path = write_text_atomic(out / REPORT_HTML, render_html(title, sections, out))
+    images = [b.path for s in sections for b in s.blocks if b.kind == "img"]
+    log.info("wrote %s and %s (%d images)", md_path, html_path, len(images))
+    return {
+        "markdown": str(md_path),
+        "html": str(html_path),
+        "sections": [s.title for s in sections],
+        "images": images,
+    }
+
+
+def _load_json_arg(text: str | None, flag: str) -> Any:
+    if not text:
+        return None
+    path = Path(text)
+    try:
+        return json.loads(path.read_text() if path.exists() else text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(
+            f"{flag}: expected JSON or a path to a JSON file, got {text[:80]!r} ({exc})"
+        ) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mammosynth report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--eval-dir", required=True, help="evaluate output (metrics.json, test_predictions.csv)")
+    p.add_argument("--out-dir", default=None, help="report folder (default: the eval dir)")
+    p.add_argument("--context", default=None, help="JSON (or path) with extra run context to show")
+    p.add_argument("--sample-grids", default=None, help="JSON (or path): {name: png} or {class: {kind: png}}")
+    p.add_argument("--report-card", default=None, help="JSON (or path) of the generator's report card")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    eval_dir = Path(args.eval_dir)
+    metrics_path = eval_dir / METRICS_FILE
+    if not metrics_path.exists():
+        raise SystemExit(f"{metrics_path} missing: run `mammosynth evaluate --out-dir {eval_dir}` first")
+    metrics = json.loads(metrics_path.read_text())
+    out = Path(args.out_dir or eval_dir)
+    context = {k: v for k, v in metrics.items() if k not in CONTRACT_KEYS}
+    context.update(_load_json_arg(args.context, "--context") or {})
+    rendered = figs.render_all(metrics, out / "figures", eval_dir / TEST_PREDICTIONS_FILE)
+    result = write_report(
+        out,
+        metrics=metrics,
+        context=context,
+        figures=rendered,
+        sample_grids=_load_json_arg(args.sample_grids, "--sample-grids"),
+        report_card=_load_json_arg(args.report_card, "--report-card"),
+    )
+    print(result["markdown"])
+    print(result["html"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Sample a synthetic set from a trained generator.
+
+The synthetic set is a prepared set (`mammosynth.data.shards`) with one split, ``train``, ids
+``synthetic-<class>-<k:06d>``, and a ``lineage`` block in ``meta.json`` naming the generator
+(directory, kind, steps, training seed) and the sampling seed, so any synthetic image can be
+regenerated and traced back to the GAN run that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammosynth.config import CLASS_NAMES
+from mammosynth.data import shards
+
+log = logging.getLogger(__name__)
+
+STUDY_COUNTS = {"benign": 300, "malignant": 250}  # the study's 550 synthetic images
+SAMPLE_BATCH = 64
+
+
+def resolve_counts(n_per_class: dict[str, int] | str | None,
+                   real_counts: dict[str, int] | None = None) -> dict[str, int]:
+    """How many images to draw per class.
+
+    Args:
+        n_per_class: explicit ``{class: n}``; ``"study"`` for the study's 300 benign / 250
+            malignant; ``"balance"`` or None to top up the minority class of ``real_counts`` so
+            real + synthetic is balanced (when the real set is already balanced, each class gets
+            half of the larger real class).
+        real_counts: ``{class: n}`` of the real training split (needed for balancing).
+
+    Raises:
+        ValueError: unknown class names, negative counts, or balancing without real counts.
+    """
+    if isinstance(n_per_class, str):
+        if n_per_class == "study":
+            return dict(STUDY_COUNTS)
+        if n_per_class != "balance":
+            raise ValueError(f"n_per_class {n_per_class!r}: use a {{class: n}} mapping, 'study' or "
+                             "'balance'")
+        n_per_class = None
+    if n_per_class is not None:
+        unknown = sorted(set(n_per_class) - set(CLASS_NAMES))
+        if unknown:
+            raise ValueError(f"n_per_class has unknown classes {unknown}; known: {list(CLASS_NAMES)}")
+        counts = {name: int(n_per_class.get(name, 0)) for name in CLASS_NAMES}
+        if any(n < 0 for n in counts.values()) or not sum(counts.values()):
+            raise ValueError(f"n_per_class {n_per_class}: counts must be ≥ 0 and not all zero")
+        return counts
+    if not real_counts:
+        raise ValueError("balancing needs real_counts ({class: n} of the real train split) or pass "
+                         "n_per_class explicitly")
+    real = {name: int(real_counts.get(name, 0)) for name in CLASS_NAMES}
+    top = max(real.values())
+    gaps = {name: top - n for name, n in real.items()}
+    if not any(gaps.values()):
+        gaps = {name: max(1, top // 2) for name in CLASS_NAMES}
+    return gaps
+
+
+def generate(sampler, latent_dim: int, counts: dict[str, int], seed: int,
+             batch_size: int = SAMPLE_BATCH) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Draw images per class from a loaded sampler (see `mammosynth.gan.load_generator`).
+
+    Returns:
+        ``(images (N,S,S,1) float32 in [0,1], labels int64, ids)`` ordered by class.
+    """
+    rng = np.random.default_rng(seed)
+    images, labels, ids = [], [], []
+    for label_id, name in enumerate(CLASS_NAMES):
+        n = int(counts.get(name, 0))
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            z = rng.standard_normal((m, latent_dim)).astype(np.float32)
+            y = np.full(m, label_id, np.int32)
+            out = np.asarray(sampler([z, y], training=False), np.float32)
+            if out.shape[-1] == 3:  # the study's RGB variant: store gray like every prepared set
+                out = out.mean(axis=-1, keepdims=True)
+            images.append(np.clip(out, 0.0, 1.0))
+            labels.append(np.full(m, label_id, np.int64))
+            ids += [f"synthetic-{name}-{start + i + 1:06d}" for i in range(m)]
+        log.info("sampled %d %s images", n, name)
+    return np.concatenate(images), np.concatenate(labels), ids
+
+
+def run_synthesize(
+    generator_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    n_per_class: dict[str, int] | str | None = None,
+    seed: int = 0,
+    real_counts: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Write a synthetic set sampled from a generator directory.
+
+    Args:
+        generator_dir: ``generator/`` written by `mammosynth.gan.train_gan`.
+        out_dir: the synthetic set to write (a prepared set with split ``train``).
+        n_per_class: see `resolve_counts` (mapping, ``"study"``, ``"balance"``/None).
+        seed: sampling seed (noise).
+        real_counts: real training counts per class, for balancing.
+
+    Returns:
+        The written ``meta.json`` content.
+
+    Raises:
+        FileNotFoundError: ``generator_dir`` is not a generator directory.
+        ValueError: bad counts (see `resolve_counts`).
+    """
+    from mammosynth.gan import load_generator
+
+    counts = resolve_counts(n_per_class, real_counts)
+    sampler, gmeta = load_generator(generator_dir)
+    images, labels, ids = generate(sampler, int(gmeta["latent_dim"]), counts, seed)
+    out = Path(out_dir)
+    for stale in shards.splits(out) if out.exists() else []:
+        for path in shards.iter_shards(out, stale):
+            path.unlink()
+    shards.write_split(out, "train", images, labels, ids)
+    lineage = {"generator_dir": str(generator_dir), "kind": gmeta.get("kind"),
+               "steps": gmeta.get("steps"), "train_seed": gmeta.get("seed"),
+               "latent_dim": gmeta.get("latent_dim"), "sampling_seed": int(seed),
+               "requested": counts, "synthetic": True}
+    meta = shards.write_meta(out, int(images.shape[1]), {"lineage": lineage})
+    log.info("wrote synthetic set %s: %s", out, meta["counts"])
+    return meta
+
+
+def _counts_arg(text: str) -> dict[str, int] | str:
+    if text in ("study", "balance"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--n-per-class {text!r}: expected 'study', 'balance' or JSON like "
+            '\'{"benign": 300, "malignant": 250}\'') from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--n-per-class {text!r}: expected a JSON object")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mammosynth synthesize", description=__doc__.splitlines()[0])
+    p.add_argument("--generator-dir", required=True, help="generator/ written by `mammosynth gan`")
+    p.add_argument("--out-dir", required=True, help="synthetic set to write")
+    p.add_argument("--n-per-class", type=_counts_arg, default=None,
+                   help="'study' (300/250), 'balance' (default; needs --real-dir) or JSON {class: n}")
+    p.add_argument("--real-dir", default=None,
+                   help="real prepared set whose train counts drive balancing")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    real_counts = None
+    if args.real_dir:
+        real_counts = shards.read_meta(args.real_dir).get("counts", {}).get("train")
+        if not real_counts:
+            raise SystemExit(f"{args.real_dir}/meta.json has no train counts; re-run preprocess")
+    meta = run_synthesize(args.generator_dir, args.out_dir, n_per_class=args.n_per_class,
+                          seed=args.seed, real_counts=real_counts)
+    print(json.dumps(meta["counts"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,502 @@
+"""Stage `train`: one classifier on a prepared set (optionally mixed with a synthetic set).
+
+`train_classifier` is the core (also each Katib trial, through the CLI); `train_arm` runs one
+experimental arm over several seeds into the arm-directory layout the evaluate stage reads::
+
+    <arm dir>/arm.json                     {"arm", "seeds", "spec", "metrics": {seed: {...}}}
+    <arm dir>/seed-<s>/predictions.csv     image_id,label_id,prob  (TEST split)
+    <arm dir>/seed-<s>/train_metrics.json  train_accuracy, val_auc, val_accuracy, val_loss, ...
+    <arm dir>/seed-<s>/history.json        per-epoch Keras logs
+    <arm dir>/seed-<s>/model/              (first ``save_model_seeds`` seeds) see mammosynth.models.io
+
+The CLI prints ``name=value`` lines (per epoch and at the end) whose names are the ``METRIC_*``
+constants below, the same names the Katib Experiment's objective and StdOut collector use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammosynth.config import parse_arm
+
+log = logging.getLogger(__name__)
+
+METRIC_VAL_AUC = "val_auc"
+METRIC_VAL_ACCURACY = "val_accuracy"
+METRIC_VAL_LOSS = "val_loss"
+METRIC_TRAIN_ACCURACY = "train_accuracy"
+OBJECTIVE_METRIC = METRIC_VAL_AUC
+ADDITIONAL_METRICS = (METRIC_VAL_ACCURACY, METRIC_VAL_LOSS, METRIC_TRAIN_ACCURACY)
+
+PREDICTIONS_FILE = "predictions.csv"
+TRAIN_METRICS_FILE = "train_metrics.json"
+HISTORY_FILE = "history.json"
+ARM_FILE = "arm.json"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+
+# Keys of **hp that steer the fine-tuning schedule instead of the builder.
+_SCHEDULE_KEYS = ("warmup_fraction", "unfreeze_fraction", "fine_tune_lr_factor")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from mammosynth.data.shards import _atomic_write
+
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def _json(obj: Any) -> str:
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        return str(o)
+
+    return json.dumps(obj, indent=2, default=default, allow_nan=True)
+
+
+def configure_devices(mixed_precision: bool | None = None, deterministic: bool | None = None):
+    """Pick the distribution strategy and numeric policy for the visible devices.
+
+    Mixed precision (float16 compute, float32 weights) only on GPUs: on CPU it is slower. A
+    `tf.distribute.MirroredStrategy` when more than one GPU is visible, else the default strategy,
+    so the training code path is identical. Op determinism on CPU makes a seed repeat exactly.
+
+    Args:
+        mixed_precision: force on/off; None = on iff a GPU is visible.
+        deterministic: force op determinism on/off; None = on iff no GPU is visible.
+
+    Returns:
+        The `tf.distribute.Strategy` to build and compile models under.
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    use_mp = bool(gpus) if mixed_precision is None else mixed_precision
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
+    if deterministic if deterministic is not None else not gpus:
+        tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info("devices: %d GPU(s), policy %s, strategy %s", len(gpus), keras.mixed_precision.global_policy().name,
+             type(strategy).__name__)
+    return strategy
+
+
+def _metric_line(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def _make_progress_callback(epochs_total: int, print_metrics: bool):
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """Per-epoch progress to the log (and ``name=value`` lines to stdout for Katib)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            vals = {"epoch": epoch + 1, METRIC_TRAIN_ACCURACY: float(logs.get("accuracy", math.nan)),
+                    "train_loss": float(logs.get("loss", math.nan)),
+                    METRIC_VAL_AUC: float(logs.get("val_auc", math.nan)),
+                    METRIC_VAL_ACCURACY: float(logs.get("val_accuracy", math.nan)),
+                    METRIC_VAL_LOSS: float(logs.get("val_loss", math.nan))}
+            log.info("epoch %d/%d (%.1fs): %s", epoch + 1, epochs_total, time.monotonic() - self._t0,
+                     _metric_line(vals))
+            if print_metrics:
+                print(_metric_line(vals), flush=True)
+
+    return Progress()
+
+
+def _make_best_keeper(patience: int, ckpt_dir: Path | None, state: dict[str, Any]):
+    """Early stopping on validation AUC over all fine-tuning phases, with per-epoch checkpoints.
+
+    One object spans every ``fit`` call (Keras' EarlyStopping would reset between phases), keeps
+    the best weights in memory, and writes ``last``/``best`` weights plus a state file each epoch
+    so an interrupted run resumes where it stopped.
+    """
+    import keras
+
+    class BestKeeper(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.state = state
+            self.best_weights = None
+            self.stopped = False
+
+        def new_phase(self):
+            self.state["wait"] = 0
+            self.stopped = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            st = self.state
+            st["history"].append({k: float(v) for k, v in logs.items()})
+            st["epoch"] = epoch + 1
+            value = float(logs.get("val_auc", math.nan))
+            if not math.isnan(value) and (st["best_value"] is None or value > st["best_value"]):
+                st.update(best_value=value, best_epoch=epoch + 1, wait=0)
+                self.best_weights = self.model.get_weights()
+                if ckpt_dir is not None:
+                    self.model.save_weights(ckpt_dir / "best.weights.h5")
+            else:
+                st["wait"] += 1
+                if st["wait"] >= patience:
+                    log.info("early stopping: val_auc has not improved for %d epochs (best %.4f at epoch %s)",
+                             patience, st["best_value"] or math.nan, st["best_epoch"])
+                    self.model.stop_training = True
+                    self.stopped = True
+            if ckpt_dir is not None:
+                self.model.save_weights(ckpt_dir / "last.weights.h5")
+                st["stopped"] = self.stopped
+                _write_atomic(ckpt_dir / "state.json", _json(st))
+
+    return BestKeeper()
+
+
+def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "label_id", "prob"])
+    for i, y, p in zip(ids, labels, probs, strict=True):
+        writer.writerow([str(i), int(y), f"{float(p):.8g}"])
+    _write_atomic(path, buf.getvalue())
+
+
+def train_classifier(
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model: str = "simple_cnn",
+    epochs: int = 12,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    dropout: float = 0.3,
+    seed: int = 0,
+    augment: bool = False,
+    augment_config: dict[str, Any] | None = None,
+    synthetic_dir: str | os.PathLike | None = None,
+    synthetic_ratio: float = 0.0,
+    use_real: bool = True,
+    patience: int = 4,
+    class_balance: str | None = "weights",
+    save_model: bool = True,
+    export_saved_model: bool = False,
+    arm: str | None = None,
+    print_metrics: bool = False,
+    predict_test: bool = True,
+    **hp: Any,
+) -> dict[str, Any]:
+    """Train one classifier and write its outputs into ``out_dir``.
+
+    Validation AUC (real ``val`` split) drives early stopping and picks the weights kept; the test
+    split is only predicted, never looked at for choices.
+
+    Args:
+        prepared_dir: the real prepared set (splits ``train``, ``val``, ``test``).
+        out_dir: output directory (``model/``, ``predictions.csv``, ``train_metrics.json``, ``history.json``).
+        model: a name in `mammosynth.models.classifiers.BUILDERS`.
+        epochs: maximum epochs (over all fine-tuning phases).
+        batch_size: images per batch.
+        learning_rate: Adam learning rate (of the first phase).
+        dropout: dropout before the output unit.
+        seed: seeds weights, shuffling, augmentation and synthetic sampling.
+        augment: apply training augmentation (`mammosynth.data.augment`).
+        augment_config: `AugmentConfig` fields overriding its defaults.
+        synthetic_dir: a synthetic set (prepared set with split ``train``) to mix in.
+        synthetic_ratio: synthetic images per real training image.
+        use_real: train on the real training split (False = train on synthetic only, TSTR).
+        patience: epochs without a val AUC improvement before stopping.
+        class_balance: None, ``"weights"`` (balanced loss weights) or ``"oversample"``.
+        save_model: write ``out_dir/model/`` (`mammosynth.models.io.save_classifier`).
+        export_saved_model: also export the TF SavedModel for serving.
+        arm: arm name recorded in the metadata.
+        print_metrics: print ``name=value`` lines to stdout (the Katib trial CLI does).
+        predict_test: write ``predictions.csv`` for the test split.
+        **hp: builder hyperparameters (e.g. ``n_conv_layers``, ``filters``, ``dense_units``,
+            ``weights``) and fine-tuning schedule keys (``warmup_fraction``, ...).
+
+    Returns:
+        The metrics written to ``train_metrics.json``.
+
+    Raises:
+        FileNotFoundError: the prepared set or a split is missing.
+        ValueError: bad model name, image size below the model's minimum, or bad mixing options.
+    """
+    import keras
+
+    from mammosynth.data import shards
+    from mammosynth.data.augment import AugmentConfig, build_augmenter
+    from mammosynth.models import classifiers
+    from mammosynth.models.io import save_classifier
+
+    if model not in classifiers.BUILDERS:
+        raise ValueError(f"unknown classifier {model!r}; choose one of: {', '.join(classifiers.BUILDERS)}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = shards.read_meta(prepared_dir)
+    size = int(meta["image_size"])
+    schedule_kw = {k: hp.pop(k) for k in _SCHEDULE_KEYS if k in hp}
+    params = {"model": model, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+              "dropout": dropout, "augment": augment, "synthetic_ratio": synthetic_ratio, "use_real": use_real,
+              "patience": patience, "class_balance": class_balance, **hp, **schedule_kw}
+    if augment_config:
+        params["augment_config"] = augment_config
+
+    keras.utils.set_random_seed(seed)
+    strategy = configure_devices()
+    augmenter = build_augmenter(AugmentConfig.from_dict(augment_config), seed=seed) if augment else None
+    train_ds, counts = shards.mixed_dataset(
+        prepared_dir, synthetic_dir, synthetic_ratio, use_real=use_real, batch_size=batch_size, shuffle=True,
+        seed=seed, augment=augmenter, class_balance=class_balance)
+    val_ds = shards.dataset(prepared_dir, "val", batch_size=batch_size)
+    log.info("train %s seed %d: %d real + %d synthetic training images, image size %d", model, seed,
+             counts["n_real"], counts["n_synthetic"], size)
+
+    with strategy.scope():
+        net = classifiers.build_classifier(model, (size, size, 1), dropout=dropout, **hp)
+    phases = classifiers.fine_tune_schedule(net, epochs, learning_rate, **schedule_kw)
+
+    ckpt_dir = out / CHECKPOINT_DIR
+    fingerprint = _json({"params": params, "seed": seed, "prepared": os.fspath(prepared_dir),
+                         "synthetic": os.fspath(synthetic_dir) if synthetic_dir else None})
+    state = {"fingerprint": fingerprint, "epoch": 0, "best_value": None, "best_epoch": None, "wait": 0,
+             "history": [], "stopped": False}
+    resumed = _try_resume(ckpt_dir, fingerprint, net)
+    if resumed is not None:
+        state = resumed
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    keeper = _make_best_keeper(patience, ckpt_dir, state)
+    if resumed is not None and (ckpt_dir / "best.weights.h5").exists():
+        # Best weights so far live on disk; load them into memory via a throwaway copy of the net.
+        keeper.best_weights = _weights_from(ckpt_dir / "best.weights.h5", net, strategy)
+    progress = _make_progress_callback(epochs, print_metrics)
+
+    t0 = time.monotonic()
+    start = 0
+    for phase in phases:
+        end = start + phase.epochs
+        if state["stopped"] or state["epoch"] >= end:
+            start = end
+            continue
+        with strategy.scope():
+            classifiers.set_trainable(net, phase.trainable_layers)
+            net.compile(optimizer=keras.optimizers.Adam(phase.learning_rate),
+                        loss=keras.losses.BinaryCrossentropy(),
+                        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+        keeper.new_phase()
+        log.info("phase: epochs %d-%d, backbone trainable layers %s, lr %.3g", start + 1, end,
+                 phase.trainable_layers, phase.learning_rate)
+        net.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=max(start, state["epoch"]),
+                callbacks=[keeper, progress], verbose=0)
+        if keeper.stopped:
+            state["stopped"] = True
+        start = end
+    train_seconds = time.monotonic() - t0
+
+    if keeper.best_weights is not None:
+        net.set_weights(keeper.best_weights)
+    history = state["history"]
+    best_epoch = state["best_epoch"] or len(history)
+    best_logs = history[best_epoch - 1] if history else {}
+    metrics = {
+        METRIC_TRAIN_ACCURACY: best_logs.get("accuracy"),
+        METRIC_VAL_AUC: state["best_value"] if state["best_value"] is not None else best_logs.get("val_auc"),
+        METRIC_VAL_ACCURACY: best_logs.get("val_accuracy"),
+        METRIC_VAL_LOSS: best_logs.get("val_loss"),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "early_stopped": bool(state["stopped"]),
+        "n_train_real": counts["n_real"],
+        "n_train_synthetic": counts["n_synthetic"],
+        "seed": seed,
+        "model": model,
+        "arm": arm,
+        "image_size": size,
+        "train_seconds": round(train_seconds, 2),
+        "params": params,
+    }
+
+    if predict_test:
+        images, labels, ids = shards.read_split(prepared_dir, "test")
+        probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
+        _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
+    if save_model:
+        syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
+        model_meta = {
+            "image_size": size, "arch": model, "seed": seed,
+            "trained_on": {"arm": arm, "use_real": use_real, "augment": augment,
+                           "synthetic_ratio": synthetic_ratio, "n_train_real": counts["n_real"],
+                           "n_train_synthetic": counts["n_synthetic"],
+                           "synthetic_lineage": syn_meta.get("lineage")},
+            "val_auc": metrics[METRIC_VAL_AUC], "params": params,
+        }
+        save_classifier(net, out / MODEL_DIR, model_meta, export_saved_model=export_saved_model)
+    _write_atomic(out / HISTORY_FILE, _json(history))
+    _write_atomic(out / TRAIN_METRICS_FILE, _json(metrics))
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the checkpoints only served resuming
+    if print_metrics:
+        print(_metric_line({k: float(metrics[k]) for k in (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
+                            if metrics[k] is not None}), flush=True)
+    log.info("trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)", model, seed,
+             metrics[METRIC_VAL_AUC] or math.nan, best_epoch, len(history), train_seconds)
+    return metrics
+
+
+def _try_resume(ckpt_dir: Path, fingerprint: str, net) -> dict[str, Any] | None:
+    state_path = ckpt_dir / "state.json"
+    if not state_path.exists() or not (ckpt_dir / "last.weights.h5").exists():
+        return None
+    state = json.loads(state_path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoints in %s: written by a run with other parameters", ckpt_dir)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return None
+    net.load_weights(ckpt_dir / "last.weights.h5")
+    log.info("resuming from %s after epoch %d (optimizer state restarts)", ckpt_dir, state["epoch"])
+    return state
+
+
+def _weights_from(path: Path, net, strategy) -> list[np.ndarray]:
+    import keras
+
+    with strategy.scope():
+        twin = keras.models.clone_model(net)
+    twin.load_weights(path)
+    return twin.get_weights()
+
+
+def train_arm(
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    arm: str,
+    seeds: list[int],
+    synthetic_dir: str | os.PathLike | None = None,
+    default_ratio: float = 0.5,
+    save_model_seeds: int = 1,
+    **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Train one experimental arm for each seed into ``out_dir/seed-<s>/`` and write ``arm.json``.
+
+    Args:
+        prepared_dir: the real prepared set.
+        out_dir: the arm directory.
+        arm: an arm name (`mammosynth.config.parse_arm`), e.g. ``real+synthetic@0.5``.
+        seeds: one run per seed.
+        synthetic_dir: the synthetic set (needed by arms with synthetic data).
+        default_ratio: synthetic ratio for arm names without ``@ratio``.
+        save_model_seeds: only the first this-many seeds keep their ``model/`` directory.
+        **train_kwargs: passed to `train_classifier` (model, epochs, batch_size, learning_rate, ...).
+
+    Returns:
+        The arm record written to ``arm.json``.
+    """
+    spec = parse_arm(arm, default_ratio)
+    if spec.synthetic_ratio > 0 and not synthetic_dir:
+        raise ValueError(f"arm {arm!r} uses synthetic images: pass synthetic_dir (the synthesize output)")
+    if not seeds:
+        raise ValueError(f"arm {arm!r}: no seeds given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per_seed: dict[str, Any] = {}
+    for i, seed in enumerate(seeds):
+        log.info("arm %s: seed %d (%d/%d)", arm, seed, i + 1, len(seeds))
+        per_seed[str(seed)] = train_classifier(
+            prepared_dir, out / f"seed-{seed}", seed=int(seed), use_real=spec.use_real, augment=spec.augment,
+            synthetic_dir=synthetic_dir if spec.synthetic_ratio > 0 else None,
+            synthetic_ratio=spec.synthetic_ratio, save_model=i < save_model_seeds, arm=arm, **train_kwargs)
+    record = {"arm": arm, "seeds": [int(s) for s in seeds], "spec": dataclasses.asdict(spec),
+              "metrics": per_seed}
+    _write_atomic(out / ARM_FILE, _json(record))
+    return record
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mammosynth train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="prepared set (local path or s3:// URI)")
+    p.add_argument("--out", required=True, help="output directory (arm directory with --arm)")
+    p.add_argument("--model", default="simple_cnn", help="classifier builder name")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=4, help="early-stopping patience on val AUC")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (with --arm)")
+    p.add_argument("--arm", default=None, help="run a whole arm (e.g. real+synthetic@0.5) over --seeds")
+    p.add_argument("--synthetic", default=None, help="synthetic set to mix in (path or s3:// URI)")
+    p.add_argument("--synthetic-ratio", type=float, default=None,
+                   help="synthetic:real ratio (default 0.5 when --synthetic is given, else 0)")
+    p.add_argument("--synthetic-only", action="store_true", help="train on synthetic images only (TSTR)")
+    p.add_argument("--augment", action="store_true", help="training augmentation")
+    p.add_argument("--class-balance", choices=["weights", "oversample", "none"], default="weights")
+    p.add_argument("--n-conv-layers", type=int, default=None, help="tuned_cnn: conv blocks")
+    p.add_argument("--filters", type=int, default=None, help="tuned_cnn: filters of the first block")
+    p.add_argument("--dense-units", type=int, default=None, help="hidden dense units")
+    p.add_argument("--weights", default=None,
+                   help="transfer models: 'imagenet', a local notop weights file, or 'none'")
+    p.add_argument("--no-save-model", action="store_true", help="skip writing model/ (Katib trials)")
+    p.add_argument("--export-saved-model", action="store_true", help="also export the TF SavedModel")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mammosynth import storage
+
+    data = os.fspath(storage.localize(args.data))
+    synthetic = os.fspath(storage.localize(args.synthetic)) if args.synthetic else None
+    hp: dict[str, Any] = {}
+    for key in ("n_conv_layers", "filters", "dense_units"):
+        if getattr(args, key) is not None:
+            hp[key] = getattr(args, key)
+    if args.weights is not None:
+        hp["weights"] = None if args.weights.lower() == "none" else args.weights
+    common = dict(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, dropout=args.dropout, patience=args.patience,
+                  class_balance=None if args.class_balance == "none" else args.class_balance,
+                  export_saved_model=args.export_saved_model, print_metrics=True, **hp)
+    try:
+        if args.arm:
+            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+            train_arm(data, args.out, arm=args.arm, seeds=seeds, synthetic_dir=synthetic,
+                      default_ratio=0.5 if args.synthetic_ratio is None else args.synthetic_ratio,
+                      save_model_seeds=0 if args.no_save_model else 1, **common)
+        else:
+            ratio = args.synthetic_ratio if args.synthetic_ratio is not None else (0.5 if synthetic else 0.0)
+            train_classifier(data, args.out, seed=args.seed, augment=args.augment, synthetic_dir=synthetic,
+                             synthetic_ratio=ratio, use_real=not args.synthetic_only,
+                             save_model=not args.no_save_model, **common)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"mammosynth train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Serving tier: a real KServe server on loopback, real clients (httpx for v1, tritonclient for v2)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("kserve")
+
+from mammosynth.preprocess import prepare_image  # noqa: E402
+from mammosynth.serving.batcher import MicroBatcher  # noqa: E402
+
+S = 32
+MAX_INSTANCES = 8
+MAX_PAYLOAD = 300_000
+REAL_DICOMS = sorted(Path(__file__).resolve().parents[2].glob("shared/cbis-ddsm/dicom/**/*.dcm"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _png16(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _dicom16(pixels: np.ndarray | None) -> bytes:
+    """A minimal MG DICOM file; ``pixels=None`` leaves out PixelData (a non-image object)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography For Presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    if pixels is not None:
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _require_sane_resize() -> None:
+    """Skip-as-xfail while the shared preprocessing garbles resized images (a known, reported bug)."""
+    probe = np.random.default_rng(9).integers(0, 4095, (40, 50), dtype=np.uint16)
+    out = prepare_image(probe, S)
+    if not (np.isfinite(out).all() and 0.2 < out.mean() < 0.8):
+        pytest.xfail("mammosynth.preprocess.prepare_image garbles images it resizes (float64 array "
+                     "handed to Image.fromarray(mode='F')); fix it there, serving calls it as is")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+# The server process imports TensorFlow and KServe while the test process builds the model (the two
+# imports dominate start-up on a small CPU); it starts serving once the model directory appears.
+_SERVE_WHEN_READY = """
+import os, sys, time
+import tensorflow, kserve  # noqa: F401  (warm imports while the model is being written)
+from mammosynth.serving.__main__ import main
+model = sys.argv[1]
+deadline = time.monotonic() + 120
+while not os.path.exists(os.path.join(model, "model.json")) and time.monotonic() < deadline:
+    time.sleep(0.1)
+sys.exit(main(["--model", model, *sys.argv[2:]]))
+"""
+
+
+@pytest.fixture(scope="module")
+def server_and_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    model_path, log_path = root / "model", root / "server.log"
+    port = _free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-c", _SERVE_WHEN_READY, str(model_path), "--http_port", str(port),
+           "--enable_grpc", "false", "--max-instances", str(MAX_INSTANCES),
+           "--max-payload-bytes", str(MAX_PAYLOAD), "--enable_latency_logging", "false"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import keras
+
+        from mammosynth.models.io import save_classifier
+
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((S, S, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ])
+        # The threshold sits among this model's outputs so both labels occur.
+        save_classifier(model, model_path, {"image_size": S, "version": "7", "threshold": 0.47},
+                        export_saved_model=False)
+        deadline = time.monotonic() + 150
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in 150 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield (url, proc), model_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(server_and_model):
+    return server_and_model[0]
+
+
+@pytest.fixture(scope="module")
+def reference(server_and_model):
+    """The same classifier, in process: what the server must reproduce."""
+    from mammosynth.models.io import load_classifier
+
+    model, meta = load_classifier(server_and_model[1])
+    return lambda batch: np.asarray(model(np.asarray(batch, np.float32), training=False))[:, 0], meta
+
+
+def _v1(url: str, body, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/models/mammosynth:predict", json=body, timeout=30, **kw)
+
+
+def _tensors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, S, S, 1), dtype=np.float32)
+
+
+def test_help_runs():
+    out = subprocess.run([sys.executable, "-m", "mammosynth.serving", "--help"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr
+    assert "--model" in out.stdout and "--http_port" in out.stdout and "--max-payload-bytes" in out.stdout
+
+
+def test_health_and_metadata(server):
+    url, _ = server
+    assert httpx.get(f"{url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {"name": "mammosynth", "ready": True}
+    meta = httpx.get(f"{url}/v2/models/mammosynth").json()
+    assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
+    assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
+    assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
+
+
+def test_v1_tensor_matches_in_process_model(server, reference):
+    url, _ = server
+    infer, meta = reference
+    x = _tensors(3)
+    x[0] = 0.0  # a flat image, to get a probability on the other side of the threshold
+    resp = _v1(url, {"instances": x.tolist()})
+    assert resp.status_code == 200, resp.text
+    preds = resp.json()["predictions"]
+    want = infer(x)
+    np.testing.assert_allclose([p["probability"] for p in preds], want, atol=1e-5)
+    assert [p["label"] for p in preds] == ["malignant" if p >= meta["threshold"] else "benign" for p in want]
+    assert {p["model_version"] for p in preds} == {"7"}
+    # 2-D (S,S) instances are the same image as (S,S,1).
+    resp2 = _v1(url, {"instances": [x[1, ..., 0].tolist()]})
+    assert resp2.json()["predictions"][0]["probability"] == pytest.approx(preds[1]["probability"], abs=1e-6)
+
+
+def test_v1_png_and_dicom_use_training_preprocessing(server, reference):
+    _require_sane_resize()
+    url, _ = server
+    infer, _ = reference
+    rng = np.random.default_rng(1)
+    png_pixels = rng.integers(0, 65535, (50, 40), dtype=np.uint16)
+    dcm_pixels = rng.integers(0, 4095, (45, 60), dtype=np.uint16)
+    body = {"instances": [{"image": _b64(_png16(png_pixels))}, {"dicom": _b64(_dicom16(dcm_pixels))}]}
+    resp = _v1(url, body)
+    assert resp.status_code == 200, resp.text
+    want = infer(np.stack([prepare_image(png_pixels, S), prepare_image(dcm_pixels, S)]))
+    np.testing.assert_allclose([p["probability"] for p in resp.json()["predictions"]], want, atol=1e-5)
+
+
+@pytest.mark.skipif(not REAL_DICOMS, reason="CBIS-DDSM fixtures not present")
+def test_v1_real_cbis_ddsm_dicom(server, reference):
+    from mammosynth.data.dicom import decode_dicom
+
+    _require_sane_resize()
+    url, _ = server
+    infer, _ = reference
+    raw = REAL_DICOMS[0].read_bytes()
+    if len(raw) * 4 // 3 + 100 > MAX_PAYLOAD:
+        pytest.skip("fixture larger than the test server's payload limit")
+    resp = _v1(url, {"instances": [{"dicom": _b64(raw)}]})
+    assert resp.status_code == 200, resp.text
+    want = infer(prepare_image(decode_dicom(raw).pixels, S)[None])
+    assert resp.json()["predictions"][0]["probability"] == pytest.approx(float(want[0]), abs=1e-5)
+
+
+def test_v2_tritonclient_tensor_and_bytes(server, reference):
+    tritonclient_http = pytest.importorskip("tritonclient.http")
+    url, _ = server
+    infer, meta = reference
+    client = tritonclient_http.InferenceServerClient(url.removeprefix("http://"))
+    assert client.is_model_ready("mammosynth")
+    x = _tensors(4, seed=2)
+    for binary in (False, True):
+        inp = tritonclient_http.InferInput("tensor", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        res = client.infer("mammosynth", [inp])
+        np.testing.assert_allclose(res.as_numpy("probability"), infer(x), atol=1e-5)
+        labels = [v.decode() if isinstance(v, bytes) else v for v in res.as_numpy("label")]
+        assert labels == ["malignant" if p >= meta["threshold"] else "benign" for p in infer(x)]
+        assert res.get_response()["model_version"] == "7"
+    _require_sane_resize()
+    pixels = np.random.default_rng(3).integers(0, 65535, (2, 40, 40), dtype=np.uint16)
+    encoded = np.array([_b64(_png16(pixels[0])).encode(), _b64(_dicom16(pixels[1] >> 4)).encode()],
+                       dtype=np.object_)
+    inp = tritonclient_http.InferInput("image", [2], "BYTES")
+    inp.set_data_from_numpy(encoded, binary_data=False)
+    res = client.infer("mammosynth", [inp])
+    want = infer(np.stack([prepare_image(pixels[0], S), prepare_image(pixels[1] >> 4, S)]))
+    np.testing.assert_allclose(res.as_numpy("probability"), want, atol=1e-5)
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, reference):
+    url, _ = server
+    infer, _ = reference
+    xs = _tensors(16, seed=4)
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(8) as pool:
+        resps = list(pool.map(lambda i: client.post(f"{url}/v1/models/mammosynth:predict",
+                                                    json={"instances": xs[i:i + 1].tolist()}), range(16)))
+    got = [r.json()["predictions"][0]["probability"] for r in resps]
+    np.testing.assert_allclose(got, infer(xs), atol=1e-5)
+
+
+def _bad_requests():
+    good = _tensors(1).tolist()
+    truncated_png = _png16(np.arange(40 * 40, dtype=np.uint16).reshape(40, 40))[:60]
+    v1 = "/v1/models/mammosynth:predict"
+    v2 = "/v2/models/mammosynth/infer"
+    return {
+        "malformed json": (v1, b'{"instances": [', "Unrecognized request format"),
+        "v2 malformed json": (v2, b'{"inputs": [', "JSON"),
+        "body not an object": (v1, b"[1, 2]", "JSON object"),
+        "no instances": (v1, {"inputs": good}, "instances"),
+        "instances not a list": (v1, {"instances": "abc"}, "list"),
+        "empty instances": (v1, {"instances": []}, "at least one"),
+        "wrong tensor shape": (v1, {"instances": [[[0.5] * 5] * 5]}, "shape"),
+        "ragged tensor": (v1, {"instances": [[[0.5] * S, [0.5]]]}, "rectangular"),
+        "string tensor": (v1, {"instances": [[["a"] * S] * S]}, "numeric"),
+        "out of range tensor": (v1, {"instances": [[[300.0] * S] * S]}, "[0, 1]"),
+        "not base64": (v1, {"instances": [{"image": "@@not base64@@"}]}, "base64"),
+        "not an image": (v1, {"instances": [{"image": _b64(b"plain text, not a picture")}]}, "not a PNG/JPEG"),
+        "truncated png": (v1, {"instances": [{"image": _b64(truncated_png)}]}, "truncated"),
+        "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
+        "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
+        "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
+        "too many instances": (v1, {"instances": [[[0.0] * 2] * 2] * (MAX_INSTANCES + 1)}, "limit"),
+        "oversized payload": (v1, {"instances": [[[0.123456789] * S] * S] * 2, "pad": "x" * MAX_PAYLOAD},
+                              "over the server limit"),
+        "v2 wrong dtype": (v2, {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "INT32",
+                                            "data": [0] * S * S}]}, "INT32"),
+        "v2 wrong shape": (v2, {"inputs": [{"name": "t", "shape": [1, 8, 8, 1], "datatype": "FP32",
+                                            "data": [0.0] * 64}]}, "shape"),
+        "v2 data short": (v2, {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "FP32",
+                                           "data": [0.0] * 10}]}, "does not fill"),
+        "v2 two inputs": (v2, {"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]},
+                                          {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]}]},
+                          "exactly one input"),
+        "v2 bad base64": (v2, {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                           "data": ["%%%"]}]}, "base64"),
+        "unknown model v1": ("/v1/models/nosuchmodel:predict", {"instances": good}, "nosuchmodel"),
+        "unknown model v2": ("/v2/models/nosuchmodel/infer", {"inputs": []}, "nosuchmodel"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_requests()))
+def test_bad_input_is_4xx_and_server_keeps_serving(server, case):
+    url, proc = server
+    path, body, needle = _bad_requests()[case]
+    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) \
+        else {"json": body}
+    resp = httpx.post(f"{url}{path}", timeout=30, **kw)
+    assert 400 <= resp.status_code < 500, f"{case}: {resp.status_code} {resp.text[:300]}"
+    assert needle.lower() in resp.text.lower(), f"{case}: message {resp.text[:300]!r} lacks {needle!r}"
+    assert proc.poll() is None
+    ok = _v1(url, {"instances": _tensors(1).tolist()})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
+
+
+def test_micro_batcher_groups_concurrent_calls_and_survives_errors():
+    calls: list[int] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if (batch < 0).any():
+            raise RuntimeError("poisoned batch")
+        time.sleep(0.01)
+        return batch.reshape(len(batch), -1)[:, 0] * 2
+
+    async def scenario():
+        batcher = MicroBatcher(infer, max_batch_size=8, max_wait_ms=20)
+        xs = [np.full((1, 2, 2, 1), i, np.float32) for i in range(12)]
+        outs = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        assert [float(o[0]) for o in outs] == [2.0 * i for i in range(12)]
+        assert max(calls) <= 8 and len(calls) < 12  # batched, never beyond the cap
+        with pytest.raises(RuntimeError, match="poisoned"):
+            await batcher.submit(np.full((1, 2, 2, 1), -1, np.float32))
+        assert float((await batcher.submit(np.full((2, 2, 2, 1), 3, np.float32)))[1]) == 6.0
+        batcher.close()
+
+    asyncio.run(scenario())
