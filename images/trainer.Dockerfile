@@ -4,7 +4,8 @@
 #
 # TensorFlow's documented pip route for GPUs: `tensorflow[and-cuda]` ships CUDA/cuDNN as wheels, so
 # the image needs only the host driver, which the NVIDIA container runtime / device plugin mounts.
-# Build from the repository root:  docker build -f images/trainer.Dockerfile -t mammosynth-trainer .
+# Build from the repository root (or `make images`):
+#   docker build --build-context crds=../shared/crds -f images/trainer.Dockerfile -t mammosynth-trainer .
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,9 +23,20 @@ RUN groupadd --gid 1000 mammosynth \
 
 WORKDIR /opt/mammosynth
 
-# Same versions the test suite ran with (images/lock.py), CPU TensorFlow swapped for the GPU build.
-COPY images/requirements-trainer.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+# Same versions the test suite ran with (images/lock.py), CPU TensorFlow swapped for the GPU build;
+# the NVIDIA wheels that build pulls in are pinned by the constraints file.
+COPY images/requirements-trainer.txt images/constraints-cuda.txt /tmp/
+RUN pip install --no-cache-dir -r /tmp/requirements-trainer.txt -c /tmp/constraints-cuda.txt \
+    && rm /tmp/requirements-trainer.txt /tmp/constraints-cuda.txt
+
+# The deploy and tune steps check their InferenceService / Katib Experiment against the CRD schemas
+# (mammosynth.k8s) before applying them. The schemas live outside the repository, in the shared CRD
+# copy, which `make images` passes as the named build context `crds`:
+#   docker build --build-context crds=../shared/crds -f images/trainer.Dockerfile .
+# DL3022 expects a FROM stage; `crds` is a named build context instead, which hadolint cannot see.
+# hadolint ignore=DL3022
+COPY --from=crds kserve.inferenceservices.crd.yaml kserve.servingruntimes.crd.yaml katib.v1beta1.swagger.json /opt/mammosynth/crds/
+ENV MAMMOSYNTH_CRDS=/opt/mammosynth/crds
 
 COPY pyproject.toml ./
 COPY src ./src
@@ -32,7 +44,7 @@ COPY src ./src
 # keeps the build independent of the docs.
 RUN touch README.md \
     && pip install --no-cache-dir --no-deps . \
-    && python -c "import mammosynth.cli, mammosynth.config, mammosynth.k8s"
+    && python -c "import mammosynth.cli, mammosynth.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1')"
 
 # KFP's v2 launcher stages artifacts under /gcs, /minio and /s3 (a fixed contract); create them
 # writable so the non-root user can run components even where the backend mounts no emptyDir there.

@@ -13,17 +13,20 @@ SERVER_IMAGE ?= $(REGISTRY)/mammosynth-server:$(TAG)
 HADOLINT ?= $(VENV)/bin/hadolint
 KUBECTL ?= kubectl
 OVERLAY ?= local
-OVERLAYS ?= local gpu
+OVERLAYS ?= local gpu local-gpu
 NAMESPACE ?= mammosynth
 KFP_HOST ?=
 PRESET ?= cbis-ddsm
 SOURCE ?=
 SUBMIT_ARGS ?=
 PIPELINE_PACKAGE ?= build/mammosynth-study.yaml
+# Checked by `make deploy`; kustomize itself always reads manifests/credentials/minio.env.
 CREDENTIALS_ENV ?= manifests/credentials/minio.env
-GPU_POOL ?= manifests/overlays/gpu/gpu-pool.yaml
+GPU_POOL ?= manifests/components/gpu/gpu-pool.yaml
+# CRD schemas the trainer image carries for mammosynth.k8s (a named build context, outside the repo).
+CRDS_DIR ?= $(or $(MAMMOSYNTH_CRDS),../shared/crds)
 
-.PHONY: images lint-images lock-images render deploy submit compile-gpu
+.PHONY: images lint-images lock-images lock-cuda render deploy submit compile-gpu
 
 define require_container_tool
 	@if [ -z "$(CONTAINER_TOOL)" ]; then \
@@ -39,7 +42,10 @@ endef
 images: ## build and push the trainer and server images (REGISTRY=... required, TAG, CONTAINER_TOOL)
 	$(require_registry)
 	$(require_container_tool)
-	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/trainer.Dockerfile -t $(TRAINER_IMAGE) .
+	@if [ ! -f "$(CRDS_DIR)/kserve.inferenceservices.crd.yaml" ]; then \
+	  echo "make images: no CRD schemas in $(CRDS_DIR); pass CRDS_DIR=<copy of shared/crds>" >&2; exit 2; fi
+	$(CONTAINER_TOOL) build --platform $(PLATFORM) --build-context crds=$(CRDS_DIR) \
+	  -f images/trainer.Dockerfile -t $(TRAINER_IMAGE) .
 	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/server.Dockerfile -t $(SERVER_IMAGE) .
 	$(CONTAINER_TOOL) push $(TRAINER_IMAGE)
 	$(CONTAINER_TOOL) push $(SERVER_IMAGE)
@@ -52,15 +58,21 @@ lint-images: ## hadolint both Dockerfiles
 lock-images: ## regenerate images/requirements-*.txt from the test virtualenv
 	$(PY) images/lock.py
 
-# A throwaway overlay on top of the chosen one, so the tracked manifests never carry a registry.
+lock-cuda: ## re-resolve and pin the trainer's NVIDIA wheels (images/constraints-cuda.txt; needs the index)
+	$(PY) images/lock.py --cuda
+
+# A throwaway overlay on top of the chosen one, so the tracked manifests never carry a registry or
+# a namespace: pipeline pods run in the KFP namespace (a profile namespace in multi-user Kubeflow,
+# `kubeflow` for standalone KFP) and need the Secret, ConfigMap and service account there.
 build/deploy/$(OVERLAY)/kustomization.yaml: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' \
-	  'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+	  'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' 'namespace: $(NAMESPACE)' \
 	  'resources:' '  - ../../../manifests/overlays/$(OVERLAY)' \
 	  'images:' '  - name: mammosynth-server' '    newName: $(REGISTRY)/mammosynth-server' '    newTag: "$(TAG)"' > $@
 
 render: ## render every overlay to build/manifests/<overlay>.yaml (offline)
+	@command -v $(KUBECTL) >/dev/null || { echo "make $@: $(KUBECTL) not found; install kubectl >= 1.27 or pass KUBECTL=" >&2; exit 2; }
 	@mkdir -p build/manifests
 	@for overlay in $(OVERLAYS); do \
 	  $(KUBECTL) kustomize manifests/overlays/$$overlay > build/manifests/$$overlay.yaml.tmp \
@@ -68,14 +80,17 @@ render: ## render every overlay to build/manifests/<overlay>.yaml (offline)
 	    && echo "build/manifests/$$overlay.yaml" || exit 1; \
 	done
 
-deploy: ## apply credentials and manifests/overlays/$(OVERLAY) (OVERLAY=local|gpu, REGISTRY, TAG)
+deploy: ## apply credentials + manifests/overlays/$(OVERLAY) to NAMESPACE (OVERLAY=local|gpu|local-gpu, REGISTRY, TAG)
 	$(require_registry)
 	@if [ ! -s "$(CREDENTIALS_ENV)" ] || grep -Eq '^[A-Z_]+=$$' "$(CREDENTIALS_ENV)"; then \
 	  echo "make deploy: fill in $(CREDENTIALS_ENV) first:" >&2; \
 	  echo "  cp manifests/credentials/minio.env.example $(CREDENTIALS_ENV) && \$$EDITOR $(CREDENTIALS_ENV)" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory build/deploy/$(OVERLAY)/kustomization.yaml OVERLAY=$(OVERLAY)
-	$(KUBECTL) apply -f manifests/base/namespace.yaml
-	$(KUBECTL) apply -k manifests/credentials
+	$(KUBECTL) create namespace $(NAMESPACE) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@mkdir -p build/deploy/credentials
+	@printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+	  'namespace: $(NAMESPACE)' 'resources:' '  - ../../../manifests/credentials' > build/deploy/credentials/kustomization.yaml
+	$(KUBECTL) apply -k build/deploy/credentials
 	$(KUBECTL) apply -k build/deploy/$(OVERLAY)
 	@echo "waiting for the bucket (job/mammosynth-bucket-setup)..."
 	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete --timeout=300s job/mammosynth-bucket-setup

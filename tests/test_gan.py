@@ -21,8 +21,9 @@ def _prepared(tmp_path, n=24, size=32, seed=0):
         blob = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * r * r))
         images.append(np.clip(0.2 + 0.6 * blob + 0.05 * rng.standard_normal((size, size)), 0, 1))
     out = tmp_path / "prepared"
-    shards.write_split(out, "train", np.asarray(images, np.float32)[..., None], labels,
-                       [f"img-{i:03d}" for i in range(n)])
+    shards.write_split(
+        out, "train", np.asarray(images, np.float32)[..., None], labels, [f"img-{i:03d}" for i in range(n)]
+    )
     shards.write_meta(out, size)
     return out
 
@@ -36,8 +37,9 @@ def test_kill_and_resume_continues_from_saved_step(tmp_path):
     from mammosynth.gan import load_generator, train_gan
 
     prepared = _prepared(tmp_path)
-    kw = dict(kind="stable-cgan", steps=8, batch_size=8, latent_dim=8, seed=3, checkpoint_every=3,
-              log_every=1)
+    kw = dict(
+        kind="stable-cgan", steps=8, batch_size=8, latent_dim=8, seed=3, checkpoint_every=3, log_every=1
+    )
     stopped = train_gan(prepared, tmp_path / "run", stop_after=5, **kw)
     assert stopped["status"] == "stopped" and stopped["step"] == 5
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-000003"
@@ -54,8 +56,12 @@ def test_kill_and_resume_continues_from_saved_step(tmp_path):
     before = {r["step"]: r for r in stopped["losses"]}
     after = {int(r["step"]): r for r in rows}
     for step in (4, 5):
-        np.testing.assert_allclose([before[step]["d_loss"], before[step]["g_loss"]],
-                                   [after[step]["d_loss"], after[step]["g_loss"]], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            [before[step]["d_loss"], before[step]["g_loss"]],
+            [after[step]["d_loss"], after[step]["g_loss"]],
+            rtol=1e-3,
+            atol=1e-4,
+        )
 
     sampler, meta = load_generator(tmp_path / "run" / "generator")
     assert meta["kind"] == "stable-cgan" and meta["steps"] == 8 and meta["image_size"] == 32
@@ -69,9 +75,26 @@ def test_seed_cgan_trains_and_cli(tmp_path, capsys):
     from mammosynth.gan import main
 
     prepared = _prepared(tmp_path)
-    rc = main(["--prepared-dir", str(prepared), "--out-dir", str(tmp_path / "seed"), "--kind",
-               "seed-cgan", "--steps", "3", "--batch-size", "8", "--latent-dim", "8",
-               "--checkpoint-every", "2", "--log-every", "1"])
+    rc = main(
+        [
+            "--prepared-dir",
+            str(prepared),
+            "--out-dir",
+            str(tmp_path / "seed"),
+            "--kind",
+            "seed-cgan",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--latent-dim",
+            "8",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["kind"] == "seed-cgan" and summary["status"] == "done"

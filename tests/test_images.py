@@ -66,8 +66,11 @@ def _pattern(rule: str) -> re.Pattern:
 def in_build_context(relative: str) -> bool:
     """Docker's .dockerignore rules: the last matching rule wins; a rule on a directory covers
     everything below it."""
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     parts = relative.split("/")
     candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
     included = True
@@ -79,13 +82,29 @@ def in_build_context(relative: str) -> bool:
     return included
 
 
-def _copy_sources(path: Path) -> list[str]:
+def _copy_sources(path: Path, context: str | None = None) -> list[str]:
+    """Sources of COPY/ADD from the main build context (``context=None``) or a named one."""
     sources = []
     for keyword, args in instructions(path):
         if keyword in {"COPY", "ADD"}:
-            words = [w for w in args.split() if not w.startswith("--")]
-            sources += words[:-1]
+            flags = dict(w[2:].partition("=")[::2] for w in args.split() if w.startswith("--"))
+            if flags.get("from") == context:
+                sources += [w for w in args.split() if not w.startswith("--")][:-1]
     return sources
+
+
+def test_trainer_carries_the_crd_schemas():
+    """mammosynth.k8s runs in the deploy/tune steps; the `crds` build context supplies its schemas."""
+    from mammosynth import k8s
+
+    sources = _copy_sources(DOCKERFILES["trainer"], context="crds")
+    needed = {k8s.INFERENCE_SERVICE_CRD, k8s.SERVING_RUNTIME_CRD, k8s.KATIB_OPENAPI}
+    assert needed <= set(sources)
+    for name in sources:
+        assert (k8s.crd_dir() / name).is_file(), f"{name} missing from {k8s.crd_dir()}"
+    text = DOCKERFILES["trainer"].read_text()
+    assert f"ENV {k8s.CRDS_ENV}=/opt/mammosynth/crds" in text
+    assert "--build-context crds=$(CRDS_DIR)" in (ROOT / "mk" / "cluster.mk").read_text()
 
 
 @pytest.mark.parametrize("role", DOCKERFILES)
@@ -112,8 +131,15 @@ def test_copy_sources_exist_and_reach_the_context(role):
     for source in sources:
         path = ROOT / source
         assert path.exists(), f"{role}: COPY source {source} does not exist"
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                                and "__pycache__" not in p.parts and ".egg-info" not in str(p)]
+        files = (
+            [path]
+            if path.is_file()
+            else [
+                p
+                for p in path.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+            ]
+        )
         assert files, f"{role}: COPY source {source} is empty"
         outside = [str(f.relative_to(ROOT)) for f in files if not in_build_context(str(f.relative_to(ROOT)))]
         assert not outside, f"{role}: .dockerignore keeps these out of the build context: {outside[:5]}"
@@ -142,8 +168,14 @@ def test_server_entry_point_runs_here():
     assert command == ["python", "-m", "mammosynth.serving"]
     if importlib.util.find_spec("mammosynth.serving.__main__") is None:
         pytest.skip("mammosynth.serving has no __main__ yet (the serving helper writes it)")
-    proc = subprocess.run([sys.executable, *command[1:], "--help"], capture_output=True, text=True,
-                          timeout=120, env=ENV, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, *command[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # The ServingRuntime passes these flags; the server must accept them.
     for flag in ("--model_name", "--model_dir", "--http_port"):
@@ -152,19 +184,45 @@ def test_server_entry_point_runs_here():
 
 # ---- pinned requirements ---------------------------------------------------------------------------
 
+
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
-            pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-").replace(".", "-")] = version.split(";")[0].strip()
+            pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-").replace(".", "-")] = version.split(
+                ";"
+            )[0].strip()
     return pins
 
 
 def test_requirements_are_current():
-    proc = subprocess.run([sys.executable, str(IMAGES / "lock.py"), "--check"], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(IMAGES / "lock.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cuda_constraints_fit_tensorflow_and_cuda():
+    """Every pinned NVIDIA wheel is one TensorFlow's ``and-cuda`` extra asks for, in its range."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted = {}
+    for text in metadata.requires("tensorflow-cpu") or []:
+        req = Requirement(text)
+        if req.marker is not None and req.marker.evaluate({"extra": "and-cuda"}):
+            wanted[req.name.lower()] = req.specifier
+    assert wanted, "tensorflow-cpu's metadata lists no and-cuda requirements"
+    pins = _pins(IMAGES / "constraints-cuda.txt")
+    assert set(pins) == set(wanted), f"pinned {sorted(pins)} but and-cuda needs {sorted(wanted)}"
+    outside = {name: version for name, version in pins.items() if version not in wanted[name]}
+    assert not outside, f"outside TensorFlow's ranges: {outside}"
 
 
 def test_requirements_match_the_project_lock():
@@ -174,10 +232,15 @@ def test_requirements_match_the_project_lock():
     locked = _pins(lock)
     for role in DOCKERFILES:
         pins = _pins(IMAGES / f"requirements-{role}.txt")
-        assert all("==" in line for line in (IMAGES / f"requirements-{role}.txt").read_text().splitlines()
-                   if line and not line.startswith("#")), f"{role}: every requirement must be pinned"
+        assert all(
+            "==" in line
+            for line in (IMAGES / f"requirements-{role}.txt").read_text().splitlines()
+            if line and not line.startswith("#")
+        ), f"{role}: every requirement must be pinned"
         tf_version = pins.pop("tensorflow", None) or pins.get("tensorflow-cpu")
-        assert tf_version == locked["tensorflow-cpu"], f"{role}: TensorFlow {tf_version} != {locked['tensorflow-cpu']}"
+        assert tf_version == locked["tensorflow-cpu"], (
+            f"{role}: TensorFlow {tf_version} != {locked['tensorflow-cpu']}"
+        )
         differing = {n: (v, locked[n]) for n, v in pins.items() if n in locked and locked[n] != v}
         assert not differing, f"{role}: versions differ from requirements.lock: {differing}"
     trainer = (IMAGES / "requirements-trainer.txt").read_text()
@@ -233,7 +296,9 @@ def _missing(modules: set[str], pins: dict[str, str]) -> list[str]:
         dists = {d.lower().replace("_", "-").replace(".", "-") for d in mapping.get(module, [])}
         if not dists:
             missing.append(f"{module} (not installed here either)")
-        elif not dists & set(pins) and not ({"tensorflow", "tensorflow-cpu"} & dists and "tensorflow" in pins):
+        elif not dists & set(pins) and not (
+            {"tensorflow", "tensorflow-cpu"} & dists and "tensorflow" in pins
+        ):
             missing.append(f"{module} ({', '.join(sorted(dists))})")
     return missing
 

@@ -21,10 +21,12 @@ from mammosynth import k8s, submit
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("local", "gpu")
+OVERLAYS = ("local", "gpu", "local-gpu")
 KUBECTL = shutil.which("kubectl")
 CREDENTIAL_SECRET = "mammosynth-minio"
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: cannot render kustomize")
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None, reason="kubectl is not installed: cannot render kustomize"
+)
 
 
 def _kustomize(path: Path) -> list[dict]:
@@ -48,6 +50,7 @@ def _find(docs: list[dict], kind: str, name: str) -> dict:
 
 # ---- rendering and schema validation -------------------------------------------------------------
 
+
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_objects_validate(rendered, overlay):
@@ -55,17 +58,27 @@ def test_overlay_objects_validate(rendered, overlay):
     for doc in docs:
         k8s.validate_object(doc)  # raises with every problem listed
         if doc["kind"] != "Namespace":
-            assert doc["metadata"].get("namespace") == "mammosynth", f"{doc['kind']}/{doc['metadata']['name']}"
+            assert doc["metadata"].get("namespace") == "mammosynth", (
+                f"{doc['kind']}/{doc['metadata']['name']}"
+            )
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     expected = {
-        ("Namespace", "mammosynth"), ("ServiceAccount", "mammosynth-pipeline-runner"),
-        ("ServiceAccount", "mammosynth-kserve"), ("Role", "mammosynth-pipeline-runner"),
-        ("RoleBinding", "mammosynth-pipeline-runner"), ("ConfigMap", "mammosynth-storage"),
-        ("Job", "mammosynth-bucket-setup"), ("ServingRuntime", "mammosynth-server"),
-        ("InferenceService", "mammosynth-classifier"), ("InferenceService", "mammosynth-classifier-tf"),
+        ("Namespace", "mammosynth"),
+        ("ServiceAccount", "mammosynth-pipeline-runner"),
+        ("ServiceAccount", "mammosynth-kserve"),
+        ("Role", "mammosynth-pipeline-runner"),
+        ("RoleBinding", "mammosynth-pipeline-runner"),
+        ("ConfigMap", "mammosynth-storage"),
+        ("Job", "mammosynth-bucket-setup"),
+        ("ServingRuntime", "mammosynth-server"),
+        ("InferenceService", "mammosynth-classifier"),
+        ("InferenceService", "mammosynth-classifier-tf"),
     }
-    expected |= {"local": {("Deployment", "minio"), ("Service", "minio"), ("PersistentVolumeClaim", "minio-data")},
-                 "gpu": {("ConfigMap", "mammosynth-gpu-pool")}}[overlay]
+    minio = {("Deployment", "minio"), ("Service", "minio"), ("PersistentVolumeClaim", "minio-data")}
+    gpu = {("ConfigMap", "mammosynth-gpu-pool")}
+    expected |= {"local": minio, "gpu": gpu, "local-gpu": minio | gpu}[overlay]
+    if overlay == "gpu":
+        assert not minio & kinds, "the gpu overlay uses an existing object store"
     assert expected <= kinds, f"missing from {overlay}: {sorted(expected - kinds)}"
     # The credentials never come from the overlays (see manifests/credentials).
     assert not [d for d in docs if d["kind"] == "Secret"]
@@ -89,8 +102,12 @@ def test_references_resolve(rendered, overlay):
 
     def walk(node, owner):
         if isinstance(node, dict):
-            for key, kind in (("configMapRef", "ConfigMap"), ("configMapKeyRef", "ConfigMap"),
-                              ("secretRef", "Secret"), ("secretKeyRef", "Secret")):
+            for key, kind in (
+                ("configMapRef", "ConfigMap"),
+                ("configMapKeyRef", "ConfigMap"),
+                ("secretRef", "Secret"),
+                ("secretKeyRef", "Secret"),
+            ):
                 if isinstance(node.get(key), dict):
                     refs.append((kind, node[key]["name"], owner))
             if isinstance(node.get("persistentVolumeClaim"), dict):
@@ -111,7 +128,9 @@ def test_references_resolve(rendered, overlay):
             refs.append((doc["roleRef"]["kind"], doc["roleRef"]["name"], "RoleBinding"))
             refs += [("ServiceAccount", s["name"], "RoleBinding") for s in doc["subjects"]]
         if doc["kind"] == "InferenceService" and doc["spec"]["predictor"]["model"].get("runtime"):
-            refs.append(("ServingRuntime", doc["spec"]["predictor"]["model"]["runtime"], doc["metadata"]["name"]))
+            refs.append(
+                ("ServingRuntime", doc["spec"]["predictor"]["model"]["runtime"], doc["metadata"]["name"])
+            )
     assert refs
     missing = [r for r in refs if (r[0], r[1]) not in names and (r[0], r[1]) != ("Secret", CREDENTIAL_SECRET)]
     assert not missing, f"dangling references in {overlay}: {missing}"
@@ -126,23 +145,28 @@ def test_s3_endpoint_agrees_between_pipeline_config_and_kserve(rendered, overlay
     assert annotations["serving.kserve.io/s3-endpoint"] == data["S3_ENDPOINT"]
     assert annotations["serving.kserve.io/s3-usehttps"] == data["S3_USE_HTTPS"]
     assert annotations["serving.kserve.io/s3-region"] == data["AWS_REGION"]
-    if overlay == "local":
+    if overlay.startswith("local"):
         service = _find(docs, "Service", "minio")
         host, port = data["S3_ENDPOINT"].rsplit(":", 1)
-        assert host.split(".")[:2] == [service["metadata"]["name"], service["metadata"]["namespace"]]
+        labels = host.split(".")
+        assert labels[0] == service["metadata"]["name"]
+        assert labels[1:2] in ([], [service["metadata"]["namespace"]])
         assert int(port) in {p["port"] for p in service["spec"]["ports"]}
 
 
 @needs_kubectl
-def test_gpu_overlay_places_tf_serving_on_the_gpu_pool(rendered):
-    docs = rendered["gpu"]
+@pytest.mark.parametrize("overlay", ["gpu", "local-gpu"])
+def test_gpu_overlays_place_tf_serving_on_the_gpu_pool(rendered, overlay):
+    docs = rendered[overlay]
     pool = _find(docs, "ConfigMap", "mammosynth-gpu-pool")["data"]
     predictor = _find(docs, "InferenceService", "mammosynth-classifier-tf")["spec"]["predictor"]
     assert predictor["nodeSelector"] == {pool["MAMMOSYNTH_GPU_NODE_LABEL"]: pool["MAMMOSYNTH_GPU_NODE_VALUE"]}
     assert predictor["tolerations"][0]["key"] == pool["MAMMOSYNTH_GPU_TOLERATION_KEY"]
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     # The CPU-only base keeps serving off the GPU pool.
-    base_predictor = _find(rendered["local"], "InferenceService", "mammosynth-classifier-tf")["spec"]["predictor"]
+    base_predictor = _find(rendered["local"], "InferenceService", "mammosynth-classifier-tf")["spec"][
+        "predictor"
+    ]
     assert "nodeSelector" not in base_predictor
 
 
@@ -152,7 +176,7 @@ def test_gpu_pool_keys_are_what_the_pipeline_reads():
     if not study.exists():
         pytest.skip("pipelines/study.py is not written yet")
     text = study.read_text(encoding="utf-8")
-    keys = submit.gpu_env(MANIFESTS / "overlays" / "gpu" / "gpu-pool.yaml")
+    keys = submit.gpu_env(MANIFESTS / "components" / "gpu" / "gpu-pool.yaml")
     assert keys
     for key in keys:
         assert f'"{key}"' in text, f"pipelines/study.py does not read {key}"
@@ -168,8 +192,11 @@ def test_credentials_secret_generated_from_untracked_env(tmp_path):
     assert ignored.returncode == 0, "manifests/credentials/minio.env must be git-ignored"
     work = tmp_path / "credentials"
     shutil.copytree(src, work, ignore=shutil.ignore_patterns("minio.env"))
-    keys = [line.split("=")[0] for line in (src / "minio.env.example").read_text().splitlines()
-            if line and not line.startswith("#")]
+    keys = [
+        line.split("=")[0]
+        for line in (src / "minio.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     values = {key: secrets.token_hex(16) for key in keys}
     (work / "minio.env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     (secret,) = _kustomize(work)
@@ -183,6 +210,7 @@ def test_credentials_secret_generated_from_untracked_env(tmp_path):
 
 
 # ---- validators: negative cases -------------------------------------------------------------------
+
 
 @needs_kubectl
 def test_misspelt_inference_service_field_is_rejected(rendered):
@@ -201,9 +229,12 @@ def test_misspelt_inference_service_field_is_rejected(rendered):
 
 
 def test_inference_service_metadata_and_kind_are_checked():
-    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "x", "lables": {}},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": "s3://b/m"}}}}
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x", "lables": {}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": "s3://b/m"}}},
+    }
     with pytest.raises(ValueError, match=r"metadata\.lables: unknown field"):
         k8s.validate_inference_service(isvc)
     with pytest.raises(ValueError, match="apiVersion: expected serving.kserve.io"):
@@ -211,10 +242,23 @@ def test_inference_service_metadata_and_kind_are_checked():
 
 
 def test_core_validation_rejects_unknown_and_missing_fields():
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-           "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                          "containers": [{"name": "c", "image": "busybox", "comand": ["true"]}]}}}}
-    with pytest.raises(ValueError, match=r"spec\.template\.spec\.containers\[0\]\.comand: unknown field 'comand' in V1Container"):
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox", "comand": ["true"]}],
+                }
+            }
+        },
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"spec\.template\.spec\.containers\[0\]\.comand: unknown field 'comand' in V1Container",
+    ):
         k8s.validate_core(job)
     del job["spec"]["template"]["spec"]["containers"][0]["comand"]
     k8s.validate_core(job)
@@ -223,29 +267,73 @@ def test_core_validation_rejects_unknown_and_missing_fields():
         k8s.validate_core(job)
     with pytest.raises(ValueError, match="no kubernetes client model"):
         k8s.validate_core({"apiVersion": "v1", "kind": "Nonsense", "metadata": {"name": "n"}})
+    # Unquoted numbers: the API server refuses them in string fields but parses quantities.
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"S3_USE_HTTPS": 0},
+    }
+    with pytest.raises(ValueError, match=r"data\.S3_USE_HTTPS: expected str, got int 0"):
+        k8s.validate_core(config_map)
+    job["spec"]["template"]["spec"]["containers"][0].update(
+        name="c", resources={"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}, "requests": {"cpu": 0.5}}
+    )
+    k8s.validate_core(job)
+    job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = ["2"]
+    with pytest.raises(ValueError, match=r"resources\.limits\.cpu: expected a quantity"):
+        k8s.validate_core(job)
     with pytest.raises(ValueError, match=r"data\.n: expected str, got dict"):
-        k8s.validate_core({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"n": {}}})
+        k8s.validate_core(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"n": {}}}
+        )
 
 
 def _experiment() -> dict:
     return {
-        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
         "metadata": {"name": "mammosynth-tune", "namespace": "mammosynth"},
         "spec": {
             "objective": {"type": "maximize", "objectiveMetricName": "val_auc", "goal": 0.99},
             "algorithm": {"algorithmName": "tpe"},
-            "maxTrialCount": 4, "parallelTrialCount": 2, "maxFailedTrialCount": 1,
+            "maxTrialCount": 4,
+            "parallelTrialCount": 2,
+            "maxFailedTrialCount": 1,
             "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
-            "parameters": [{"name": "learning-rate", "parameterType": "double",
-                            "feasibleSpace": {"min": "0.0001", "max": "0.01"}}],
+            "parameters": [
+                {
+                    "name": "learning-rate",
+                    "parameterType": "double",
+                    "feasibleSpace": {"min": "0.0001", "max": "0.01"},
+                }
+            ],
             "trialTemplate": {
                 "primaryContainerName": "training",
                 "trialParameters": [{"name": "learningRate", "reference": "learning-rate"}],
-                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "training", "image": "mammosynth-trainer",
-                                    "command": ["python", "-m", "mammosynth.train",
-                                                "--learning-rate=${trialParameters.learningRate}"]}]}}}},
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "training",
+                                        "image": "mammosynth-trainer",
+                                        "command": [
+                                            "python",
+                                            "-m",
+                                            "mammosynth.train",
+                                            "--learning-rate=${trialParameters.learningRate}",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
+                },
             },
         },
     }
@@ -256,7 +344,9 @@ def test_katib_experiment_validates_against_experiment_spec():
     bad = _experiment()
     bad["spec"]["maxTrialCounts"] = bad["spec"].pop("maxTrialCount")
     bad["spec"]["objective"]["goal"] = "high"
-    bad["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    bad["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
+        "imagePullPolicyy"
+    ] = "Always"
     with pytest.raises(ValueError) as info:
         k8s.validate_katib_experiment(bad)
     message = str(info.value)
@@ -266,13 +356,19 @@ def test_katib_experiment_validates_against_experiment_spec():
 
 
 def test_strict_closes_declared_objects_only():
-    schema = {"type": "object", "properties": {
-        "a": {"type": "object", "properties": {"b": {"type": "string"}}},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "raw": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                "properties": {"c": {"type": "object", "properties": {"d": {}}}}},
-        "items": {"type": "array", "items": {"type": "object", "properties": {"e": {}}}},
-    }}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "raw": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"c": {"type": "object", "properties": {"d": {}}}},
+            },
+            "items": {"type": "array", "items": {"type": "object", "properties": {"e": {}}}},
+        },
+    }
     out = k8s.strict(schema)
     assert out["additionalProperties"] is False
     assert out["properties"]["a"]["additionalProperties"] is False
@@ -301,7 +397,8 @@ _LITERALS = [
 # `key: value` / `KEY=value` where the key names a credential.
 _ASSIGNMENT = re.compile(
     r"(?i)(access_?key(_id)?|secret_?(access_?)?key|password|minio_root_user|accesskey|secretkey)"
-    r"[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"'#,}]*)")
+    r"[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"'#,}]*)"
+)
 _PLACEHOLDERS = {"", "change-me", "changeme", "xxxx", "..."}
 _SCANNED = ("manifests", "images", "mk", ".dockerignore")
 
@@ -326,12 +423,18 @@ def test_credential_scanner_finds_planted_credentials():
     assert credential_findings("AWS_SECRET_ACCESS_KEY=" + "q" * 8 + "9f3Kx")
     assert credential_findings("  accessKey: analyst")
     assert credential_findings(f"key: AKIA{'ABCDEFGHIJKLMNOP'}")
-    assert not credential_findings("AWS_SECRET_ACCESS_KEY=\n  key: AWS_SECRET_ACCESS_KEY\n  secretKey: ${SECRET}")
+    assert not credential_findings(
+        "AWS_SECRET_ACCESS_KEY=\n  key: AWS_SECRET_ACCESS_KEY\n  secretKey: ${SECRET}"
+    )
 
 
 def _repository_files() -> list[Path]:
-    proc = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", *_SCANNED],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *_SCANNED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"git unavailable: {proc.stderr.strip()}")
     return [ROOT / line for line in proc.stdout.splitlines() if (ROOT / line).is_file()]
@@ -341,8 +444,11 @@ def test_no_literal_credentials_in_tracked_files():
     files = _repository_files()
     assert any(f.name == "minio.env.example" for f in files)
     assert not any(f.name == "minio.env" for f in files), "minio.env would be committed"
-    findings = {str(f.relative_to(ROOT)): hits for f in files
-                if (hits := credential_findings(f.read_text(encoding="utf-8", errors="replace")))}
+    findings = {
+        str(f.relative_to(ROOT)): hits
+        for f in files
+        if (hits := credential_findings(f.read_text(encoding="utf-8", errors="replace")))
+    }
     assert not findings, f"literal credentials: {findings}"
 
 
@@ -355,24 +461,55 @@ def test_no_literal_credentials_in_rendered_output(rendered):
 
 # ---- submit and make entry points -----------------------------------------------------------------
 
+
 @pytest.fixture
 def package(tmp_path) -> Path:
-    spec = {"pipelineInfo": {"name": "mammosynth-study"}, "root": {"inputDefinitions": {"parameters": {
-        "preset": {"parameterType": "STRING"}, "overrides": {"parameterType": "STRING"},
-        "source": {"parameterType": "STRING"}, "seeds": {"parameterType": "NUMBER_INTEGER"}}}}}
+    spec = {
+        "pipelineInfo": {"name": "mammosynth-study"},
+        "root": {
+            "inputDefinitions": {
+                "parameters": {
+                    "preset": {"parameterType": "STRING"},
+                    "overrides": {"parameterType": "STRING"},
+                    "source": {"parameterType": "STRING"},
+                    "seeds": {"parameterType": "NUMBER_INTEGER"},
+                }
+            }
+        },
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
 def test_submit_builds_checked_arguments(package, capsys):
-    assert submit.main(["--package", str(package), "--dry-run", "--preset", "tiny",
-                        "--overrides", '{"seeds": [0]}', "--param", "source=s3://mammosynth/cbis-ddsm",
-                        "--param", "seeds=3"]) == 0
+    assert (
+        submit.main(
+            [
+                "--package",
+                str(package),
+                "--dry-run",
+                "--preset",
+                "tiny",
+                "--overrides",
+                '{"seeds": [0]}',
+                "--param",
+                "source=s3://mammosynth/cbis-ddsm",
+                "--param",
+                "seeds=3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert '"source": "s3://mammosynth/cbis-ddsm"' in out and '"seeds": 3' in out and '"preset": "tiny"' in out
+    assert (
+        '"source": "s3://mammosynth/cbis-ddsm"' in out and '"seeds": 3' in out and '"preset": "tiny"' in out
+    )
     assert submit.main(["--package", str(package), "--dry-run", "--param", "sorce=x"]) == 2
-    assert "sorce not declared by the pipeline; it declares: overrides, preset, seeds, source" in capsys.readouterr().err
+    assert (
+        "sorce not declared by the pipeline; it declares: overrides, preset, seeds, source"
+        in capsys.readouterr().err
+    )
     assert submit.main(["--package", str(package), "--dry-run", "--overrides", '{"epochs": 3}']) == 2
     err = capsys.readouterr().err
     assert "unknown config field" in err and "epochs" in err
@@ -402,18 +539,38 @@ def test_submit_sends_the_run(package, monkeypatch, capsys):
             return type("Run", (), {"run_id": "r-1"})()
 
     monkeypatch.setattr(kfp, "Client", Recorder)
-    assert submit.main(["--host", "http://kfp.example:8080", "--package", str(package), "--preset", "tiny"]) == 0
+    assert (
+        submit.main(["--host", "http://kfp.example:8080", "--package", str(package), "--preset", "tiny"]) == 0
+    )
     assert calls["host"] == "http://kfp.example:8080"
     assert calls["arguments"] == {"preset": "tiny", "overrides": "{}"}
+    assert calls["namespace"] is None  # single-user KFP: the server decides
     assert calls["service_account"] == "mammosynth-pipeline-runner"
     assert calls["file"] == str(package) and calls["run_name"] == "mammosynth-tiny"
     assert "runs/details/r-1" in capsys.readouterr().out
 
 
+def test_submit_namespace_also_places_the_served_model(package, capsys):
+    spec = yaml.safe_load(package.read_text())
+    spec["root"]["inputDefinitions"]["parameters"]["namespace"] = {"parameterType": "STRING"}
+    package.write_text(yaml.safe_dump(spec))
+    assert submit.main(["--package", str(package), "--dry-run", "--namespace", "team-a"]) == 0
+    assert '"namespace": "team-a"' in capsys.readouterr().out
+    args = ["--package", str(package), "--dry-run", "--namespace", "team-a", "--param", "namespace=serving"]
+    assert submit.main(args) == 0
+    assert '"namespace": "serving"' in capsys.readouterr().out
+
+
 def _make(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
-    return subprocess.run(["make", "--no-print-directory", "-f", "mk/cluster.mk", *args], cwd=ROOT,
-                          capture_output=True, text=True, env=full_env, timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory", "-f", "mk/cluster.mk", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -424,7 +581,9 @@ def test_make_targets_explain_missing_arguments():
     assert proc.returncode != 0 and "neither docker nor podman" in proc.stderr
     proc = _make("submit", "KFP_HOST=")
     assert proc.returncode != 0 and "usage: make submit KFP_HOST=" in proc.stderr
-    proc = _make("deploy", "REGISTRY=ghcr.io/example", "CREDENTIALS_ENV=manifests/credentials/minio.env.example")
+    proc = _make(
+        "deploy", "REGISTRY=ghcr.io/example", "CREDENTIALS_ENV=manifests/credentials/minio.env.example"
+    )
     assert proc.returncode != 0 and "fill in manifests/credentials/minio.env.example first" in proc.stderr
     targets = re.findall(r"^([a-zA-Z_-]+):.*## ", (ROOT / "mk" / "cluster.mk").read_text(), re.M)
     assert {"images", "deploy", "submit", "render", "lint-images"} <= set(targets)
@@ -432,13 +591,49 @@ def test_make_targets_explain_missing_arguments():
 
 @needs_kubectl
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_deploy_overlay_sets_the_registry(tmp_path):
-    proc = _make("build/deploy/gpu/kustomization.yaml", "OVERLAY=gpu", "REGISTRY=ghcr.io/example", "TAG=v9")
+def test_make_deploy_overlay_sets_registry_and_namespace(tmp_path):
+    """`make deploy` renders the chosen overlay into the KFP namespace with the pushed image."""
+    namespace = "kubeflow-user-example-com"
+    proc = _make(
+        "build/deploy/gpu/kustomization.yaml",
+        "OVERLAY=gpu",
+        "REGISTRY=ghcr.io/example",
+        "TAG=v9",
+        f"NAMESPACE={namespace}",
+    )
     assert proc.returncode == 0, proc.stderr
     docs = _kustomize(ROOT / "build" / "deploy" / "gpu")
     runtime = _find(docs, "ServingRuntime", "mammosynth-server")
     assert runtime["spec"]["containers"][0]["image"] == "ghcr.io/example/mammosynth-server:v9"
+    assert _find(docs, "Namespace", namespace)
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {namespace}
+    (subject,) = _find(docs, "RoleBinding", "mammosynth-pipeline-runner")["subjects"]
+    assert subject["namespace"] == namespace
+    for doc in docs:
+        k8s.validate_object(doc)
 
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_tune_experiment_fits_the_cluster_wiring():
+    """The Experiment the tune step builds passes the Katib schema check, and its trial pods land on
+    the gpu overlay's pool with the Secret/ConfigMap the manifests create."""
+    katib = pytest.importorskip(
+        "mammosynth.katib", reason="the tune helper's mammosynth.katib is not there yet"
+    )
+    pool = submit.gpu_env(MANIFESTS / "components" / "gpu" / "gpu-pool.yaml")
+    experiment = katib.build_experiment(
+        "mammosynth-tune",
+        "mammosynth",
+        image="ghcr.io/example/mammosynth-trainer:v1",
+        data_uri="s3://mammosynth/prepared",
+        node_selector={pool["MAMMOSYNTH_GPU_NODE_LABEL"]: pool["MAMMOSYNTH_GPU_NODE_VALUE"]},
+        tolerations=[
+            {"key": pool["MAMMOSYNTH_GPU_TOLERATION_KEY"], "operator": "Exists", "effect": "NoSchedule"}
+        ],
+    )
+    k8s.validate_katib_experiment(experiment)
+    text = yaml.safe_dump(experiment)
+    assert CREDENTIAL_SECRET in text and "mammosynth-storage" in text

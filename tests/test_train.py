@@ -149,6 +149,8 @@ def test_cli_prints_katib_metric_lines_and_writes_model(sets, tmp_path):
     metrics = json.loads((tmp_path / "train_metrics.json").read_text())
     assert final[train.METRIC_VAL_AUC] == pytest.approx(metrics["val_auc"], rel=1e-5)
     assert (tmp_path / "model/model.json").exists()
-    bad = subprocess.run([sys.executable, "-m", "mammosynth.train", "--data", str(tmp_path / "missing"),
-                          "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "not a prepared set" in bad.stderr
+
+
+def test_cli_bad_data_exits_2_with_reason(tmp_path, capsys):
+    assert train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a prepared set" in capsys.readouterr().err

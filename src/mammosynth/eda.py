@@ -38,8 +38,10 @@ def _by_label(index: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _md_table(table: pd.DataFrame, first: str) -> str:
-    lines = [f"| {first} | " + " | ".join(map(str, table.columns)) + " |",
-             "|---" * (len(table.columns) + 1) + "|"]
+    lines = [
+        f"| {first} | " + " | ".join(map(str, table.columns)) + " |",
+        "|---" * (len(table.columns) + 1) + "|",
+    ]
     lines += [f"| {idx} | " + " | ".join(str(v) for v in row) + " |" for idx, row in table.iterrows()]
     return "\n".join(lines)
 
@@ -69,13 +71,20 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    summary = ["# Dataset summary", "",
-               f"{len(index)} images, {index['patient_id'].nunique() if 'patient_id' in index else '?'} patients.", ""]
+    summary = [
+        "# Dataset summary",
+        "",
+        f"{len(index)} images, {index['patient_id'].nunique() if 'patient_id' in index else '?'} patients.",
+        "",
+    ]
 
     counts = index["pathology"].value_counts()
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(counts.index, counts.values,
-           color=[COLOURS["malignant"] if p == "MALIGNANT" else COLOURS["benign"] for p in counts.index])
+    ax.bar(
+        counts.index,
+        counts.values,
+        color=[COLOURS["malignant"] if p == "MALIGNANT" else COLOURS["benign"] for p in counts.index],
+    )
     ax.set_ylabel("images")
     ax.set_title("Pathology")
     ax.tick_params(axis="x", labelsize=7)
@@ -114,14 +123,17 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
         ax.legend(fontsize=7)
         written.append(_save(fig, out / "image_sizes.png"))
         plt.close(fig)
-        summary += ["## Image sizes", "",
-                    f"height median {h.median():.0f} px (range {h.min():.0f}–{h.max():.0f}), "
-                    f"width median {w.median():.0f} px (range {w.min():.0f}–{w.max():.0f}).", ""]
+        summary += [
+            "## Image sizes",
+            "",
+            f"height median {h.median():.0f} px (range {h.min():.0f}–{h.max():.0f}), "
+            f"width median {w.median():.0f} px (range {w.min():.0f}–{w.max():.0f}).",
+            "",
+        ]
 
     split_col = "split" if "split" in index and (index["split"] != "").any() else "official_split"
     if split_col in index:
-        table = pd.crosstab(index[split_col], index["label"]).reindex(
-            columns=list(LABELS), fill_value=0)
+        table = pd.crosstab(index[split_col], index["label"]).reindex(columns=list(LABELS), fill_value=0)
         order = [s for s in ("train", "val", "test") if s in table.index]
         table = table.loc[order + [s for s in table.index if s not in order]]
         fig, ax = plt.subplots(figsize=(4.5, 3))
@@ -135,15 +147,24 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
         written.append(_save(fig, out / "split_balance.png"))
         plt.close(fig)
         frac = (table["malignant"] / table.sum(axis=1)).round(3)
-        summary += [f"## Class balance per {split_col.replace('_', ' ')}", "",
-                    _md_table(table.assign(malignant_fraction=frac), split_col), ""]
+        summary += [
+            f"## Class balance per {split_col.replace('_', ' ')}",
+            "",
+            _md_table(table.assign(malignant_fraction=frac), split_col),
+            "",
+        ]
         if "patient_id" in index:
             patients = index.groupby(split_col)["patient_id"].nunique()
             summary += ["Patients: " + ", ".join(f"{k} {v}" for k, v in patients.items()), ""]
 
     if "qc_flags" in index and (index["qc_flags"] != "").any():
         flags = index["qc_flags"][index["qc_flags"] != ""].str.split(";").explode().value_counts()
-        summary += ["## Quality flags (kept, not dropped)", "", _md_table(flags.to_frame("images"), "flag"), ""]
+        summary += [
+            "## Quality flags (kept, not dropped)",
+            "",
+            _md_table(flags.to_frame("images"), "flag"),
+            "",
+        ]
 
     summary_path = out / "summary.md"
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".summary.md.")

@@ -59,8 +59,9 @@ def _losses_csv(rows: list[dict[str, float]]) -> str:
 
 def _read_losses(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as fh:
-        return [{k: (int(r[k]) if k == "step" else float(r[k])) for k in LOSS_FIELDS}
-                for r in csv.DictReader(fh)]
+        return [
+            {k: (int(r[k]) if k == "step" else float(r[k])) for k in LOSS_FIELDS} for r in csv.DictReader(fh)
+        ]
 
 
 def _load_train(prepared_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int]:
@@ -70,15 +71,18 @@ def _load_train(prepared_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"{prepared_dir}: train images must be (N,S,S,1), got {images.shape}")
     size = int(images.shape[1])
     if int(meta.get("image_size", size)) != size:
-        raise ValueError(f"{prepared_dir}/meta.json: image_size {meta['image_size']} but shards hold "
-                         f"{size}px images; re-run preprocess")
+        raise ValueError(
+            f"{prepared_dir}/meta.json: image_size {meta['image_size']} but shards hold "
+            f"{size}px images; re-run preprocess"
+        )
     bad = sorted(set(np.unique(labels).tolist()) - set(range(len(CLASS_NAMES))))
     if bad:
         raise ValueError(f"{prepared_dir}: train labels {bad} outside 0..{len(CLASS_NAMES) - 1}")
     missing = [CLASS_NAMES[c] for c in range(len(CLASS_NAMES)) if not (labels == c).any()]
     if missing:
-        raise ValueError(f"{prepared_dir}: no train images of class {missing}; a conditional GAN "
-                         "needs every class")
+        raise ValueError(
+            f"{prepared_dir}: no train images of class {missing}; a conditional GAN needs every class"
+        )
     return images, labels.astype(np.int32), size
 
 
@@ -100,8 +104,9 @@ class BalancedSampler:
         return idx, classes.astype(np.int32)
 
 
-def _save_checkpoint(out: Path, model, step: int, sampler: BalancedSampler,
-                     losses: list[dict[str, float]]) -> Path:
+def _save_checkpoint(
+    out: Path, model, step: int, sampler: BalancedSampler, losses: list[dict[str, float]]
+) -> Path:
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
@@ -110,8 +115,13 @@ def _save_checkpoint(out: Path, model, step: int, sampler: BalancedSampler,
         arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(model.state_variables())}
         with open(tmp / "state.npz", "wb") as fh:
             np.savez(fh, **arrays)
-        state = {"step": step, "kind": model.kind, "config": model.get_config(),
-                 "sampler_rng": sampler.rng.bit_generator.state, "n_variables": len(arrays)}
+        state = {
+            "step": step,
+            "kind": model.kind,
+            "config": model.get_config(),
+            "sampler_rng": sampler.rng.bit_generator.state,
+            "n_variables": len(arrays),
+        }
         (tmp / "state.json").write_text(json.dumps(state))
         (tmp / "losses.csv").write_text(_losses_csv(losses))
         final = root / name
@@ -139,18 +149,24 @@ def _latest_checkpoint(out: Path) -> Path | None:
 def _restore_checkpoint(path: Path, model, sampler: BalancedSampler) -> tuple[int, list[dict]]:
     state = json.loads((path / "state.json").read_text())
     if state["kind"] != model.kind:
-        raise ValueError(f"{path}: checkpoint is a {state['kind']} but kind={model.kind!r} was asked; "
-                         "use another out_dir or resume=False")
+        raise ValueError(
+            f"{path}: checkpoint is a {state['kind']} but kind={model.kind!r} was asked; "
+            "use another out_dir or resume=False"
+        )
     variables = model.state_variables()
     with np.load(path / "state.npz", allow_pickle=False) as z:
         if len(z.files) != len(variables):
-            raise ValueError(f"{path}: checkpoint holds {len(z.files)} variables, model has "
-                             f"{len(variables)}; architecture changed — use resume=False")
+            raise ValueError(
+                f"{path}: checkpoint holds {len(z.files)} variables, model has "
+                f"{len(variables)}; architecture changed — use resume=False"
+            )
         for i, var in enumerate(variables):
             value = z[f"v{i:04d}"]
             if tuple(value.shape) != tuple(var.shape):
-                raise ValueError(f"{path}: variable {i} ({var.path}) has shape {value.shape}, "
-                                 f"model expects {tuple(var.shape)}; use resume=False")
+                raise ValueError(
+                    f"{path}: variable {i} ({var.path}) has shape {value.shape}, "
+                    f"model expects {tuple(var.shape)}; use resume=False"
+                )
             var.assign(value)
     sampler.rng.bit_generator.state = state["sampler_rng"]
     return int(state["step"]), _read_losses(path / "losses.csv")
@@ -166,7 +182,7 @@ def _grid_png(images: np.ndarray, rows: int, path: Path) -> None:
     gray = images.mean(axis=-1)
     for i in range(n):
         r, c = divmod(i, cols)
-        canvas[r * (s + 1): r * (s + 1) + s, c * (s + 1): c * (s + 1) + s] = gray[i]
+        canvas[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = gray[i]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
@@ -203,20 +219,17 @@ def load_generator(generator_dir: str | os.PathLike):
     root = Path(generator_dir)
     for name in (GAN_META, GENERATOR_FILE):
         if not (root / name).exists():
-            raise FileNotFoundError(f"{root / name} missing: {root} is not a generator directory "
-                                    "(run `mammosynth gan`)")
+            raise FileNotFoundError(
+                f"{root / name} missing: {root} is not a generator directory (run `mammosynth gan`)"
+            )
     meta = json.loads((root / GAN_META).read_text())
     return keras.models.load_model(root / GENERATOR_FILE, compile=False), meta
 
 
-def _configure_device() -> bool:
-    """Mixed precision and XLA on GPU only; returns whether a GPU is present."""
-    import keras
+def _has_gpu() -> bool:
     import tensorflow as tf
 
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "float32")
-    return gpu
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def train_gan(
@@ -267,18 +280,38 @@ def train_gan(
         ValueError: bad arguments or a prepared set a cGAN cannot learn from.
     """
     import keras
+
+    if steps < 1 or batch_size < 1 or log_every < 1:
+        raise ValueError(
+            f"steps ({steps}), batch_size ({batch_size}) and log_every ({log_every}) must be positive"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels, size = _load_train(prepared_dir)
+    gpu = _has_gpu()
+    jit = gpu if jit_compile is None else bool(jit_compile)
+    previous_policy = keras.config.dtype_policy()
+    # Mixed precision on GPU only (CPUs gain nothing from float16); restored afterwards so later
+    # stages run in the same process are unaffected.
+    keras.config.set_dtype_policy("mixed_float16" if gpu else "float32")
+    try:
+        return _train(images, labels, size, out, prepared_dir, kind=kind, steps=steps,
+                      batch_size=batch_size, latent_dim=latent_dim, learning_rate=learning_rate,
+                      seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                      resume=resume, log_every=log_every, jit=jit, gpu=gpu, stop_after=stop_after,
+                      model_kwargs=model_kwargs)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _train(images, labels, size, out: Path, prepared_dir, *, kind, steps, batch_size, latent_dim,
+           learning_rate, seed, checkpoint_every, sample_every, resume, log_every, jit, gpu,
+           stop_after, model_kwargs) -> dict[str, Any]:
+    import keras
     import tensorflow as tf
 
     from mammosynth.models.cgan import build_gan, default_optimizers
 
-    if steps < 1 or batch_size < 1 or log_every < 1:
-        raise ValueError(f"steps ({steps}), batch_size ({batch_size}) and log_every ({log_every}) "
-                         "must be positive")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    images, labels, size = _load_train(prepared_dir)
-    gpu = _configure_device()
-    jit = gpu if jit_compile is None else bool(jit_compile)
     keras.utils.set_random_seed(seed)
 
     model = build_gan(kind, size, latent_dim, channels=1, seed=seed, **(model_kwargs or {}))
@@ -308,8 +341,17 @@ def train_gan(
         grid = model([fixed_z, fixed_y], training=False).numpy()
         _grid_png(grid, len(CLASS_NAMES), out / "samples" / f"step-{step:06d}.png")
 
-    log.info("training %s on %d images (%dpx) for steps %d..%d, batch %d, jit=%s, gpu=%s",
-             kind, len(images), size, start + 1, steps, batch_size, jit, gpu)
+    log.info(
+        "training %s on %d images (%dpx) for steps %d..%d, batch %d, jit=%s, gpu=%s",
+        kind,
+        len(images),
+        size,
+        start + 1,
+        steps,
+        batch_size,
+        jit,
+        gpu,
+    )
     t0 = time.perf_counter()
     done_here = 0
     for step in range(start + 1, steps + 1):
@@ -319,18 +361,33 @@ def train_gan(
         if step % log_every == 0 or step == steps:
             row = {"step": step, **{k: float(v) for k, v in result.items()}}
             if not all(np.isfinite(row[k]) for k in LOSS_FIELDS[1:]):
-                raise FloatingPointError(f"{kind}: non-finite loss at step {step}: {row}; lower "
-                                         "learning_rate or resume from an earlier checkpoint")
+                raise FloatingPointError(
+                    f"{kind}: non-finite loss at step {step}: {row}; lower "
+                    "learning_rate or resume from an earlier checkpoint"
+                )
             losses.append(row)
             for m in model.metrics:
                 m.reset_state()
             rate = done_here / (time.perf_counter() - t0)
-            log.info("step %d/%d d_loss=%.4f g_loss=%.4f d_real=%.3f d_fake=%.3f (%.2f steps/s)",
-                     step, steps, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"], rate)
+            log.info(
+                "step %d/%d d_loss=%.4f g_loss=%.4f d_real=%.3f d_fake=%.3f (%.2f steps/s)",
+                step,
+                steps,
+                row["d_loss"],
+                row["g_loss"],
+                row["d_real"],
+                row["d_fake"],
+                rate,
+            )
         if stop_after is not None and done_here >= stop_after and step < steps:
             log.warning("stopping after %d steps at step %d (stop_after)", done_here, step)
-            return {"status": "stopped", "kind": kind, "step": step, "start_step": start,
-                    "losses": [r for r in losses if r["step"] > start]}
+            return {
+                "status": "stopped",
+                "kind": kind,
+                "step": step,
+                "start_step": start,
+                "losses": [r for r in losses if r["step"] > start],
+            }
         if checkpoint_every and step % checkpoint_every == 0 and step < steps:
             _save_checkpoint(out, model, step, sampler, losses)
             log.info("checkpoint at step %d", step)
@@ -342,17 +399,35 @@ def train_gan(
         _save_checkpoint(out, model, steps, sampler, losses)
     if not (out / "samples" / f"step-{steps:06d}.png").exists():
         write_samples(steps)
-    meta = {"kind": kind, "image_size": size, "latent_dim": latent_dim, "channels": 1,
-            "steps": steps, "seed": seed, "batch_size": batch_size, "learning_rate": learning_rate,
-            "class_names": list(CLASS_NAMES), "n_train": len(images),
-            "prepared_dir": str(prepared_dir), "config": model.get_config(),
-            "output_range": [0.0, 1.0]}
+    meta = {
+        "kind": kind,
+        "image_size": size,
+        "latent_dim": latent_dim,
+        "channels": 1,
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "class_names": list(CLASS_NAMES),
+        "n_train": len(images),
+        "train_counts": {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)},
+        "prepared_dir": str(prepared_dir),
+        "config": model.get_config(),
+        "output_range": [0.0, 1.0],
+    }
     gen_dir = save_generator(model, out / GENERATOR_DIR, meta)
     _atomic_text(out / "losses.csv", _losses_csv(losses))
-    summary = {"status": "done", "kind": kind, "steps": steps, "start_step": start,
-               "image_size": size, "seconds": round(seconds, 2),
-               "steps_per_s": round(done_here / seconds, 3) if done_here and seconds > 0 else None,
-               "final": losses[-1] if losses else None, "generator_dir": str(gen_dir)}
+    summary = {
+        "status": "done",
+        "kind": kind,
+        "steps": steps,
+        "start_step": start,
+        "image_size": size,
+        "seconds": round(seconds, 2),
+        "steps_per_s": round(done_here / seconds, 3) if done_here and seconds > 0 else None,
+        "final": losses[-1] if losses else None,
+        "generator_dir": str(gen_dir),
+    }
     _atomic_text(out / "train_summary.json", json.dumps(summary, indent=2))
     log.info("%s done: %s", kind, summary)
     return summary
@@ -380,11 +455,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary = train_gan(
-        args.prepared_dir, args.out_dir, kind=args.kind, steps=args.steps, batch_size=args.batch_size,
-        latent_dim=args.latent_dim, learning_rate=args.learning_rate, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every,
-        resume=not args.no_resume, log_every=args.log_every,
-        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile])
+        args.prepared_dir,
+        args.out_dir,
+        kind=args.kind,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        latent_dim=args.latent_dim,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        resume=not args.no_resume,
+        log_every=args.log_every,
+        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+    )
     print(json.dumps(summary))
     return 0
 

@@ -36,10 +36,31 @@ from mammosynth.data.dicom import DicomError, DicomImage
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = [
-    "image_id", "patient_id", "label", "label_id", "pathology", "official_split", "split",
-    "abnormality_type", "abnormality_id", "view", "laterality", "breast_density", "subtlety",
-    "mass_shape", "mass_margins", "calc_type", "calc_distribution", "assessment", "qc_flags",
-    "height", "width", "bits_stored", "image_path", "source_path", "sha256",
+    "image_id",
+    "patient_id",
+    "label",
+    "label_id",
+    "pathology",
+    "official_split",
+    "split",
+    "abnormality_type",
+    "abnormality_id",
+    "view",
+    "laterality",
+    "breast_density",
+    "subtlety",
+    "mass_shape",
+    "mass_margins",
+    "calc_type",
+    "calc_distribution",
+    "assessment",
+    "qc_flags",
+    "height",
+    "width",
+    "bits_stored",
+    "image_path",
+    "source_path",
+    "sha256",
 ]
 REJECT_COLUMNS = ["source", "row", "path", "reason"]
 IMAGE_KINDS = ("crop", "full")
@@ -99,7 +120,9 @@ def _init_worker(layout: cbis.Layout, out_dir: Path, image_kind: str) -> None:
     _WORKER.update(layout=layout, out_dir=out_dir, image_kind=image_kind)
 
 
-def _choose(layout: cbis.Layout, cands: list[cbis.Candidate], image_kind: str) -> tuple[cbis.Candidate, DicomImage]:
+def _choose(
+    layout: cbis.Layout, cands: list[cbis.Candidate], image_kind: str
+) -> tuple[cbis.Candidate, DicomImage]:
     """Decode candidates until one is the wanted image kind (never trusting file numbers).
 
     Raises:
@@ -108,8 +131,9 @@ def _choose(layout: cbis.Layout, cands: list[cbis.Candidate], image_kind: str) -
     lossy = isinstance(layout, cbis.KaggleJpegLayout)
     want = cbis.FULL_DESCRIPTION if image_kind == "full" else cbis.CROP_DESCRIPTION
     # Try files whose series description names the wanted kind first: fewer large masks decoded.
-    ordered = sorted(cands, key=lambda c: (c.description.lower() != want,
-                                           c.description.lower() == cbis.MASK_DESCRIPTION))
+    ordered = sorted(
+        cands, key=lambda c: (c.description.lower() != want, c.description.lower() == cbis.MASK_DESCRIPTION)
+    )
     errors, masks = [], []
     images: list[tuple[cbis.Candidate, DicomImage]] = []
     for cand in ordered:
@@ -152,24 +176,38 @@ def _process_job(job: tuple[str, cbis.CaseRecord]) -> dict[str, Any]:
     data = encode_png16(img.pixels)
     rel = f"images/{key}.png"
     _atomic_write_bytes(_WORKER["out_dir"] / rel, data)
-    return {"image_path": rel, "source_path": layout.relative(cand.path),
-            "sha256": hashlib.sha256(data).hexdigest(), "height": img.rows, "width": img.cols,
-            "bits_stored": img.bits_stored}
+    return {
+        "image_path": rel,
+        "source_path": layout.relative(cand.path),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "height": img.rows,
+        "width": img.cols,
+        "bits_stored": img.bits_stored,
+    }
 
 
 def _index_row(record: cbis.CaseRecord, facts: dict[str, Any]) -> dict[str, Any]:
     return {
-        "image_id": record.image_id, "patient_id": record.patient_id, "label": record.label,
-        "label_id": cbis.LABEL_IDS[record.label], "pathology": record.pathology,
-        "official_split": record.official_split, "split": "",
-        "abnormality_type": record.abnormality, "abnormality_id": record.abnormality_id,
-        "view": record.view, "laterality": record.laterality,
-        "breast_density": record.breast_density, "subtlety": record.subtlety,
+        "image_id": record.image_id,
+        "patient_id": record.patient_id,
+        "label": record.label,
+        "label_id": cbis.LABEL_IDS[record.label],
+        "pathology": record.pathology,
+        "official_split": record.official_split,
+        "split": "",
+        "abnormality_type": record.abnormality,
+        "abnormality_id": record.abnormality_id,
+        "view": record.view,
+        "laterality": record.laterality,
+        "breast_density": record.breast_density,
+        "subtlety": record.subtlety,
         "mass_shape": record.descriptors.get("mass_shape", ""),
         "mass_margins": record.descriptors.get("mass_margins", ""),
         "calc_type": record.descriptors.get("calc_type", ""),
         "calc_distribution": record.descriptors.get("calc_distribution", ""),
-        "assessment": record.assessment, "qc_flags": ";".join(record.qc_flags), **facts,
+        "assessment": record.assessment,
+        "qc_flags": ";".join(record.qc_flags),
+        **facts,
     }
 
 
@@ -189,9 +227,16 @@ def _check_source(source: str | os.PathLike) -> Path:
     return root
 
 
-def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnormality: str = "mass",
-               image_kind: str = "crop", workers: int = 1, log_every: int = LOG_EVERY,
-               eda: bool = True) -> dict[str, Any]:
+def run_ingest(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    abnormality: str = "mass",
+    image_kind: str = "crop",
+    workers: int = 1,
+    log_every: int = LOG_EVERY,
+    eda: bool = True,
+) -> dict[str, Any]:
     """Read a CBIS-DDSM copy (or the phantom) into an ingested set.
 
     Args:
@@ -222,7 +267,9 @@ def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnorma
     layout = cbis.detect_layout(root, csvs[0][0].parent)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log.info("ingest: %s layout, %d CSV file(s), %s %s images", layout.name, len(csvs), abnormality, image_kind)
+    log.info(
+        "ingest: %s layout, %d CSV file(s), %s %s images", layout.name, len(csvs), abnormality, image_kind
+    )
 
     rejects: list[dict[str, Any]] = []
     records: list[cbis.CaseRecord] = []
@@ -232,16 +279,29 @@ def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnorma
         for number, raw in cbis.iter_case_rows(path):
             rows_in += 1
             try:
-                record = cbis.clean_row(raw, csv_file=path.name, row=number, abnormality=kind,
-                                        official_split=split)
+                record = cbis.clean_row(
+                    raw, csv_file=path.name, row=number, abnormality=kind, official_split=split
+                )
             except cbis.RowError as exc:
-                rejects.append({"source": path.name, "row": number,
-                                "path": raw.get("cropped_image_file_path", ""), "reason": str(exc)})
+                rejects.append(
+                    {
+                        "source": path.name,
+                        "row": number,
+                        "path": raw.get("cropped_image_file_path", ""),
+                        "reason": str(exc),
+                    }
+                )
                 continue
             if record.image_id in seen:
                 first = seen[record.image_id]
-                rejects.append({"source": path.name, "row": number, "path": record.cropped_image_file_path,
-                                "reason": f"duplicate row: same patient/side/view/abnormality as {first[0]} row {first[1]}"})
+                rejects.append(
+                    {
+                        "source": path.name,
+                        "row": number,
+                        "path": record.cropped_image_file_path,
+                        "reason": f"duplicate row: same patient/side/view/abnormality as {first[0]} row {first[1]}",
+                    }
+                )
                 continue
             seen[record.image_id] = (path.name, number)
             records.append(record)
@@ -256,23 +316,34 @@ def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnorma
     for n, ((key, _), facts) in enumerate(zip(job_items, results, strict=True), start=1):
         for record in jobs[key]:
             if "reject" in facts:
-                rejects.append({"source": record.csv_file, "row": record.row, "path": facts["path"],
-                                "reason": facts["reject"]})
+                rejects.append(
+                    {
+                        "source": record.csv_file,
+                        "row": record.row,
+                        "path": facts["path"],
+                        "reason": facts["reject"],
+                    }
+                )
             else:
                 index_rows.append(_index_row(record, facts))
         if n % log_every == 0 or n == len(job_items):
-            log.info("ingest: %d/%d images processed, %d rejected rows so far", n, len(job_items), len(rejects))
+            log.info(
+                "ingest: %d/%d images processed, %d rejected rows so far", n, len(job_items), len(rejects)
+            )
 
     if rows_in != len(index_rows) + len(rejects):
-        raise RuntimeError(f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected")
+        raise RuntimeError(
+            f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected"
+        )
     index_rows.sort(key=lambda r: r["image_id"])
     rejects.sort(key=lambda r: (r["source"], int(r["row"])))
     index_bytes = _csv_bytes(INDEX_COLUMNS, index_rows)
     rejects_bytes = _csv_bytes(REJECT_COLUMNS, rejects)
     _atomic_write_bytes(out / "index.csv", index_bytes)
     _atomic_write_bytes(out / "rejects.csv", rejects_bytes)
-    manifest = _manifest(root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects,
-                         index_bytes, rejects_bytes)
+    manifest = _manifest(
+        root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects, index_bytes, rejects_bytes
+    )
     _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     if eda and index_rows:
         import pandas as pd
@@ -280,8 +351,14 @@ def run_ingest(source: str | os.PathLike, out_dir: str | os.PathLike, *, abnorma
         from mammosynth.eda import write_eda
 
         write_eda(pd.read_csv(io.BytesIO(index_bytes), dtype=str, keep_default_na=False), out / "eda")
-    log.info("ingest: %d rows → %d images, %d rejected (%s) in %.1fs", rows_in, len(index_rows), len(rejects),
-             dict(Counter(r["reason"].split(":")[0] for r in rejects)), time.perf_counter() - t0)
+    log.info(
+        "ingest: %d rows → %d images, %d rejected (%s) in %.1fs",
+        rows_in,
+        len(index_rows),
+        len(rejects),
+        dict(Counter(r["reason"].split(":")[0] for r in rejects)),
+        time.perf_counter() - t0,
+    )
     return manifest
 
 
@@ -289,15 +366,19 @@ def _run_jobs(job_items, layout, out, image_kind, workers) -> Iterable[dict[str,
     if workers == 1 or len(job_items) < 2:
         _init_worker(layout, out, image_kind)
         return [_process_job(job) for job in job_items]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(layout, out, image_kind)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(layout, out, image_kind)
+    ) as pool:
         return list(pool.map(_process_job, job_items, chunksize=8))
 
 
-def _manifest(root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects,
-              index_bytes, rejects_bytes) -> dict[str, Any]:
-    files = {"index.csv": hashlib.sha256(index_bytes).hexdigest(),
-             "rejects.csv": hashlib.sha256(rejects_bytes).hexdigest()}
+def _manifest(
+    root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects, index_bytes, rejects_bytes
+) -> dict[str, Any]:
+    files = {
+        "index.csv": hashlib.sha256(index_bytes).hexdigest(),
+        "rejects.csv": hashlib.sha256(rejects_bytes).hexdigest(),
+    }
     for row in index_rows:
         files[row["image_path"]] = row["sha256"]
     by_split_label: dict[str, dict[str, int]] = {}
@@ -342,9 +423,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=LOG_EVERY, help="progress line every N images")
     parser.add_argument("--no-eda", action="store_true", help="skip the eda/ figures")
     args = parser.parse_args(argv)
-    manifest = run_ingest(args.source, args.out, abnormality=args.abnormality, image_kind=args.image_kind,
-                          workers=args.workers, log_every=args.log_every, eda=not args.no_eda)
+    manifest = run_ingest(
+        args.source,
+        args.out,
+        abnormality=args.abnormality,
+        image_kind=args.image_kind,
+        workers=args.workers,
+        log_every=args.log_every,
+        eda=not args.no_eda,
+    )
     c = manifest["counts"]
-    print(f"ingested set written to {args.out}: {c['rows_out']} images, {c['rejected']} rejected rows "
-          f"({c['label']}); layout {manifest['source_layout']}")
+    print(
+        f"ingested set written to {args.out}: {c['rows_out']} images, {c['rejected']} rejected rows "
+        f"({c['label']}); layout {manifest['source_layout']}"
+    )
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

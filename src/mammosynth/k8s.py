@@ -225,7 +225,9 @@ def validate_katib_experiment(obj: dict[str, Any]) -> None:
         ValueError: every problem, one per line, each with its field path.
     """
     if not isinstance(obj, dict):
-        raise _format_errors("Experiment", "<unnamed>", [f"<root>: expected a mapping, got {type(obj).__name__}"])
+        raise _format_errors(
+            "Experiment", "<unnamed>", [f"<root>: expected a mapping, got {type(obj).__name__}"]
+        )
     problems: list[str] = []
     if obj.get("apiVersion") != "kubeflow.org/v1beta1":
         problems.append(f"apiVersion: expected kubeflow.org/v1beta1, got {obj.get('apiVersion')!r}")
@@ -252,7 +254,24 @@ def validate_katib_experiment(obj: dict[str, Any]) -> None:
 
 # ---- core kinds via the official client's models ------------------------------------------------
 
-_PRIMITIVES = {"str": (str, int, float), "int": (int,), "float": (int, float), "bool": (bool,)}
+_PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+# Fields the client types as strings but the API server parses as resource.Quantity, which also
+# accepts a bare number (`nvidia.com/gpu: 1`). Everywhere else a number where a string belongs is
+# rejected by the server (the classic unquoted `S3_USE_HTTPS: 0` in a ConfigMap).
+_QUANTITY_FIELDS = {
+    ("V1ResourceRequirements", "limits"),
+    ("V1ResourceRequirements", "requests"),
+    ("V1VolumeResourceRequirements", "limits"),
+    ("V1VolumeResourceRequirements", "requests"),
+    ("V1EmptyDirVolumeSource", "size_limit"),
+    ("V1ResourceQuotaSpec", "hard"),
+    ("V1PersistentVolumeSpec", "capacity"),
+    ("V1LimitRangeItem", "default"),
+    ("V1LimitRangeItem", "default_request"),
+    ("V1LimitRangeItem", "max"),
+    ("V1LimitRangeItem", "min"),
+    ("V1LimitRangeItem", "max_limit_request_ratio"),
+}
 
 
 def _models() -> Any:
@@ -272,6 +291,18 @@ def _model_problems(data: Any, type_name: str, path: str) -> list[str]:
     problems: list[str] = []
     if data is None:
         return problems
+    if type_name.startswith("quantity:"):
+        if type_name.removeprefix("quantity:").startswith("dict("):
+            if not isinstance(data, dict):
+                return [f"{path}: expected a mapping of quantities, got {type(data).__name__}"]
+            items = [(f"{path}.{key}", value) for key, value in data.items()]
+        else:
+            items = [(path, data)]
+        return [
+            f"{where}: expected a quantity (string or number), got {value!r}"
+            for where, value in items
+            if isinstance(value, bool) or not isinstance(value, str | int | float)
+        ]
     if type_name.startswith("list["):
         inner = type_name[5:-1]
         if not isinstance(data, list):
@@ -307,7 +338,10 @@ def _model_problems(data: Any, type_name: str, path: str) -> list[str]:
             known = ", ".join(sorted(by_json))
             problems.append(f"{where}: unknown field {key!r} in {type_name}; known: {known}")
             continue
-        problems += _model_problems(value, klass.openapi_types[by_json[key]], where)
+        attr_type = klass.openapi_types[by_json[key]]
+        if (type_name, by_json[key]) in _QUANTITY_FIELDS:
+            attr_type = f"quantity:{attr_type}"
+        problems += _model_problems(value, attr_type, where)
     return problems
 
 

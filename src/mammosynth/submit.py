@@ -7,7 +7,7 @@ Examples:
     python -m mammosynth.submit --host http://localhost:8080 --preset cbis-ddsm \\
         --source s3://mammosynth/cbis-ddsm
     python -m mammosynth.submit --dry-run --preset tiny          # print the run's arguments only
-    python -m mammosynth.submit --gpu-env manifests/overlays/gpu/gpu-pool.yaml   # KEY=VALUE lines
+    python -m mammosynth.submit --gpu-env manifests/components/gpu/gpu-pool.yaml   # KEY=VALUE lines
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def pipeline_parameters(package: str | Path) -> dict[str, dict[str, Any]]:
     return dict(spec["root"].get("inputDefinitions", {}).get("parameters", {}))
 
 
-def build_arguments(declared: dict[str, dict[str, Any]], preset: str, overrides: str,
-                    extra: list[str]) -> dict[str, Any]:
+def build_arguments(
+    declared: dict[str, dict[str, Any]], preset: str, overrides: str, extra: list[str]
+) -> dict[str, Any]:
     """Pipeline arguments from a preset, JSON overrides and ``KEY=VALUE`` pairs.
 
     Raises:
@@ -65,8 +66,10 @@ def build_arguments(declared: dict[str, dict[str, Any]], preset: str, overrides:
         arguments[key] = value
     unknown = sorted(set(arguments) - set(declared))
     if unknown:
-        raise ValueError(f"parameter(s) {', '.join(unknown)} not declared by the pipeline; "
-                         f"it declares: {', '.join(sorted(declared)) or '(none)'}")
+        raise ValueError(
+            f"parameter(s) {', '.join(unknown)} not declared by the pipeline; "
+            f"it declares: {', '.join(sorted(declared)) or '(none)'}"
+        )
     for key, definition in declared.items():
         kind = definition.get("parameterType")
         if key in arguments and isinstance(arguments[key], str):
@@ -104,24 +107,42 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples:", 1)[1],
     )
-    parser.add_argument("--host", default=os.environ.get("KFP_HOST", ""),
-                        help="KFP API endpoint, e.g. http://localhost:8080 after "
-                             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` (env KFP_HOST)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("KFP_HOST", ""),
+        help="KFP API endpoint, e.g. http://localhost:8080 after "
+        "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` (env KFP_HOST)",
+    )
     parser.add_argument("--package", default=DEFAULT_PACKAGE, help="compiled pipeline YAML (%(default)s)")
-    parser.add_argument("--preset", default="cbis-ddsm", choices=sorted(PRESETS),
-                        help="config preset (%(default)s)")
+    parser.add_argument(
+        "--preset", default="cbis-ddsm", choices=sorted(PRESETS), help="config preset (%(default)s)"
+    )
     parser.add_argument("--overrides", default="{}", help="JSON object of config overrides")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="another pipeline parameter, e.g. source=s3://mammosynth/cbis-ddsm (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another pipeline parameter, e.g. source=s3://mammosynth/cbis-ddsm (repeatable)",
+    )
     parser.add_argument("--experiment", default="mammosynth", help="KFP experiment name (%(default)s)")
     parser.add_argument("--run-name", default="", help="run name (default: mammosynth-<preset>)")
-    parser.add_argument("--namespace", default=os.environ.get("KFP_NAMESPACE") or None,
-                        help="Kubeflow profile namespace in multi-user installs (env KFP_NAMESPACE)")
-    parser.add_argument("--service-account", default=DEFAULT_SERVICE_ACCOUNT,
-                        help="service account the run's pods use (%(default)s)")
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("KFP_NAMESPACE") or None,
+        help="Kubeflow profile namespace in multi-user installs (env KFP_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--service-account",
+        default=DEFAULT_SERVICE_ACCOUNT,
+        help="service account the run's pods use (%(default)s)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="check and print the arguments; send nothing")
-    parser.add_argument("--gpu-env", metavar="CONFIGMAP_YAML",
-                        help="print the ConfigMap's data as KEY=VALUE lines (for compiling) and exit")
+    parser.add_argument(
+        "--gpu-env",
+        metavar="CONFIGMAP_YAML",
+        help="print the ConfigMap's data as KEY=VALUE lines (for compiling) and exit",
+    )
     return parser
 
 
@@ -139,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         declared = pipeline_parameters(args.package)
         arguments = build_arguments(declared, args.preset, args.overrides, args.param)
+        if (
+            args.namespace
+            and "namespace" in declared
+            and not any(p.startswith("namespace=") for p in args.param)
+        ):
+            # The run's pods are in the profile namespace; serve the model there too.
+            arguments["namespace"] = args.namespace
     except (OSError, ValueError) as exc:
         print(f"mammosynth submit: {exc}", file=sys.stderr)
         return 2
@@ -147,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.host:
         parser.print_usage(sys.stderr)
-        print("mammosynth submit: no KFP endpoint; pass --host or set KFP_HOST "
-              "(make submit KFP_HOST=http://localhost:8080)", file=sys.stderr)
+        print(
+            "mammosynth submit: no KFP endpoint; pass --host or set KFP_HOST "
+            "(make submit KFP_HOST=http://localhost:8080)",
+            file=sys.stderr,
+        )
         return 2
     import kfp
 

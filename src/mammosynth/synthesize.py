@@ -26,28 +26,26 @@ STUDY_COUNTS = {"benign": 300, "malignant": 250}  # the study's 550 synthetic im
 SAMPLE_BATCH = 64
 
 
-def resolve_counts(n_per_class: dict[str, int] | str | None,
-                   real_counts: dict[str, int] | None = None) -> dict[str, int]:
+def resolve_counts(
+    n_per_class: dict[str, int] | str | None, real_counts: dict[str, int] | None = None
+) -> dict[str, int]:
     """How many images to draw per class.
 
     Args:
         n_per_class: explicit ``{class: n}``; ``"study"`` for the study's 300 benign / 250
-            malignant; ``"balance"`` or None to top up the minority class of ``real_counts`` so
-            real + synthetic is balanced (when the real set is already balanced, each class gets
-            half of the larger real class).
-        real_counts: ``{class: n}`` of the real training split (needed for balancing).
+            malignant; ``"balance"`` or None for a class-balanced set with as many images per class
+            as the larger real class (so real+synthetic arms up to ratio 1.0 can draw from it
+            without repeating images); ``"top-up"`` for just the minority class's gap, making
+            real + synthetic balanced.
+        real_counts: ``{class: n}`` of the real training split (needed for balance / top-up).
 
     Raises:
-        ValueError: unknown class names, negative counts, or balancing without real counts.
+        ValueError: unknown class names or mode, negative counts, or balancing without real counts.
     """
-    if isinstance(n_per_class, str):
-        if n_per_class == "study":
-            return dict(STUDY_COUNTS)
-        if n_per_class != "balance":
-            raise ValueError(f"n_per_class {n_per_class!r}: use a {{class: n}} mapping, 'study' or "
-                             "'balance'")
-        n_per_class = None
-    if n_per_class is not None:
+    mode = n_per_class if isinstance(n_per_class, str) else ("balance" if n_per_class is None else None)
+    if mode == "study":
+        return dict(STUDY_COUNTS)
+    if mode is None:
         unknown = sorted(set(n_per_class) - set(CLASS_NAMES))
         if unknown:
             raise ValueError(f"n_per_class has unknown classes {unknown}; known: {list(CLASS_NAMES)}")
@@ -55,19 +53,28 @@ def resolve_counts(n_per_class: dict[str, int] | str | None,
         if any(n < 0 for n in counts.values()) or not sum(counts.values()):
             raise ValueError(f"n_per_class {n_per_class}: counts must be ≥ 0 and not all zero")
         return counts
+    if mode not in ("balance", "top-up"):
+        raise ValueError(f"n_per_class {mode!r}: use a {{class: n}} mapping, 'study', 'balance' or 'top-up'")
     if not real_counts:
-        raise ValueError("balancing needs real_counts ({class: n} of the real train split) or pass "
-                         "n_per_class explicitly")
+        raise ValueError(
+            f"n_per_class={mode!r} needs real_counts ({{class: n}} of the real train "
+            "split) or pass n_per_class explicitly"
+        )
     real = {name: int(real_counts.get(name, 0)) for name in CLASS_NAMES}
     top = max(real.values())
+    if top < 1:
+        raise ValueError(f"real_counts {real_counts} has no images")
+    if mode == "balance":
+        return {name: top for name in CLASS_NAMES}
     gaps = {name: top - n for name, n in real.items()}
     if not any(gaps.values()):
-        gaps = {name: max(1, top // 2) for name in CLASS_NAMES}
+        raise ValueError(f"real_counts {real} are already balanced: nothing to top up")
     return gaps
 
 
-def generate(sampler, latent_dim: int, counts: dict[str, int], seed: int,
-             batch_size: int = SAMPLE_BATCH) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def generate(
+    sampler, latent_dim: int, counts: dict[str, int], seed: int, batch_size: int = SAMPLE_BATCH
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Draw images per class from a loaded sampler (see `mammosynth.gan.load_generator`).
 
     Returns:
@@ -106,7 +113,8 @@ def run_synthesize(
         out_dir: the synthetic set to write (a prepared set with split ``train``).
         n_per_class: see `resolve_counts` (mapping, ``"study"``, ``"balance"``/None).
         seed: sampling seed (noise).
-        real_counts: real training counts per class, for balancing.
+        real_counts: real training counts per class, for balancing (default: the counts the
+            generator was trained on, from its ``gan.json``).
 
     Returns:
         The written ``meta.json`` content.
@@ -117,32 +125,40 @@ def run_synthesize(
     """
     from mammosynth.gan import load_generator
 
-    counts = resolve_counts(n_per_class, real_counts)
     sampler, gmeta = load_generator(generator_dir)
+    # The generator remembers its real training counts, so balancing works without the real set.
+    counts = resolve_counts(n_per_class, real_counts or gmeta.get("train_counts"))
     images, labels, ids = generate(sampler, int(gmeta["latent_dim"]), counts, seed)
     out = Path(out_dir)
     for stale in shards.splits(out) if out.exists() else []:
         for path in shards.iter_shards(out, stale):
             path.unlink()
     shards.write_split(out, "train", images, labels, ids)
-    lineage = {"generator_dir": str(generator_dir), "kind": gmeta.get("kind"),
-               "steps": gmeta.get("steps"), "train_seed": gmeta.get("seed"),
-               "latent_dim": gmeta.get("latent_dim"), "sampling_seed": int(seed),
-               "requested": counts, "synthetic": True}
+    lineage = {
+        "generator_dir": str(generator_dir),
+        "kind": gmeta.get("kind"),
+        "steps": gmeta.get("steps"),
+        "train_seed": gmeta.get("seed"),
+        "latent_dim": gmeta.get("latent_dim"),
+        "sampling_seed": int(seed),
+        "requested": counts,
+        "synthetic": True,
+    }
     meta = shards.write_meta(out, int(images.shape[1]), {"lineage": lineage})
     log.info("wrote synthetic set %s: %s", out, meta["counts"])
     return meta
 
 
 def _counts_arg(text: str) -> dict[str, int] | str:
-    if text in ("study", "balance"):
+    if text in ("study", "balance", "top-up"):
         return text
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"--n-per-class {text!r}: expected 'study', 'balance' or JSON like "
-            '\'{"benign": 300, "malignant": 250}\'') from exc
+            f"--n-per-class {text!r}: expected 'study', 'balance', 'top-up' or JSON like "
+            '\'{"benign": 300, "malignant": 250}\''
+        ) from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"--n-per-class {text!r}: expected a JSON object")
     return value
@@ -152,10 +168,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mammosynth synthesize", description=__doc__.splitlines()[0])
     p.add_argument("--generator-dir", required=True, help="generator/ written by `mammosynth gan`")
     p.add_argument("--out-dir", required=True, help="synthetic set to write")
-    p.add_argument("--n-per-class", type=_counts_arg, default=None,
-                   help="'study' (300/250), 'balance' (default; needs --real-dir) or JSON {class: n}")
-    p.add_argument("--real-dir", default=None,
-                   help="real prepared set whose train counts drive balancing")
+    p.add_argument(
+        "--n-per-class",
+        type=_counts_arg,
+        default=None,
+        help="'study' (300/250), 'balance' (default: each class as large as the larger "
+        "real class), 'top-up' (minority gap only) or JSON {class: n}",
+    )
+    p.add_argument(
+        "--real-dir",
+        default=None,
+        help="real prepared set whose train counts drive balancing (default: the "
+        "counts recorded in the generator's gan.json)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -168,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         real_counts = shards.read_meta(args.real_dir).get("counts", {}).get("train")
         if not real_counts:
             raise SystemExit(f"{args.real_dir}/meta.json has no train counts; re-run preprocess")
-    meta = run_synthesize(args.generator_dir, args.out_dir, n_per_class=args.n_per_class,
-                          seed=args.seed, real_counts=real_counts)
+    meta = run_synthesize(
+        args.generator_dir,
+        args.out_dir,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        real_counts=real_counts,
+    )
     print(json.dumps(meta["counts"]))
     return 0
 

@@ -308,7 +308,7 @@ def train_classifier(
         log.info("phase: epochs %d-%d, backbone trainable layers %s, lr %.3g", start + 1, end,
                  phase.trainable_layers, phase.learning_rate)
         net.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=max(start, state["epoch"]),
-                callbacks=[keeper, progress], verbose=0)
+                callbacks=[keeper, progress], verbose=0, shuffle=False)
         if keeper.stopped:
             state["stopped"] = True
         start = end

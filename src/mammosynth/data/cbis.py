@@ -77,12 +77,16 @@ def iter_case_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str
         try:
             header = [normalise_column(h) for h in next(reader)]
         except StopIteration:
-            raise ValueError(f"{path}: empty CSV (no header); expected the CBIS-DDSM case-description header") from None
+            raise ValueError(
+                f"{path}: empty CSV (no header); expected the CBIS-DDSM case-description header"
+            ) from None
         for number, values in enumerate(reader, start=1):
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) > len(header):
-                raise ValueError(f"{path}: data row {number} has {len(values)} fields, header has {len(header)}")
+                raise ValueError(
+                    f"{path}: data row {number} has {len(values)} fields, header has {len(header)}"
+                )
             values = values + [""] * (len(header) - len(values))
             yield number, {k: v.strip() for k, v in zip(header, values, strict=True)}
 
@@ -180,7 +184,9 @@ def _range_flag(value: str, name: str, lo: int, hi: int) -> str | None:
     return None if lo <= number <= hi else f"{name}_out_of_range"
 
 
-def clean_row(raw: dict[str, str], *, csv_file: str, row: int, abnormality: str, official_split: str) -> CaseRecord:
+def clean_row(
+    raw: dict[str, str], *, csv_file: str, row: int, abnormality: str, official_split: str
+) -> CaseRecord:
     """Validate and normalise one CSV row.
 
     Raises:
@@ -193,27 +199,46 @@ def clean_row(raw: dict[str, str], *, csv_file: str, row: int, abnormality: str,
         raise RowError(f"missing field: {', '.join(missing)}")
     pathology = raw["pathology"].upper()
     if pathology not in PATHOLOGY_LABELS:
-        raise RowError(f"unknown pathology: {raw['pathology']!r} (expected one of {', '.join(PATHOLOGY_LABELS)})")
+        raise RowError(
+            f"unknown pathology: {raw['pathology']!r} (expected one of {', '.join(PATHOLOGY_LABELS)})"
+        )
     laterality, view = raw["left_or_right_breast"].upper(), raw["image_view"].upper()
     if laterality not in ("LEFT", "RIGHT"):
-        raise RowError(f"bad field: left or right breast = {raw['left_or_right_breast']!r} (expected LEFT/RIGHT)")
+        raise RowError(
+            f"bad field: left or right breast = {raw['left_or_right_breast']!r} (expected LEFT/RIGHT)"
+        )
     if view not in ("CC", "MLO"):
         raise RowError(f"bad field: image view = {raw['image_view']!r} (expected CC/MLO)")
-    flags = [f for f in (
-        _range_flag(raw.get("breast_density", ""), "breast_density", *DENSITY_RANGE),
-        _range_flag(raw.get("subtlety", ""), "subtlety", *SUBTLETY_RANGE),
-    ) if f]
-    descriptor_cols = ("mass_shape", "mass_margins") if abnormality == "mass" else ("calc_type", "calc_distribution")
+    flags = [
+        f
+        for f in (
+            _range_flag(raw.get("breast_density", ""), "breast_density", *DENSITY_RANGE),
+            _range_flag(raw.get("subtlety", ""), "subtlety", *SUBTLETY_RANGE),
+        )
+        if f
+    ]
+    descriptor_cols = (
+        ("mass_shape", "mass_margins") if abnormality == "mass" else ("calc_type", "calc_distribution")
+    )
     return CaseRecord(
-        csv_file=csv_file, row=row, abnormality=abnormality, official_split=official_split,
-        patient_id=raw["patient_id"], laterality=laterality, view=view,
-        abnormality_id=raw["abnormality_id"], pathology=pathology, label=PATHOLOGY_LABELS[pathology],
-        breast_density=raw.get("breast_density", ""), subtlety=raw.get("subtlety", ""),
+        csv_file=csv_file,
+        row=row,
+        abnormality=abnormality,
+        official_split=official_split,
+        patient_id=raw["patient_id"],
+        laterality=laterality,
+        view=view,
+        abnormality_id=raw["abnormality_id"],
+        pathology=pathology,
+        label=PATHOLOGY_LABELS[pathology],
+        breast_density=raw.get("breast_density", ""),
+        subtlety=raw.get("subtlety", ""),
         assessment=raw.get("assessment", ""),
         descriptors={c: raw.get(c, "") for c in descriptor_cols},
         image_file_path=raw.get("image_file_path", ""),
         cropped_image_file_path=raw.get("cropped_image_file_path", ""),
-        roi_mask_file_path=raw.get("roi_mask_file_path", ""), qc_flags=flags,
+        roi_mask_file_path=raw.get("roi_mask_file_path", ""),
+        qc_flags=flags,
     )
 
 
@@ -273,8 +298,11 @@ class TciaOldLayout(Layout):
         self.base = base
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
-        paths = ([record.image_file_path] if image_kind == "full"
-                 else [record.cropped_image_file_path, record.roi_mask_file_path])
+        paths = (
+            [record.image_file_path]
+            if image_kind == "full"
+            else [record.cropped_image_file_path, record.roi_mask_file_path]
+        )
         # Crop and mask numbers in the CSV are unreliable, so look at both files of each series.
         found: list[Path] = []
         for rel in filter(None, paths):
@@ -331,8 +359,11 @@ class KaggleJpegLayout(Layout):
         return self.root.joinpath(*parts[1:]) if parts and parts[0] == "CBIS-DDSM" else direct
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
-        paths = ([record.image_file_path] if image_kind == "full"
-                 else [record.cropped_image_file_path, record.roi_mask_file_path])
+        paths = (
+            [record.image_file_path]
+            if image_kind == "full"
+            else [record.cropped_image_file_path, record.roi_mask_file_path]
+        )
         uids = [Path(p).parts[2] for p in paths if p and len(Path(p).parts) >= 3]
         cands: list[Candidate] = []
         for uid in uids:
@@ -342,7 +373,9 @@ class KaggleJpegLayout(Layout):
             cands = list(self.by_patient_folder.get(folder, []))
         cands = [c for c in cands if c.path.is_file()]
         if not cands:
-            raise ImageNotFound(f"missing file: jpeg/<SeriesInstanceUID>/*.jpg for series {', '.join(uids) or '?'}")
+            raise ImageNotFound(
+                f"missing file: jpeg/<SeriesInstanceUID>/*.jpg for series {', '.join(uids) or '?'}"
+            )
         return cands
 
     def decode(self, cand: Candidate) -> DicomImage:
@@ -356,9 +389,15 @@ class KaggleJpegLayout(Layout):
             raise DicomError(f"{self.relative(cand.path)}: unreadable JPEG ({exc})") from exc
         if arr.size == 0:
             raise DicomError(f"{self.relative(cand.path)}: empty JPEG")
-        return DicomImage(pixels=arr, series_description=cand.description,
-                          bits_stored=8 if arr.dtype == np.uint8 else 16, rows=arr.shape[0],
-                          cols=arr.shape[1], photometric="MONOCHROME2", modality="MG")
+        return DicomImage(
+            pixels=arr,
+            series_description=cand.description,
+            bits_stored=8 if arr.dtype == np.uint8 else 16,
+            rows=arr.shape[0],
+            cols=arr.shape[1],
+            photometric="MONOCHROME2",
+            modality="MG",
+        )
 
 
 def looks_like_mask(img: DicomImage, lossy: bool = False) -> bool:

@@ -174,5 +174,6 @@ def is_roi_mask(img: DicomImage) -> bool:
     if not is_binary(pixels):
         return False
     # Two values: a mask uses 0 as background; an 8-bit store or the description confirms it.
-    return float(pixels.min()) == 0.0 and (img.bits_stored <= 8 or desc == MASK_DESCRIPTION
-                                           or float(pixels.max()) in (1.0, 255.0, 65535.0))
+    return float(pixels.min()) == 0.0 and (
+        img.bits_stored <= 8 or desc == MASK_DESCRIPTION or float(pixels.max()) in (1.0, 255.0, 65535.0)
+    )

@@ -39,9 +39,20 @@ from scipy import ndimage
 log = logging.getLogger(__name__)
 
 CSV_HEADER = [
-    "patient_id", "breast_density", "left or right breast", "image view", "abnormality id",
-    "abnormality type", "mass shape", "mass margins", "assessment", "pathology", "subtlety",
-    "image file path", "cropped image file path", "ROI mask file path",
+    "patient_id",
+    "breast_density",
+    "left or right breast",
+    "image view",
+    "abnormality id",
+    "abnormality type",
+    "mass shape",
+    "mass margins",
+    "assessment",
+    "pathology",
+    "subtlety",
+    "image file path",
+    "cropped image file path",
+    "ROI mask file path",
 ]
 CSV_NAMES = {"train": "mass_case_description_train_set.csv", "test": "mass_case_description_test_set.csv"}
 FOLDER_PREFIX = {"train": "Mass-Training", "test": "Mass-Test"}
@@ -49,15 +60,26 @@ FOLDER_PREFIX = {"train": "Mass-Training", "test": "Mass-Test"}
 # Class-conditional counts from the real mass_case_description_train_set.csv (phantom-notes.md):
 # (benign, malignant) rows per category.
 SHAPE_COUNTS = {
-    "IRREGULAR": (64, 287), "LOBULATED": (201, 104), "OVAL": (230, 91),
-    "ARCHITECTURAL_DISTORTION": (28, 52), "IRREGULAR-ARCHITECTURAL_DISTORTION": (2, 43),
-    "ROUND": (84, 39), "ASYMMETRIC_BREAST_TISSUE": (12, 8), "FOCAL_ASYMMETRIC_DENSITY": (14, 5),
+    "IRREGULAR": (64, 287),
+    "LOBULATED": (201, 104),
+    "OVAL": (230, 91),
+    "ARCHITECTURAL_DISTORTION": (28, 52),
+    "IRREGULAR-ARCHITECTURAL_DISTORTION": (2, 43),
+    "ROUND": (84, 39),
+    "ASYMMETRIC_BREAST_TISSUE": (12, 8),
+    "FOCAL_ASYMMETRIC_DENSITY": (14, 5),
     "LYMPH_NODE": (26, 0),
 }
 MARGIN_COUNTS = {
-    "SPICULATED": (21, 260), "ILL_DEFINED": (103, 175), "MICROLOBULATED": (39, 69),
-    "CIRCUMSCRIBED": (273, 32), "OBSCURED": (172, 25), "ILL_DEFINED-SPICULATED": (2, 23),
-    "OBSCURED-ILL_DEFINED": (2, 17), "CIRCUMSCRIBED-ILL_DEFINED": (14, 13), "N/A": (34, 9),
+    "SPICULATED": (21, 260),
+    "ILL_DEFINED": (103, 175),
+    "MICROLOBULATED": (39, 69),
+    "CIRCUMSCRIBED": (273, 32),
+    "OBSCURED": (172, 25),
+    "ILL_DEFINED-SPICULATED": (2, 23),
+    "OBSCURED-ILL_DEFINED": (2, 17),
+    "CIRCUMSCRIBED-ILL_DEFINED": (14, 13),
+    "N/A": (34, 9),
 }
 SUBTLETY_COUNTS = {1: (11, 30), 2: (44, 56), 3: (156, 101), 4: (219, 156), 5: (249, 294)}
 DENSITY_COUNTS = {1: (151, 136), 2: (301, 284), 3: (167, 170), 4: (62, 47)}
@@ -69,7 +91,7 @@ MASK_OTHER_SERIES = 0.08  # of those, mask in its own series (104 of ~3500 real 
 
 # Lesion contrast (in background-texture units) per subtlety rating (1 = subtle). Tuned so a small
 # CNN on ~200 training crops at 64² reaches an AUC well below 1.0.
-SUBTLETY_CONTRAST = {1: 0.14, 2: 0.2, 3: 0.27, 4: 0.34, 5: 0.42}
+SUBTLETY_CONTRAST = {1: 0.2, 2: 0.27, 3: 0.34, 4: 0.42, 5: 0.5}
 GLAND_FRACTION = {1: 0.12, 2: 0.35, 3: 0.6, 4: 0.82}
 
 SOP_CLASS_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -114,14 +136,16 @@ def power_law_texture(rng: np.random.Generator, shape: tuple[int, int], beta: fl
     return tex / (tex.std() + 1e-12)
 
 
-def _background(rng: np.random.Generator, shape: tuple[int, int], density: int) -> tuple[np.ndarray, np.ndarray]:
+def _background(
+    rng: np.random.Generator, shape: tuple[int, int], density: int
+) -> tuple[np.ndarray, np.ndarray]:
     beta = float(np.clip(rng.normal(2.8, 0.35), 1.5, 3.5))
     tex = power_law_texture(rng, shape, beta)
     frac = float(np.clip(GLAND_FRACTION[density] + rng.normal(0, 0.06), 0.03, 0.95))
     thr = np.quantile(tex, 1.0 - frac)
     gland = 1.0 / (1.0 + np.exp(-(tex - thr) / 0.3))  # soft fibroglandular/fat boundary
     fine = power_law_texture(rng, shape, 1.8)  # finer structure inside both tissues
-    bg = 0.3 + 0.3 * gland + 0.05 * tex + 0.03 * fine
+    bg = 0.3 + 0.16 * gland + 0.03 * tex + 0.02 * fine
     return bg, gland
 
 
@@ -151,7 +175,9 @@ def _segment_lines(shape, starts, ends, width, weights) -> np.ndarray:
 _N_ANGLES = 1024  # radius functions are tabulated on this angular grid, then looked up per pixel
 
 
-def render_view(lesion: Lesion, rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def render_view(
+    lesion: Lesion, rng: np.random.Generator, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one view of a lesion.
 
     Returns:
@@ -180,9 +206,16 @@ def render_view(lesion: Lesion, rng: np.random.Generator, shape: tuple[int, int]
     d = r_ell / (radius * rad_fn)  # < 1 inside the body
 
     margin = lesion.margin
-    edge = {"CIRCUMSCRIBED": 0.5, "OBSCURED": 0.9, "MICROLOBULATED": 0.8, "SPICULATED": 1.2,
-            "ILL_DEFINED": 0.28 * radius, "ILL_DEFINED-SPICULATED": 0.22 * radius,
-            "OBSCURED-ILL_DEFINED": 0.25 * radius, "N/A": 0.12 * radius}.get(margin, 0.6)
+    edge = {
+        "CIRCUMSCRIBED": 0.5,
+        "OBSCURED": 0.9,
+        "MICROLOBULATED": 0.8,
+        "SPICULATED": 1.2,
+        "ILL_DEFINED": 0.28 * radius,
+        "ILL_DEFINED-SPICULATED": 0.22 * radius,
+        "OBSCURED-ILL_DEFINED": 0.25 * radius,
+        "N/A": 0.12 * radius,
+    }.get(margin, 0.6)
     edge_map = np.full_like(d, edge)
     if margin == "CIRCUMSCRIBED-ILL_DEFINED":
         # Part of the border sharp, part blurred.
@@ -206,7 +239,7 @@ def render_view(lesion: Lesion, rng: np.random.Generator, shape: tuple[int, int]
         # Overlying dense tissue hides part of the border: attenuate the body where gland is high
         # and in an angular sector.
         sector = 0.5 + 0.5 * np.cos(theta - rng.uniform(0, 2 * np.pi))
-        dome = dome * (1.0 - 0.75 * np.clip(gland * 0.6 + sector * 0.6, 0, 1) * (d > 0.55))
+        dome = dome * (1.0 - 0.75 * np.clip(gland * 0.6 + sector * 0.6, 0, 1) * np.clip((d - 0.4) / 0.5, 0.0, 1.0))
 
     lines = np.zeros_like(dome)
     if "SPICULATED" in margin or distortion:
@@ -217,8 +250,8 @@ def render_view(lesion: Lesion, rng: np.random.Generator, shape: tuple[int, int]
             r1 = r0 + length * radius
             starts.append((cy + r0 * np.sin(ang), cx + r0 * np.cos(ang)))
             ends.append((cy + r1 * np.sin(ang), cx + r1 * np.cos(ang)))
-            weights.append(rng.uniform(0.45, 0.9))
-        lines = _segment_lines(shape, starts, ends, rng.uniform(0.9, 1.6) * side / 160.0, weights)
+            weights.append(rng.uniform(0.6, 1.0))
+        lines = _segment_lines(shape, starts, ends, rng.uniform(1.8, 2.8) * side / 160.0, weights)
 
     contrast = SUBTLETY_CONTRAST[lesion.subtlety] * rng.uniform(0.8, 1.2)
     contrast *= 1.0 - 0.1 * (lesion.density - 1)  # dense breasts hide lesions
@@ -241,28 +274,43 @@ def draw_lesion(rng: np.random.Generator, malignant: bool, density: int | None =
     margin = _draw(rng, MARGIN_COUNTS, malignant)
     subtlety = int(_draw(rng, SUBTLETY_COUNTS, malignant))
     density = int(density if density is not None else _draw(rng, DENSITY_COUNTS, malignant))
-    aspect = {"ROUND": rng.uniform(0.85, 1.0), "OVAL": rng.uniform(0.5, 0.75),
-              "LYMPH_NODE": rng.uniform(0.5, 0.7)}.get(shape, rng.uniform(0.65, 1.0))
+    aspect = {
+        "ROUND": rng.uniform(0.85, 1.0),
+        "OVAL": rng.uniform(0.5, 0.75),
+        "LYMPH_NODE": rng.uniform(0.5, 0.7),
+    }.get(shape, rng.uniform(0.65, 1.0))
     harmonics: list[tuple[int, float, float]] = []
     if shape == "LOBULATED":
-        harmonics += [(k, rng.uniform(0.08, 0.18), rng.uniform(0, 2 * np.pi)) for k in rng.choice([3, 4, 5], 2)]
+        harmonics += [
+            (k, rng.uniform(0.05, 0.12), rng.uniform(0, 2 * np.pi)) for k in rng.choice([3, 4, 5], 2)
+        ]
     elif "IRREGULAR" in shape or "ASYMMETRIC" in shape:
-        harmonics += [(k, rng.uniform(0.0, 0.32) / np.sqrt(k), rng.uniform(0, 2 * np.pi)) for k in range(2, 13)]
+        harmonics += [
+            (k, rng.uniform(0.0, 0.32) / np.sqrt(k), rng.uniform(0, 2 * np.pi)) for k in range(2, 13)
+        ]
     else:
         harmonics += [(2, rng.uniform(0.0, 0.04), rng.uniform(0, 2 * np.pi))]
     if margin == "MICROLOBULATED":
-        harmonics += [(int(k), rng.uniform(0.04, 0.07), rng.uniform(0, 2 * np.pi)) for k in rng.integers(9, 17, 2)]
+        harmonics += [
+            (int(k), rng.uniform(0.04, 0.07), rng.uniform(0, 2 * np.pi)) for k in rng.integers(9, 17, 2)
+        ]
     n_lines = 0
     if "SPICULATED" in margin:
-        n_lines = int(rng.integers(5, 16))
+        n_lines = int(rng.integers(8, 20))
     if "ARCHITECTURAL_DISTORTION" in shape:
         n_lines = max(n_lines, int(rng.integers(8, 20)))
-    radius_frac = rng.uniform(0.13, 0.24)
+    radius_frac = rng.uniform(0.15, 0.26)
     if "ASYMMETRIC" in shape:
         radius_frac = rng.uniform(0.2, 0.3)
     return Lesion(
-        malignant=malignant, shape=shape, margin=margin, subtlety=subtlety, density=density,
-        radius_frac=float(radius_frac), aspect=float(aspect), harmonics=tuple(harmonics),
+        malignant=malignant,
+        shape=shape,
+        margin=margin,
+        subtlety=subtlety,
+        density=density,
+        radius_frac=float(radius_frac),
+        aspect=float(aspect),
+        harmonics=tuple(harmonics),
         spicule_angles=tuple(float(a) for a in rng.uniform(0, 2 * np.pi, n_lines)),
         spicule_lengths=tuple(float(v) for v in rng.uniform(0.5, 1.6, n_lines)),
     )
@@ -297,8 +345,17 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def dicom_bytes(pixels: np.ndarray, *, folder: str, series_description: str, study_uid: str,
-                series_uid: str, sop_uid: str, laterality: str, view: str) -> bytes:
+def dicom_bytes(
+    pixels: np.ndarray,
+    *,
+    folder: str,
+    series_description: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    laterality: str,
+    view: str,
+) -> bytes:
     """Encode a 2-D uint8/uint16 array as an uncompressed MG DICOM like the CBIS-DDSM files.
 
     PatientID/PatientName hold the folder name, as in the real files (they are pseudonyms).
@@ -390,13 +447,18 @@ def generate(out_dir: str | os.PathLike, *, n_patients: int, seed: int, crop_siz
             per_side[side] = per_side.get(side, 0) + 1
             abn_id = per_side[side]
             views = ["CC", "MLO"] if rng.random() < 0.85 else [str(rng.choice(["CC", "MLO"]))]
-            pathology = "MALIGNANT" if malignant else (
-                "BENIGN" if rng.random() < 0.85 else "BENIGN_WITHOUT_CALLBACK")
-            assessment = int(rng.choice([3, 4, 5], p=[0.05, 0.5, 0.45]) if malignant
-                             else rng.choice([2, 3, 4, 5], p=[0.1, 0.3, 0.55, 0.05]))
+            pathology = (
+                "MALIGNANT" if malignant else ("BENIGN" if rng.random() < 0.85 else "BENIGN_WITHOUT_CALLBACK")
+            )
+            assessment = int(
+                rng.choice([3, 4, 5], p=[0.05, 0.5, 0.45])
+                if malignant
+                else rng.choice([2, 3, 4, 5], p=[0.1, 0.3, 0.55, 0.05])
+            )
             for view in views:
-                row, wrote_mask = _write_case(out, rng, lesion, split, patient_id, side, view, abn_id,
-                                              pathology, assessment, crop_size)
+                row, wrote_mask = _write_case(
+                    out, rng, lesion, split, patient_id, side, view, abn_id, pathology, assessment, crop_size
+                )
                 rows[split].append(row)
                 n_images += 1
                 n_masks += int(wrote_mask)
@@ -404,15 +466,32 @@ def generate(out_dir: str | os.PathLike, *, n_patients: int, seed: int, crop_siz
             log.info("phantom: %d/%d patients, %d images", p + 1, n_patients, n_images)
     for split, name in CSV_NAMES.items():
         _write_csv(out / name, rows[split])
-    log.info("phantom: %d patients, %d crops (%d train rows, %d test rows), %d ROI masks in %.1fs → %s",
-             n_patients, n_images, len(rows["train"]), len(rows["test"]), n_masks,
-             time.perf_counter() - t0, out)
+    log.info(
+        "phantom: %d patients, %d crops (%d train rows, %d test rows), %d ROI masks in %.1fs → %s",
+        n_patients,
+        n_images,
+        len(rows["train"]),
+        len(rows["test"]),
+        n_masks,
+        time.perf_counter() - t0,
+        out,
+    )
     return out
 
 
-def _write_case(root: Path, rng: np.random.Generator, lesion: Lesion, split: str, patient_id: str,
-                side: str, view: str, abn_id: int, pathology: str, assessment: int,
-                crop_size: int) -> tuple[list[str], bool]:
+def _write_case(
+    root: Path,
+    rng: np.random.Generator,
+    lesion: Lesion,
+    split: str,
+    patient_id: str,
+    side: str,
+    view: str,
+    abn_id: int,
+    pathology: str,
+    assessment: int,
+    crop_size: int,
+) -> tuple[list[str], bool]:
     prefix = FOLDER_PREFIX[split]
     full_folder = f"{prefix}_{patient_id}_{side}_{view}"
     folder = f"{full_folder}_{abn_id}"
@@ -434,20 +513,47 @@ def _write_case(root: Path, rng: np.random.Generator, lesion: Lesion, split: str
         swapped = rng.random() < 0.5
         crop_file, mask_file = (csv_mask, csv_crop) if swapped else (csv_crop, csv_mask)
     common = {"folder": folder, "study_uid": study, "laterality": side, "view": view}
-    _atomic_bytes(root / crop_file, dicom_bytes(
-        crop, series_description="cropped images", series_uid=crop_file.split("/")[2],
-        sop_uid=_uid(rng), **common))
+    _atomic_bytes(
+        root / crop_file,
+        dicom_bytes(
+            crop,
+            series_description="cropped images",
+            series_uid=crop_file.split("/")[2],
+            sop_uid=_uid(rng),
+            **common,
+        ),
+    )
     if write_mask:
         # Real masks are full-mammogram size; a canvas larger than the crop keeps that trait.
         canvas = np.zeros((int(h * 1.5), int(w * 1.5)), np.uint8)
         oy, ox = int(rng.integers(0, canvas.shape[0] - h + 1)), int(rng.integers(0, canvas.shape[1] - w + 1))
-        canvas[oy:oy + h, ox:ox + w][mask] = 255
-        _atomic_bytes(root / mask_file, dicom_bytes(
-            canvas, series_description="ROI mask images", series_uid=mask_file.split("/")[2],
-            sop_uid=_uid(rng), **common))
-    row = [patient_id, str(lesion.density), side, view, str(abn_id), "mass", lesion.shape, lesion.margin,
-           str(assessment), pathology, str(lesion.subtlety), full_path, csv_crop,
-           csv_mask + "\n"]  # the real mass CSVs end this field with a bare LF inside quotes
+        canvas[oy : oy + h, ox : ox + w][mask] = 255
+        _atomic_bytes(
+            root / mask_file,
+            dicom_bytes(
+                canvas,
+                series_description="ROI mask images",
+                series_uid=mask_file.split("/")[2],
+                sop_uid=_uid(rng),
+                **common,
+            ),
+        )
+    row = [
+        patient_id,
+        str(lesion.density),
+        side,
+        view,
+        str(abn_id),
+        "mass",
+        lesion.shape,
+        lesion.margin,
+        str(assessment),
+        pathology,
+        str(lesion.subtlety),
+        full_path,
+        csv_crop,
+        csv_mask + "\n",
+    ]  # the real mass CSVs end this field with a bare LF inside quotes
     return row, write_mask
 
 
@@ -460,12 +566,24 @@ def main(argv: list[str] | None = None) -> int:
         description="Write the embedded phantom dataset in the CBIS-DDSM (TCIA) layout.",
     )
     parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--n-patients", type=int, default=defaults.phantom.n_patients,
-                        help="number of patients (default: embedded preset)")
+    parser.add_argument(
+        "--n-patients",
+        type=int,
+        default=defaults.phantom.n_patients,
+        help="number of patients (default: embedded preset)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
-    parser.add_argument("--crop-size", type=int, default=defaults.phantom.crop_size,
-                        help="nominal crop side in pixels")
+    parser.add_argument(
+        "--crop-size", type=int, default=defaults.phantom.crop_size, help="nominal crop side in pixels"
+    )
     args = parser.parse_args(argv)
     root = generate(args.out, n_patients=args.n_patients, seed=args.seed, crop_size=args.crop_size)
     print(f"phantom dataset written to {root}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -70,8 +70,11 @@ def assign_splits(index: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.
         if val_fraction > 0 and n_val == 0 and len(group) >= 2:
             n_val = 1  # keep both classes in validation so AUC is defined
         val_patients.update(rng.permutation(np.array(group, dtype=object))[:n_val].tolist())
-    split = np.where(out["patient_id"].isin(test_patients), "test",
-                     np.where(out["patient_id"].isin(val_patients), "val", "train"))
+    split = np.where(
+        out["patient_id"].isin(test_patients),
+        "test",
+        np.where(out["patient_id"].isin(val_patients), "val", "train"),
+    )
     out["split"] = split
     out.attrs["moved_to_test"] = len(both)
     if both:
@@ -90,11 +93,15 @@ def check_no_overlap(index: pd.DataFrame) -> dict[str, Any]:
     """
     groups = {s: set(index.loc[index["split"] == s, "patient_id"]) for s in SPLITS}
     overlap = {f"{a}&{b}": len(groups[a] & groups[b]) for a, b in combinations(SPLITS, 2)}
-    report = {"patients": {s: len(p) for s, p in groups.items()},
-              "images": {s: int((index["split"] == s).sum()) for s in SPLITS},
-              "overlap": overlap}
+    report = {
+        "patients": {s: len(p) for s, p in groups.items()},
+        "images": {s: int((index["split"] == s).sum()) for s in SPLITS},
+        "overlap": overlap,
+    }
     if any(overlap.values()):
-        raise ValueError(f"patient overlap between splits: {overlap}; a patient must sit in exactly one split")
+        raise ValueError(
+            f"patient overlap between splits: {overlap}; a patient must sit in exactly one split"
+        )
     return report
 
 
@@ -112,7 +119,9 @@ def kfold(index: pd.DataFrame, k: int, seed: int) -> list[tuple[np.ndarray, np.n
     pool = np.flatnonzero((index["official_split"] != "test").to_numpy())
     sub = index.iloc[pool]
     if k < 2 or sub["patient_id"].nunique() < k:
-        raise ValueError(f"k-fold needs 2 ≤ k ≤ number of training patients ({sub['patient_id'].nunique()}), got {k}")
+        raise ValueError(
+            f"k-fold needs 2 ≤ k ≤ number of training patients ({sub['patient_id'].nunique()}), got {k}"
+        )
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(pool[tr], pool[va]) for tr, va in cv.split(sub, sub["label_id"].astype(int), sub["patient_id"])]
 
@@ -138,8 +147,14 @@ def _atomic_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def run_split(ingested_dir: str | os.PathLike, out_dir: str | os.PathLike, *, val_fraction: float,
-              seed: int, eda: bool = True) -> dict[str, Any]:
+def run_split(
+    ingested_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    val_fraction: float,
+    seed: int,
+    eda: bool = True,
+) -> dict[str, Any]:
     """Write the ingested set again with ``split`` filled, plus ``split_report.json`` and EDA.
 
     Images are hard-linked when possible (copied otherwise); ``index.csv`` gets the split column.
@@ -161,15 +176,24 @@ def run_split(ingested_dir: str | os.PathLike, out_dir: str | os.PathLike, *, va
     result = assign_splits(index, val_fraction=val_fraction, seed=seed)
     report = check_no_overlap(result)
     report.update(
-        seed=seed, val_fraction=val_fraction, moved_to_test=int(result.attrs.get("moved_to_test", 0)),
-        labels={s: {lab: int(((result["split"] == s) & (result["label"] == lab)).sum())
-                    for lab in ("benign", "malignant")} for s in SPLITS},
+        seed=seed,
+        val_fraction=val_fraction,
+        moved_to_test=int(result.attrs.get("moved_to_test", 0)),
+        labels={
+            s: {
+                lab: int(((result["split"] == s) & (result["label"] == lab)).sum())
+                for lab in ("benign", "malignant")
+            }
+            for s in SPLITS
+        },
         patient_level=True,
     )
     for split in ("train", "val", "test"):
         if report["images"][split] == 0 and (split != "val" or val_fraction > 0):
-            raise ValueError(f"split {split!r} is empty (images per split: {report['images']}); "
-                             "need more patients or another val_fraction")
+            raise ValueError(
+                f"split {split!r} is empty (images per split: {report['images']}); "
+                "need more patients or another val_fraction"
+            )
     out.mkdir(parents=True, exist_ok=True)
     if src.resolve() != out.resolve():
         for rel in sorted(set(result["image_path"])):
@@ -183,8 +207,12 @@ def run_split(ingested_dir: str | os.PathLike, out_dir: str | os.PathLike, *, va
         from mammosynth.eda import write_eda
 
         write_eda(result, out / "eda")
-    log.info("split: images %s, patients %s, moved to test %d", report["images"], report["patients"],
-             report["moved_to_test"])
+    log.info(
+        "split: images %s, patients %s, moved to test %d",
+        report["images"],
+        report["patients"],
+        report["moved_to_test"],
+    )
     return report
 
 
@@ -198,10 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--input", required=True, help="ingested set directory")
     parser.add_argument("--out", required=True, help="directory for the split set")
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
-                        help="share of training patients used for validation")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="share of training patients used for validation",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
     args = parser.parse_args(argv)
     report = run_split(args.input, args.out, val_fraction=args.val_fraction, seed=args.seed)
     print(f"split set written to {args.out}: images {report['images']}, patients {report['patients']}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -79,8 +79,9 @@ def _widths(k: int, base: int, cap: int) -> list[int]:
     return [min(cap, base * 2 ** (k - i)) for i in range(k + 1)]
 
 
-def diff_augment(x: tf.Tensor, seed_generator: keras.random.SeedGenerator,
-                 translation: float = 0.125, cutout: float = 0.5) -> tf.Tensor:
+def diff_augment(
+    x: tf.Tensor, seed_generator: keras.random.SeedGenerator, translation: float = 0.125, cutout: float = 0.5
+) -> tf.Tensor:
     """DiffAugment (Zhao et al. 2020) for gray images in [-1,1]: brightness, contrast,
     translation (zero fill) and cutout, independently per sample and differentiable in ``x``.
 
@@ -120,8 +121,15 @@ class _ConditionalGAN(keras.Model):
 
     kind = ""
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 1,
-                 num_classes: int = NUM_CLASSES, seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 64,
+        channels: int = 1,
+        num_classes: int = NUM_CLASSES,
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _check_shapes(image_size, latent_dim, channels)
         self.image_size = int(image_size)
@@ -141,8 +149,9 @@ class _ConditionalGAN(keras.Model):
     def metrics(self):
         return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
 
-    def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
-                **kwargs):
+    def compile(
+        self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer, **kwargs
+    ):
         """Attach one optimiser per network (wrap in ``LossScaleOptimizer`` under mixed precision)."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
@@ -151,9 +160,14 @@ class _ConditionalGAN(keras.Model):
         g_optimizer.build(self.generator.trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "latent_dim": self.latent_dim,
-                "channels": self.channels, "num_classes": self.num_classes, "seed": self.seed,
-                "name": self.name}
+        return {
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+            "name": self.name,
+        }
 
     @property
     def sampling_generator(self) -> keras.Model:
@@ -166,12 +180,21 @@ class _ConditionalGAN(keras.Model):
         return (self.sampling_generator([z, labels], training=training) + 1.0) * 0.5
 
     def sampler(self) -> keras.Model:
-        """A standalone functional model ``[z, labels] → [0,1]`` images, for saving and serving."""
-        z = keras.Input((self.latent_dim,), name="z")
-        y = keras.Input((), dtype="int32", name="label")
-        out = self.sampling_generator([z, y], training=False)
-        out = layers.Rescaling(0.5, offset=0.5, dtype="float32", name="to_unit_range")(out)
-        return keras.Model([z, y], out, name=f"{self.kind}-sampler")
+        """A standalone float32 functional model ``[z, labels] → [0,1]`` images, for saving and
+        serving. Rebuilt under a float32 policy so a generator trained with mixed precision on a
+        GPU samples correctly on CPUs (weights are float32 under both policies)."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float32")
+        try:
+            generator = self._build_generator("generator")
+            generator.set_weights(self.sampling_generator.get_weights())
+            z = keras.Input((self.latent_dim,), name="z")
+            y = keras.Input((), dtype="int32", name="label")
+            out = generator([z, y], training=False)
+            out = layers.Rescaling(0.5, offset=0.5, name="to_unit_range")(out)
+            return keras.Model([z, y], out, name=f"{self.kind}-sampler")
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     # -- helpers ----------------------------------------------------------------------------
     def _noise(self, batch):
@@ -221,11 +244,17 @@ class SeedCGAN(_ConditionalGAN):
 
     kind = "seed-cgan"
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 1,
-                 width: int | None = None, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 64,
+        channels: int = 1,
+        width: int | None = None,
+        **kwargs,
+    ):
         super().__init__(image_size, latent_dim, channels, **kwargs)
         self.width = int(width or (128 if self.image_size >= 128 else 32))
-        self.generator = self._build_generator()
+        self.generator = self._build_generator("generator")
         self.discriminator = self._build_discriminator()
         self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
         self.built = True
@@ -233,7 +262,7 @@ class SeedCGAN(_ConditionalGAN):
     def get_config(self):
         return {**super().get_config(), "width": self.width}
 
-    def _build_generator(self) -> keras.Model:
+    def _build_generator(self, name: str) -> keras.Model:
         s0, w = self.start_size, self.width
         z = keras.Input((self.latent_dim,), name="z")
         y = keras.Input((), dtype="int32", name="label")
@@ -246,7 +275,7 @@ class SeedCGAN(_ConditionalGAN):
             h = layers.LeakyReLU(0.2)(h)
         out = layers.Conv2D(self.channels, 7, padding="same")(h)
         out = layers.Activation("tanh", dtype="float32")(out)
-        return keras.Model([z, y], out, name="seed_generator")
+        return keras.Model([z, y], out, name=name)
 
     def _build_discriminator(self) -> keras.Model:
         s = self.image_size
@@ -264,7 +293,7 @@ class SeedCGAN(_ConditionalGAN):
 
     def train_step(self, data):
         real, labels = data
-        real = tf.cast(real, self.compute_dtype) * 2.0 - 1.0
+        real = tf.cast(real, "float32") * 2.0 - 1.0  # layers autocast under mixed precision
         labels = tf.cast(labels, "int32")
         batch = tf.shape(real)[0]
         if real.shape[-1] != self.channels:  # gray prepared sets feed the study's RGB variant
@@ -329,9 +358,18 @@ class StableCGAN(_ConditionalGAN):
 
     kind = "stable-cgan"
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 1,
-                 base_width: int | None = None, max_width: int = 256, ema_decay: float = 0.999,
-                 r1_gamma: float = 0.0, augment: bool = True, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 64,
+        channels: int = 1,
+        base_width: int | None = None,
+        max_width: int = 256,
+        ema_decay: float = 0.999,
+        r1_gamma: float = 0.0,
+        augment: bool = True,
+        **kwargs,
+    ):
         super().__init__(image_size, latent_dim, channels, **kwargs)
         self.base_width = int(base_width or default_base_width(self.image_size))
         self.max_width = int(max_width)
@@ -346,8 +384,14 @@ class StableCGAN(_ConditionalGAN):
         self.built = True
 
     def get_config(self):
-        return {**super().get_config(), "base_width": self.base_width, "max_width": self.max_width,
-                "ema_decay": self.ema_decay, "r1_gamma": self.r1_gamma, "augment": self.augment}
+        return {
+            **super().get_config(),
+            "base_width": self.base_width,
+            "max_width": self.max_width,
+            "ema_decay": self.ema_decay,
+            "r1_gamma": self.r1_gamma,
+            "augment": self.augment,
+        }
 
     @property
     def sampling_generator(self):
@@ -397,7 +441,7 @@ class StableCGAN(_ConditionalGAN):
 
     def train_step(self, data):
         real, labels = data
-        real = tf.cast(real, self.compute_dtype) * 2.0 - 1.0
+        real = tf.cast(real, "float32") * 2.0 - 1.0  # layers autocast under mixed precision
         labels = tf.cast(labels, "int32")
         batch = tf.shape(real)[0]
         if real.shape[-1] != self.channels:
@@ -413,8 +457,8 @@ class StableCGAN(_ConditionalGAN):
             if self.r1_gamma > 0:
                 with tf.GradientTape() as r1_tape:
                     r1_tape.watch(real)
-                    r_logits = self.discriminator([real, labels], training=True)
-                grad = r1_tape.gradient(tf.reduce_sum(r_logits), real)
+                    r_sum = tf.reduce_sum(self.discriminator([real, labels], training=True))
+                grad = r1_tape.gradient(r_sum, real)
                 r1 = tf.reduce_mean(tf.reduce_sum(tf.square(tf.cast(grad, "float32")), [1, 2, 3]))
                 d_loss += 0.5 * self.r1_gamma * r1
         self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
@@ -426,17 +470,20 @@ class StableCGAN(_ConditionalGAN):
         self.ema_step.assign_add(1)
         t = tf.cast(self.ema_step, "float32")
         decay = tf.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
-        for ema_w, w in zip(self.ema_generator.trainable_variables,
-                            self.generator.trainable_variables, strict=True):
+        for ema_w, w in zip(
+            self.ema_generator.trainable_variables, self.generator.trainable_variables, strict=True
+        ):
             ema_w.assign(decay * ema_w + (1.0 - decay) * tf.cast(w, ema_w.dtype))
         # BatchNorm statistics are not averaged: the EMA weights use the live running stats.
-        for ema_w, w in zip(self.ema_generator.non_trainable_variables,
-                            self.generator.non_trainable_variables, strict=True):
+        for ema_w, w in zip(
+            self.ema_generator.non_trainable_variables, self.generator.non_trainable_variables, strict=True
+        ):
             ema_w.assign(w)
 
 
-def build_gan(kind: str, image_size: int, latent_dim: int, channels: int = 1, seed: int = 0,
-              **kwargs) -> _ConditionalGAN:
+def build_gan(
+    kind: str, image_size: int, latent_dim: int, channels: int = 1, seed: int = 0, **kwargs
+) -> _ConditionalGAN:
     """Build (not compile) a conditional GAN.
 
     Args:
@@ -453,16 +500,20 @@ def build_gan(kind: str, image_size: int, latent_dim: int, channels: int = 1, se
     classes = {"seed-cgan": SeedCGAN, "stable-cgan": StableCGAN}
     if kind not in classes:
         raise ValueError(f"unknown GAN kind {kind!r}; choose one of: {', '.join(KINDS)}")
-    return classes[kind](image_size=image_size, latent_dim=latent_dim, channels=channels, seed=seed,
-                         **kwargs)
+    return classes[kind](image_size=image_size, latent_dim=latent_dim, channels=channels, seed=seed, **kwargs)
 
 
-def default_optimizers(kind: str, learning_rate: float) -> tuple[keras.optimizers.Optimizer,
-                                                                  keras.optimizers.Optimizer]:
+def default_optimizers(
+    kind: str, learning_rate: float
+) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """``(d_optimizer, g_optimizer)``: the study's Adam(lr, β₁=0.5) for the seed cGAN; for the stable
     cGAN Adam(β₁=0, β₂=0.99) with a 2× discriminator rate (TTUR, Heusel et al. 2017)."""
     if kind == "seed-cgan":
-        return (keras.optimizers.Adam(learning_rate, beta_1=0.5),
-                keras.optimizers.Adam(learning_rate, beta_1=0.5))
-    return (keras.optimizers.Adam(2 * learning_rate, beta_1=0.0, beta_2=0.99),
-            keras.optimizers.Adam(learning_rate, beta_1=0.0, beta_2=0.99))
+        return (
+            keras.optimizers.Adam(learning_rate, beta_1=0.5),
+            keras.optimizers.Adam(learning_rate, beta_1=0.5),
+        )
+    return (
+        keras.optimizers.Adam(2 * learning_rate, beta_1=0.0, beta_2=0.99),
+        keras.optimizers.Adam(learning_rate, beta_1=0.0, beta_2=0.99),
+    )

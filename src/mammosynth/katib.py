@@ -1,0 +1,371 @@
+"""Katib v1beta1 Experiments for the study's search space, built as plain dicts.
+
+`build_experiment` turns `mammosynth.tune.SEARCH_SPACE` into an Experiment whose trials are
+batch/v1 Jobs running ``python -m mammosynth.train`` with the space's kebab-case flags; the StdOut
+metrics collector reads the ``name=value`` lines the trainer prints (`mammosynth.train.METRIC_*`).
+`validate_experiment` checks it offline against Katib's own OpenAPI definitions (with unknown
+fields rejected), and `run_experiment` submits it in-cluster and waits for the best trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mammosynth.train import ADDITIONAL_METRICS, OBJECTIVE_METRIC
+from mammosynth.tune import SEARCH_SPACE, Param
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
+API_VERSION = f"{GROUP}/{VERSION}"
+PRIMARY_CONTAINER = "training-container"
+SWAGGER_PATH = Path("/work/shared/crds/katib.v1beta1.swagger.json")
+# Katib's default StdOut filter, spelled out so the contract with the trainer's output is visible.
+METRICS_FORMAT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
+ALGORITHMS = ("tpe", "multivariate-tpe", "random", "grid", "bayesianoptimization", "cmaes", "sobol",
+              "hyperband")
+_SEEDED = {"tpe", "multivariate-tpe", "random", "bayesianoptimization", "cmaes", "sobol"}
+_PARAMETER_TYPES = {"int", "double", "categorical", "discrete"}
+_OBJECTIVE_TYPES = {"maximize", "minimize"}
+_STRATEGIES = {"min", "max", "latest"}
+_COLLECTORS = {"StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "None", "Push"}
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _parameter(p: Param) -> dict[str, Any]:
+    if p.kind == "categorical":
+        return {"name": p.name, "parameterType": "categorical",
+                "feasibleSpace": {"list": [str(c) for c in p.choices]}}
+    if p.kind not in ("int", "double"):
+        raise ValueError(f"parameter {p.name}: unknown kind {p.kind!r}")
+    fmt = (lambda v: str(int(v))) if p.kind == "int" else (lambda v: repr(float(v)))
+    space = {"min": fmt(p.low), "max": fmt(p.high)}
+    if p.log:
+        space["distribution"] = "logUniform"
+    return {"name": p.name, "parameterType": p.kind, "feasibleSpace": space}
+
+
+def build_experiment(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    data_uri: str,
+    space: Sequence[Param] = SEARCH_SPACE,
+    algorithm: str = "tpe",
+    max_trials: int = 24,
+    parallel_trials: int = 3,
+    max_failed_trials: int | None = None,
+    gpu: bool = True,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    model: str = "tuned_cnn",
+    epochs: int = 10,
+    batch_size: int = 32,
+    seed: int = 0,
+    storage_secret: str | None = "mammosynth-minio",
+    storage_config_map: str | None = "mammosynth-storage",
+    cpu: str = "4",
+    memory: str = "16Gi",
+) -> dict[str, Any]:
+    """A Katib v1beta1 Experiment maximising validation AUC over ``space``.
+
+    Args:
+        name: Experiment name (DNS-1123 label).
+        namespace: Kubernetes namespace (a Kubeflow profile namespace).
+        image: trainer image (has ``mammosynth`` installed).
+        data_uri: prepared set the trials read (``s3://...``; credentials from ``storage_secret``).
+        space: hyperparameters to search (flags ``--<name-with-dashes>`` of ``mammosynth train``).
+        algorithm: Katib suggestion algorithm (``tpe``, ``random``, ``bayesianoptimization``, ...).
+        max_trials: trials to run; parallel_trials: how many at once.
+        max_failed_trials: failures tolerated before the Experiment fails (default: max_trials // 4 + 1).
+        gpu: request one ``nvidia.com/gpu`` per trial; node_selector / tolerations place it on GPU nodes
+            (defaults: ``nvidia.com/gpu.present=true`` and a toleration for the ``nvidia.com/gpu`` taint).
+        model, epochs, batch_size, seed: fixed trainer settings of every trial.
+        storage_secret, storage_config_map: imported as environment (S3 credentials and endpoint).
+        cpu, memory: per-trial requests.
+
+    Raises:
+        ValueError: bad name, algorithm or counts.
+    """
+    if not _DNS1123.match(name) or len(name) > 63:
+        raise ValueError(f"experiment name {name!r} must be a DNS-1123 label (lowercase, digits, '-', <= 63)")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown Katib algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
+    if max_trials < 1 or parallel_trials < 1:
+        raise ValueError(f"max_trials and parallel_trials must be >= 1, got {max_trials}, {parallel_trials}")
+    if not space:
+        raise ValueError("empty search space")
+    command = ["python", "-m", "mammosynth.train", "--data", data_uri, "--out", "/tmp/trial",
+               "--model", model, "--epochs", str(epochs), "--batch-size", str(batch_size),
+               "--seed", str(seed), "--patience", str(epochs), "--no-save-model"]
+    trial_parameters = []
+    for p in space:
+        ref = _camel(p.name)
+        command += [p.flag, f"${{trialParameters.{ref}}}"]
+        trial_parameters.append({"name": ref, "description": f"{p.name} ({p.kind})", "reference": p.name})
+    container: dict[str, Any] = {
+        "name": PRIMARY_CONTAINER, "image": image, "command": command,
+        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+    }
+    env_from = []
+    if storage_secret:
+        env_from.append({"secretRef": {"name": storage_secret}})
+    if storage_config_map:
+        env_from.append({"configMapRef": {"name": storage_config_map}})
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if gpu:
+        container["resources"]["limits"]["nvidia.com/gpu"] = "1"
+        pod_spec["nodeSelector"] = node_selector if node_selector is not None else {"nvidia.com/gpu.present": "true"}
+        pod_spec["tolerations"] = tolerations if tolerations is not None else [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    else:
+        if node_selector:
+            pod_spec["nodeSelector"] = node_selector
+        if tolerations:
+            pod_spec["tolerations"] = tolerations
+    algo: dict[str, Any] = {"algorithmName": algorithm}
+    if algorithm in _SEEDED:
+        algo["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "mammosynth"}},
+        "spec": {
+            "objective": {
+                "type": "maximize",
+                "objectiveMetricName": OBJECTIVE_METRIC,
+                "additionalMetricNames": list(ADDITIONAL_METRICS),
+                # The trainer's last line reports the restored best epoch, so "latest" is the kept model.
+                "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
+            },
+            "algorithm": algo,
+            "parallelTrialCount": int(parallel_trials),
+            "maxTrialCount": int(max_trials),
+            "maxFailedTrialCount": int(max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1),
+            "metricsCollectorSpec": {"collector": {"kind": "StdOut"},
+                                     "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}}},
+            "parameters": [_parameter(p) for p in space],
+            "trialTemplate": {
+                "primaryContainerName": PRIMARY_CONTAINER,
+                "trialParameters": trial_parameters,
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "backoffLimit": 0,
+                        "template": {
+                            # Istio's sidecar would keep the pod (and so the trial) running after training.
+                            "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                            "spec": pod_spec,
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+@lru_cache(maxsize=4)
+def _schemas(swagger_path: str) -> dict[str, Any]:
+    path = Path(swagger_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: the Katib OpenAPI spec (see /work/shared/crds/README.md)")
+    doc = json.loads(path.read_text())
+    return doc.get("components", {}).get("schemas") or doc.get("definitions") or {}
+
+
+def _strict(node: Any) -> Any:
+    """Copy a schema, closing every object that lists its properties (so misspelt fields fail)."""
+    if isinstance(node, dict):
+        out = {k: _strict(v) for k, v in node.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def _validate_against(obj: Any, definition: str, schemas: dict[str, Any], where: str) -> list[str]:
+    import jsonschema
+
+    root = {"$ref": f"#/components/schemas/{definition}", "components": {"schemas": schemas}}
+    validator = jsonschema.Draft7Validator(root)
+    errors = []
+    for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(p) for p in err.absolute_path)
+        errors.append(f"{where}{'.' + path if path else ''}: {err.message}")
+    return errors
+
+
+def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_PATH) -> None:
+    """Check an Experiment offline: ``spec`` against Katib's ``v1beta1.ExperimentSpec`` and the trial
+    Job's pod spec against ``io.k8s.api.core.v1.PodSpec`` (unknown fields rejected), plus what the
+    schema cannot say (enums, names, that every ``${trialParameters.x}`` is declared).
+
+    Raises:
+        ValueError: every problem found, one per line, each with its field path.
+    """
+    schemas = {k: _strict(v) for k, v in _schemas(str(swagger_path)).items()}
+    problems: list[str] = []
+    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != "Experiment":
+        problems.append(f"apiVersion/kind must be {API_VERSION}/Experiment, got "
+                        f"{obj.get('apiVersion')}/{obj.get('kind')}")
+    extra_top = set(obj) - {"apiVersion", "kind", "metadata", "spec", "status"}
+    if extra_top:
+        problems.append(f"unknown top-level field(s): {sorted(extra_top)}")
+    name = (obj.get("metadata") or {}).get("name", "")
+    if not _DNS1123.match(str(name)):
+        problems.append(f"metadata.name {name!r} is not a DNS-1123 label")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise ValueError("Experiment has no spec object")
+    problems += _validate_against(spec, "v1beta1.ExperimentSpec", schemas, "spec")
+
+    objective = spec.get("objective") or {}
+    if objective.get("type") not in _OBJECTIVE_TYPES:
+        problems.append(f"spec.objective.type must be one of {sorted(_OBJECTIVE_TYPES)}, got {objective.get('type')!r}")
+    if not objective.get("objectiveMetricName"):
+        problems.append("spec.objective.objectiveMetricName is required")
+    for s in objective.get("metricStrategies") or []:
+        if s.get("value") not in _STRATEGIES:
+            problems.append(f"spec.objective.metricStrategies: {s.get('value')!r} not in {sorted(_STRATEGIES)}")
+    kind = ((spec.get("metricsCollectorSpec") or {}).get("collector") or {}).get("kind", "StdOut")
+    if kind not in _COLLECTORS:
+        problems.append(f"spec.metricsCollectorSpec.collector.kind {kind!r} not in {sorted(_COLLECTORS)}")
+    algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+    if algorithm not in ALGORITHMS:
+        problems.append(f"spec.algorithm.algorithmName {algorithm!r} not in {list(ALGORITHMS)}")
+    param_names = set()
+    for i, p in enumerate(spec.get("parameters") or []):
+        param_names.add(p.get("name"))
+        if p.get("parameterType") not in _PARAMETER_TYPES:
+            problems.append(f"spec.parameters.{i}.parameterType {p.get('parameterType')!r} "
+                            f"not in {sorted(_PARAMETER_TYPES)}")
+    if not param_names:
+        problems.append("spec.parameters is empty")
+
+    template = spec.get("trialTemplate") or {}
+    declared = {tp.get("name") for tp in template.get("trialParameters") or []}
+    for tp in template.get("trialParameters") or []:
+        if tp.get("reference") not in param_names:
+            problems.append(f"spec.trialTemplate.trialParameters {tp.get('name')!r} references unknown "
+                            f"parameter {tp.get('reference')!r}")
+    trial_spec = template.get("trialSpec") or {}
+    used = set(re.findall(r"\$\{trialParameters\.([^}]+)\}", json.dumps(trial_spec)))
+    for missing in sorted(used - declared):
+        problems.append(f"spec.trialTemplate.trialSpec uses ${{trialParameters.{missing}}} which is not declared")
+    if trial_spec.get("kind") == "Job":
+        pod = (((trial_spec.get("spec") or {}).get("template") or {}).get("spec"))
+        if not isinstance(pod, dict):
+            problems.append("spec.trialTemplate.trialSpec: Job has no spec.template.spec")
+        else:
+            problems += _validate_against(pod, "io.k8s.api.core.v1.PodSpec", schemas,
+                                          "spec.trialTemplate.trialSpec.spec.template.spec")
+            names = [c.get("name") for c in pod.get("containers") or []]
+            if template.get("primaryContainerName") not in names:
+                problems.append(f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} "
+                                f"is not a container of the trial pod ({names})")
+    if problems:
+        raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
+
+
+def _condition(status: dict[str, Any]) -> str | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Succeeded", "Failed"):
+            return cond["type"]
+    return None
+
+
+def run_experiment(obj: dict[str, Any], timeout_s: float = 3600, *, poll_s: float = 15.0,
+                   api=None, delete_existing: bool = False) -> dict[str, Any]:
+    """Create the Experiment in-cluster, wait for it, and return its best trial.
+
+    Args:
+        obj: an Experiment from `build_experiment` (validated first).
+        timeout_s: give up after this many seconds.
+        poll_s: seconds between status polls (each logs progress).
+        api: a ``kubernetes.client.CustomObjectsApi``; default: in-cluster config, else ~/.kube/config.
+        delete_existing: replace an Experiment of the same name instead of failing.
+
+    Returns:
+        ``{"best_params": {name: str value}, "best_value", "metric", "n_trials", "trial_name", "trials": []}``.
+
+    Raises:
+        RuntimeError: the Experiment failed or ended without an optimal trial.
+        TimeoutError: not finished within ``timeout_s``.
+    """
+    validate_experiment(obj)
+    if api is None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api = client.CustomObjectsApi()
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    if delete_existing:
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+            time.sleep(poll_s)
+        except Exception as exc:  # noqa: BLE001  (absent is fine; anything else shows up on create)
+            log.debug("no previous experiment %s/%s: %s", ns, name, exc)
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, copy.deepcopy(obj))
+    log.info("created Katib Experiment %s/%s (%s trials max)", ns, name, obj["spec"]["maxTrialCount"])
+    deadline = time.monotonic() + timeout_s
+    metric = obj["spec"]["objective"]["objectiveMetricName"]
+    while True:
+        exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        status = exp.get("status") or {}
+        log.info("experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)", name,
+                 status.get("trialsRunning", 0), status.get("trialsSucceeded", 0), status.get("trialsFailed", 0),
+                 _best_value(status, metric))
+        state = _condition(status)
+        if state == "Failed":
+            msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
+            raise RuntimeError(f"Katib Experiment {ns}/{name} failed: {'; '.join(msgs)}")
+        if state == "Succeeded":
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
+                               f"(kubectl -n {ns} get experiment {name})")
+        time.sleep(poll_s)
+    optimal = status.get("currentOptimalTrial") or {}
+    params = {a["name"]: a["value"] for a in optimal.get("parameterAssignments") or []}
+    value = _best_value(status, metric)
+    if not params or value is None:
+        raise RuntimeError(f"Katib Experiment {ns}/{name} succeeded without an optimal trial "
+                           f"(did trials print '{metric}=<value>' on stdout?)")
+    return {"best_params": params, "best_value": value, "metric": metric,
+            "n_trials": int(status.get("trials", status.get("trialsSucceeded", 0)) or 0),
+            "trial_name": optimal.get("bestTrialName"), "trials": []}
+
+
+def _best_value(status: dict[str, Any], metric: str) -> float | None:
+    for m in ((status.get("currentOptimalTrial") or {}).get("observation") or {}).get("metrics") or []:
+        if m.get("name") == metric:
+            for key in ("latest", "max", "value"):
+                try:
+                    return float(m[key])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    return None

@@ -1,0 +1,599 @@
+"""Generator report card: is the synthetic set realistic, diverse, class-faithful and not copied?
+
+`report_card` compares a synthetic set with the GAN's real training images and with real images
+the GAN never saw (held-out), per class:
+
+* **FID / KID** synthetic vs held-out real, next to the real-vs-real floor (two disjoint halves of
+  the held-out set, same sample sizes), so a number is read against what real data itself scores.
+  FID and KID are biased by sample size; all comparisons use equal sizes.
+* **Precision / recall** (k-NN manifolds, Kynkäänniemi et al. 2019) and **density / coverage**
+  (Naeem et al. 2020): fidelity (synthetic on the real manifold) and diversity (real covered).
+* **Memorisation audit** in pixel space: each synthetic image's distance to its nearest GAN-training
+  image vs the distance a genuinely new real image (held-out) has to its nearest training image.
+  Under no copying, about ``alpha`` of synthetic images fall below the held-out floor's
+  ``alpha``-quantile; the excess (binomial test) and the closest pairs are reported.
+* **Diversity**: mean pairwise SSIM within class (higher = less diverse; mode collapse → near 1),
+  synthetic next to real.
+
+Features: ImageNet InceptionV3 when its weights file is given (they cannot be downloaded in every
+environment), else a given feature function (e.g. our classifier's penultimate layer, see
+`classifier_features`), else a fixed, seeded random-convolution + intensity-statistics extractor.
+The chosen extractor is named in the output: FID values are only comparable under one extractor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammosynth.config import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- feature extractors
+def random_conv_features(images: np.ndarray, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Fixed random-convolution features + intensity statistics (no trained weights needed).
+
+    Three seeded random 3×3 conv + ReLU + stride-2 layers (16/32/64 channels, He-scaled), each
+    pooled to mean and standard deviation, plus a 16-bin intensity histogram and gradient-energy
+    statistics: 240 dimensions sensitive to texture, contrast and structure. Random conv features
+    are a known, if weaker, stand-in for trained ones in FID-type metrics (they rank gross
+    failures correctly but are less sensitive to semantics).
+    """
+    import tensorflow as tf
+
+    x_all = _as_gray(images)
+    rng = np.random.default_rng(seed)
+    kernels, c_in = [], 1
+    for c_out in (16, 32, 64):
+        kernels.append(rng.standard_normal((3, 3, c_in, c_out)).astype(np.float32) * np.sqrt(2 / (9 * c_in)))
+        c_in = c_out
+    feats = []
+    for start in range(0, len(x_all), batch_size):
+        x = tf.constant(x_all[start : start + batch_size] * 2.0 - 1.0)
+        parts = []
+        h = x
+        for k in kernels:
+            h = tf.nn.relu(tf.nn.conv2d(h, k, strides=2, padding="SAME"))
+            parts += [tf.reduce_mean(h, axis=[1, 2]), tf.math.reduce_std(h, axis=[1, 2])]
+        feats.append(tf.concat(parts, axis=1).numpy())
+    conv = np.concatenate(feats)
+    return np.concatenate([conv, pixel_statistics(x_all)], axis=1)
+
+
+def pixel_statistics(images: np.ndarray) -> np.ndarray:
+    """16-bin intensity histogram, mean/std, and gradient energy mean/std per image."""
+    x = _as_gray(images)[..., 0]
+    hist = np.stack([np.histogram(im, bins=16, range=(0.0, 1.0))[0] for im in x]).astype(np.float32)
+    hist /= x[0].size
+    gy, gx = np.gradient(x, axis=(1, 2))
+    grad = np.sqrt(gx**2 + gy**2).reshape(len(x), -1)
+    flat = x.reshape(len(x), -1)
+    return np.concatenate(
+        [
+            hist,
+            flat.mean(1, keepdims=True),
+            flat.std(1, keepdims=True),
+            grad.mean(1, keepdims=True),
+            grad.std(1, keepdims=True),
+        ],
+        axis=1,
+    )
+
+
+def inception_features(weights_path: str | os.PathLike) -> FeatureFn:
+    """ImageNet InceptionV3 pool features (the standard FID extractor) from a local weights file
+    (``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``).
+
+    Raises:
+        FileNotFoundError: the weights file is missing.
+    """
+    import keras
+    import tensorflow as tf
+
+    path = Path(weights_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: InceptionV3 no-top weights not found; download them where "
+            "network access exists, or omit to use another extractor"
+        )
+    net = keras.applications.InceptionV3(
+        include_top=False, pooling="avg", weights=str(path), input_shape=(299, 299, 3)
+    )
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), 32):
+            x = tf.image.resize(_as_gray(images[start : start + 32]), (299, 299))
+            x = tf.repeat(x, 3, axis=-1) * 2.0 - 1.0  # inception preprocessing: [-1,1]
+            out.append(net(x, training=False).numpy())
+        return np.concatenate(out)
+
+    return fn
+
+
+def classifier_features(model_dir: str | os.PathLike) -> FeatureFn:
+    """Penultimate-layer features of a trained mammosynth classifier (`mammosynth.models.io`)."""
+    import keras
+
+    from mammosynth.models.io import load_classifier
+
+    model, _ = load_classifier(model_dir)
+    penultimate = keras.Model(model.inputs, model.layers[-2].output)
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        out = penultimate.predict(_as_gray(images), batch_size=64, verbose=0)
+        return np.asarray(out, np.float32).reshape(len(images), -1)
+
+    return fn
+
+
+def resolve_features(
+    feature_fn: FeatureFn | None = None,
+    feature_name: str | None = None,
+    *,
+    inception_weights: str | os.PathLike | None = None,
+    classifier_dir: str | os.PathLike | None = None,
+) -> tuple[FeatureFn, str]:
+    """Pick the extractor: ImageNet weights if given, else a feature function / classifier, else
+    the fixed random-conv extractor. Returns ``(fn, name)``."""
+    if inception_weights:
+        return inception_features(inception_weights), "inception-v3-imagenet"
+    if feature_fn is not None:
+        return feature_fn, feature_name or getattr(feature_fn, "__name__", "custom")
+    if classifier_dir:
+        return classifier_features(classifier_dir), f"classifier-penultimate:{Path(classifier_dir).name}"
+    return random_conv_features, "random-conv+pixel-stats (seed 0)"
+
+
+def _as_gray(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images, np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images (N,S,S,1|3), got shape {x.shape}")
+    if x.shape[-1] == 3:
+        x = x.mean(axis=-1, keepdims=True)
+    return x
+
+
+# --------------------------------------------------------------------------- distribution metrics
+def fid(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017)."""
+    from scipy import linalg
+
+    a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"FID needs ≥ 2 samples per set, got {len(a)} and {len(b)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        # singular products are expected with fewer samples than features; handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():
+        # near-singular covariances (few samples, many features): regularise (as in pytorch-fid)
+        eps = np.eye(len(cov_a)) * 1e-6
+        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = covmean.real
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+    return max(value, 0.0)
+
+
+def kid(
+    feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 20, subset_size: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial
+    kernel, mean and std over random subsets. Unbiased, so ≈ 0 (can be < 0) for equal distributions."""
+    a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        raise ValueError(f"KID needs ≥ 2 samples per set, got {len(a)} and {len(b)}")
+    d = a.shape[1]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Precision / recall (Kynkäänniemi 2019) and density / coverage (Naeem 2020) with k-NN balls."""
+    if len(real) <= k or len(fake) <= k:
+        raise ValueError(
+            f"manifold metrics need more than k={k} samples, got {len(real)} real and {len(fake)} synthetic"
+        )
+    d_rr = _pairwise(real, real)
+    d_ff = _pairwise(fake, fake)
+    d_rf = _pairwise(real, fake)  # (R, F)
+    r_real = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    r_fake = np.sort(d_ff, axis=1)[:, k]
+    inside_real = d_rf <= r_real[:, None]  # fake j inside real i's ball
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((d_rf <= r_fake[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum() / (k * len(fake))),
+        "coverage": float(inside_real.any(axis=1).mean()),
+        "k": k,
+    }
+
+
+def mean_pairwise_ssim(images: np.ndarray, n_pairs: int = 200, seed: int = 0) -> float:
+    """Mean SSIM over random distinct pairs (diversity: 1 = identical images)."""
+    import tensorflow as tf
+
+    x = _as_gray(images)
+    if len(x) < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(x), n_pairs)
+    j = (i + rng.integers(1, len(x), n_pairs)) % len(x)
+    filter_size = min(11, x.shape[1])
+    return float(tf.reduce_mean(tf.image.ssim(x[i], x[j], max_val=1.0, filter_size=filter_size)))
+
+
+# --------------------------------------------------------------------------- memorisation
+def memorisation_audit(
+    train: np.ndarray, heldout: np.ndarray, synthetic: np.ndarray, alpha: float = 0.05, size: int = 32
+) -> dict[str, Any]:
+    """Is the generator copying its training images?
+
+    Pixel-space L2 distances on images resized to ``size``. For every synthetic image: distance to
+    the nearest training image (``d_train``) and to the nearest held-out image (``d_heldout``).
+    The floor is what a genuinely new real image scores: each held-out image's distance to its
+    nearest training image. A synthetic image is *flagged* when its ``d_train`` is below the
+    floor's ``alpha``-quantile; without copying about ``alpha`` of them are.
+
+    Returns:
+        Summary (share flagged, expected share, binomial p-value, medians, indices of flagged
+        synthetic images and, per synthetic image, its nearest training image index).
+    """
+    from scipy import stats
+
+    def prep(x):
+        import tensorflow as tf
+
+        g = _as_gray(x)
+        if g.shape[1] != size:
+            g = tf.image.resize(g, (size, size), antialias=True).numpy()
+        return g.reshape(len(g), -1)
+
+    tr, ho, sy = prep(train), prep(heldout), prep(synthetic)
+    d_st = _pairwise(sy, tr)
+    d_train = d_st.min(axis=1)
+    nearest_train = d_st.argmin(axis=1)
+    d_heldout = _pairwise(sy, ho).min(axis=1)
+    floor = _pairwise(ho, tr).min(axis=1)
+    threshold = float(np.quantile(floor, alpha))
+    flagged = np.flatnonzero(d_train < threshold)
+    share = len(flagged) / len(sy)
+    test = stats.binomtest(len(flagged), len(sy), alpha, alternative="greater")
+    return {
+        "space": f"pixels {size}x{size}, L2",
+        "alpha": alpha,
+        "threshold": threshold,
+        "share_flagged": float(share),
+        "expected_share": alpha,
+        "p_value": float(test.pvalue),
+        "memorisation_suspected": bool(test.pvalue < 0.01 and share > 2 * alpha),
+        "n_flagged": int(len(flagged)),
+        "flagged_indices": flagged.tolist(),
+        "median_d_train": float(np.median(d_train)),
+        "median_d_heldout": float(np.median(d_heldout)),
+        "median_floor": float(np.median(floor)),
+        "share_closer_to_train_than_heldout": float((d_train < d_heldout).mean()),
+        "_d_train": d_train,
+        "_nearest_train": nearest_train,
+    }
+
+
+# --------------------------------------------------------------------------- the card
+def _check(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_gray(images)
+    y = np.asarray(labels).astype(np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"{name}: {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def report_card(
+    real_train: np.ndarray,
+    train_labels: np.ndarray,
+    real_heldout: np.ndarray,
+    heldout_labels: np.ndarray,
+    synthetic: np.ndarray,
+    synthetic_labels: np.ndarray,
+    *,
+    feature_fn: FeatureFn | None = None,
+    feature_name: str | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    classifier_dir: str | os.PathLike | None = None,
+    k: int = 3,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score a synthetic set against real images (see the module docstring).
+
+    Args:
+        real_train, train_labels: the GAN's training images (N,S,S,1) in [0,1] and labels 0/1.
+        real_heldout, heldout_labels: real images the GAN never saw.
+        synthetic, synthetic_labels: the synthetic set.
+        feature_fn: images → (N,D) features; used unless ``inception_weights`` is given.
+        feature_name: name of ``feature_fn`` for the output.
+        inception_weights: local InceptionV3 no-top weights file (preferred extractor).
+        classifier_dir: a mammosynth model dir whose penultimate layer gives features.
+        k: neighbourhood size of the manifold metrics.
+        alpha: memorisation-audit quantile.
+        seed: seed of the random halves / subsets.
+
+    Returns:
+        JSON-ready dict: ``features``, ``overall`` and ``per_class`` blocks (FID, KID, floors,
+        precision/recall/density/coverage, SSIM diversity), ``memorisation``.
+    """
+    tr_x, tr_y = _check("real_train", real_train, train_labels)
+    ho_x, ho_y = _check("real_heldout", real_heldout, heldout_labels)
+    sy_x, sy_y = _check("synthetic", synthetic, synthetic_labels)
+    fn, name = resolve_features(
+        feature_fn, feature_name, inception_weights=inception_weights, classifier_dir=classifier_dir
+    )
+    log.info(
+        "report card: %d train, %d held-out, %d synthetic; features %s", len(tr_x), len(ho_x), len(sy_x), name
+    )
+    f_tr, f_ho, f_sy = fn(tr_x), fn(ho_x), fn(sy_x)
+    rng = np.random.default_rng(seed)
+
+    def block(mask_tr, mask_ho, mask_sy, cls_seed) -> dict[str, Any]:
+        ho, sy, tr = f_ho[mask_ho], f_sy[mask_sy], f_tr[mask_tr]
+        out: dict[str, Any] = {
+            "n_train": int(len(tr)),
+            "n_heldout": int(len(ho)),
+            "n_synthetic": int(len(sy)),
+        }
+        if len(ho) < 4 or len(sy) < 2:
+            out["note"] = "too few images for distribution metrics"
+            return out
+        perm = rng.permutation(len(ho))
+        half_a, half_b = ho[perm[: len(ho) // 2]], ho[perm[len(ho) // 2 :]]
+        n = len(half_a)
+        sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
+        tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
+        out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
+        out["fid_floor_heldout_halves"] = fid(half_a, half_b)
+        if tr_n is not None:
+            out["fid_train_vs_heldout"] = fid(tr_n, half_b)
+        out["fid_sample_size"] = int(min(n, len(sy)))
+        kid_syn = kid(sy, ho, seed=cls_seed)
+        kid_floor = kid(half_a, half_b, seed=cls_seed)
+        out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
+        out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
+        if len(ho) > k and len(sy) > k:
+            out["manifold"] = manifold_metrics(ho, sy, k=k)
+            out["manifold_floor_heldout_halves"] = (
+                manifold_metrics(half_a, half_b, k=k) if min(len(half_a), len(half_b)) > k else None
+            )
+        return out
+
+    card: dict[str, Any] = {
+        "features": name,
+        "feature_dim": int(f_tr.shape[1]),
+        "counts": {"train": int(len(tr_x)), "heldout": int(len(ho_x)), "synthetic": int(len(sy_x))},
+        "overall": block(np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), np.ones(len(sy_x), bool), seed),
+        "per_class": {},
+    }
+    for c, cname in enumerate(CLASS_NAMES):
+        entry = block(tr_y == c, ho_y == c, sy_y == c, seed + c + 1)
+        entry["ssim_diversity_synthetic"] = mean_pairwise_ssim(sy_x[sy_y == c], seed=seed)
+        entry["ssim_diversity_real"] = mean_pairwise_ssim(
+            np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]]), seed=seed
+        )
+        card["per_class"][cname] = entry
+    card["memorisation"] = memorisation_audit(tr_x, ho_x, sy_x, alpha=alpha)
+    return card
+
+
+def _public(card: dict[str, Any]) -> dict[str, Any]:
+    """Drop the private per-image arrays the figures use."""
+    mem = {k: v for k, v in card["memorisation"].items() if not k.startswith("_")}
+    return {**card, "memorisation": mem}
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def _savefig(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def write_report_card(
+    real_train: np.ndarray,
+    train_labels: np.ndarray,
+    real_heldout: np.ndarray,
+    heldout_labels: np.ndarray,
+    synthetic: np.ndarray,
+    synthetic_labels: np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    n_show: int = 8,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """`report_card` plus ``report_card.json``, ``samples_per_class.png`` (real vs synthetic rows
+    per class) and ``closest_pairs.png`` (synthetic images nearest to a training image, next to it).
+
+    Returns:
+        The card as written to JSON, with ``figures`` (file names).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    card = report_card(
+        real_train, train_labels, real_heldout, heldout_labels, synthetic, synthetic_labels, **kwargs
+    )
+    tr_x, tr_y = _check("real_train", real_train, train_labels)
+    ho_x, ho_y = _check("real_heldout", real_heldout, heldout_labels)
+    sy_x, sy_y = _check("synthetic", synthetic, synthetic_labels)
+    rng = np.random.default_rng(0)
+
+    real_all = np.concatenate([tr_x, ho_x])
+    real_y = np.concatenate([tr_y, ho_y])
+    fig, axes = plt.subplots(
+        2 * len(CLASS_NAMES), n_show, figsize=(n_show * 1.1, 2 * len(CLASS_NAMES) * 1.2), squeeze=False
+    )
+    for c, cname in enumerate(CLASS_NAMES):
+        for r, (src, lab, kind) in enumerate([(real_all, real_y, "real"), (sy_x, sy_y, "synthetic")]):
+            pool = np.flatnonzero(lab == c)
+            pick = rng.choice(pool, min(n_show, len(pool)), replace=False) if len(pool) else []
+            row = axes[2 * c + r]
+            for j, ax in enumerate(row):
+                ax.axis("off")
+                if j < len(pick):
+                    ax.imshow(src[pick[j], ..., 0], cmap="gray", vmin=0, vmax=1)
+            row[0].set_title(f"{cname} – {kind}", fontsize=8, loc="left")
+    _savefig(fig, out / "samples_per_class.png")
+    plt.close(fig)
+
+    mem = card["memorisation"]
+    order = np.argsort(mem["_d_train"])[:n_show]
+    fig, axes = plt.subplots(2, max(1, len(order)), figsize=(max(1, len(order)) * 1.2, 2.8), squeeze=False)
+    for j, i in enumerate(order):
+        axes[0, j].imshow(sy_x[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[0, j].set_title(f"d={mem['_d_train'][i]:.2f}", fontsize=7)
+        axes[1, j].imshow(tr_x[mem["_nearest_train"][i], ..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[0, j].axis("off")
+        axes[1, j].axis("off")
+    axes[0, 0].text(
+        -0.1,
+        0.5,
+        "synthetic",
+        transform=axes[0, 0].transAxes,
+        rotation=90,
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
+    axes[1, 0].text(
+        -0.1,
+        0.5,
+        "nearest train",
+        transform=axes[1, 0].transAxes,
+        rotation=90,
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
+    fig.suptitle(f"closest pairs (flag threshold {mem['threshold']:.2f})", fontsize=9)
+    _savefig(fig, out / "closest_pairs.png")
+    plt.close(fig)
+
+    public = {**_public(card), "figures": ["samples_per_class.png", "closest_pairs.png"]}
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".report_card.json.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(public, fh, indent=2)
+    os.replace(tmp, out / "report_card.json")
+    return public
+
+
+def run_quality(
+    prepared_dir: str | os.PathLike,
+    synthetic_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    heldout_split: str = "val",
+    classifier_dir: str | os.PathLike | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Report card from directories: GAN training = ``train`` of the prepared set, held-out =
+    ``heldout_split`` (default ``val``; the GAN never sees it), synthetic = the synthetic set."""
+    from mammosynth.data import shards
+
+    tr_x, tr_y, _ = shards.read_split(prepared_dir, "train")
+    ho_x, ho_y, _ = shards.read_split(prepared_dir, heldout_split)
+    sy_x, sy_y, _ = shards.read_split(synthetic_dir, "train")
+    if sy_x.shape[1:] != tr_x.shape[1:]:
+        raise ValueError(
+            f"{synthetic_dir}: synthetic images {sy_x.shape[1:]} differ from real "
+            f"{tr_x.shape[1:]} in {prepared_dir}; sample at the prepared image size"
+        )
+    return write_report_card(
+        tr_x,
+        tr_y,
+        ho_x,
+        ho_y,
+        sy_x,
+        sy_y,
+        out_dir,
+        classifier_dir=classifier_dir,
+        inception_weights=inception_weights,
+        seed=seed,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mammosynth quality", description=__doc__.splitlines()[0])
+    p.add_argument("--prepared-dir", required=True, help="real prepared set (train = GAN training)")
+    p.add_argument("--synthetic-dir", required=True, help="synthetic set from `mammosynth synthesize`")
+    p.add_argument("--out-dir", required=True, help="where report_card.json and figures go")
+    p.add_argument("--heldout-split", default="val")
+    p.add_argument("--classifier-dir", default=None, help="classifier whose penultimate layer gives features")
+    p.add_argument("--inception-weights", default=None, help="local InceptionV3 no-top weights (.h5)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    card = run_quality(
+        args.prepared_dir,
+        args.synthetic_dir,
+        args.out_dir,
+        heldout_split=args.heldout_split,
+        classifier_dir=args.classifier_dir,
+        inception_weights=args.inception_weights,
+        seed=args.seed,
+    )
+    print(
+        json.dumps(
+            {
+                "features": card["features"],
+                "overall": card["overall"],
+                "memorisation_suspected": card["memorisation"]["memorisation_suspected"],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
