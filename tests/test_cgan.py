@@ -96,3 +96,28 @@ def test_diff_augment_keeps_shape_and_gradient():
     assert grad is not None and float(tf.reduce_sum(tf.abs(grad))) > 0
     # cutout zeroes a square per image, so some pixels are exactly 0 after augmentation
     assert float(tf.reduce_mean(tf.cast(tf.equal(out, 0.0), tf.float32))) > 0.05
+
+
+def test_mixed_precision_step_and_float32_sampler():
+    """The GPU path (mixed_float16 + LossScaleOptimizer) steps, and its sampler is float32."""
+    import keras
+    import tensorflow as tf
+
+    from mammosynth.models.cgan import build_gan, default_optimizers
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_gan("stable-cgan", 32, 8)
+        d_opt, g_opt = default_optimizers("stable-cgan", 1e-3)
+        model.compile(keras.optimizers.LossScaleOptimizer(d_opt), keras.optimizers.LossScaleOptimizer(g_opt))
+        images = np.random.default_rng(2).uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
+        step = tf.function(model.train_step)
+        for _ in range(2):
+            logs = step((images, np.array([0, 1, 0, 1])))
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        sampler = model.sampler()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert sampler.output.dtype == "float32"
+    assert all(layer.dtype_policy.name == "float32" for layer in sampler.layers)

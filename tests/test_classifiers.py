@@ -26,8 +26,8 @@ def _one_step(model, size, channels=1, eager=False):
     ("tuned_cnn", 16, {"n_conv_layers": 2, "filters": [4, 8], "dense_units": 8}),
 ])
 def test_small_cnns_build_train_and_accept_3_channels(name, size, hp):
-    _one_step(classifiers.build_classifier(name, (size, size, 1), **hp), size)
-    _one_step(classifiers.build_classifier(name, (size + 8, size + 8, 3), **hp), size + 8, channels=3)
+    _one_step(classifiers.build_classifier(name, (size, size, 1), **hp), size, eager=True)
+    _one_step(classifiers.build_classifier(name, (size + 8, size + 8, 3), **hp), size + 8, channels=3, eager=True)
 
 
 # Transfer models at their minimum size, no downloads; eager avoids tracing a 50M-parameter graph for one step.

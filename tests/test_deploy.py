@@ -22,8 +22,14 @@ def _tiny_model():
     import keras
 
     keras.utils.set_random_seed(1)
-    return keras.Sequential([keras.Input((S, S, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    return keras.Sequential(
+        [
+            keras.Input((S, S, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,9 @@ def model_dirs(tmp_path_factory):
     model = _tiny_model()
     with_sm = save_classifier(model, root / "with-savedmodel", {"image_size": S, "version": "2"})
     # A run-named version and no SavedModel: the export must create a numeric version folder.
-    without = save_classifier(model, root / "no-savedmodel", {"image_size": S, "version": "real-seed0"},
-                              export_saved_model=False)
+    without = save_classifier(
+        model, root / "no-savedmodel", {"image_size": S, "version": "real-seed0"}, export_saved_model=False
+    )
     return model, with_sm, without
 
 
@@ -76,12 +83,19 @@ def test_export_refuses_a_non_model_dir(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"runtime": "custom"},
-    {"runtime": "custom", "image": "registry.example/mammosynth-server:1.0", "service_account": None},
-    {"runtime": "tensorflow", "min_replicas": 0, "max_replicas": 3,
-     "resources": {"limits": {"nvidia.com/gpu": "1"}}},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"runtime": "custom"},
+        {"runtime": "custom", "image": "registry.example/mammosynth-server:1.0", "service_account": None},
+        {
+            "runtime": "tensorflow",
+            "min_replicas": 0,
+            "max_replicas": 3,
+            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+        },
+    ],
+)
 def test_inference_services_validate_against_the_crd(kwargs):
     obj = dep.inference_service("mammosynth", "mammosynth", "s3://mammosynth/models/classifier", **kwargs)
     k8s.validate_inference_service(obj)  # strict: CRD openAPIV3Schema + additionalProperties: false
@@ -110,11 +124,14 @@ def test_crd_validation_catches_misspelt_and_mistyped_fields():
         k8s.validate_inference_service(bad)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"runtime": "triton"}, "unknown runtime"),
-    ({"min_replicas": 3, "max_replicas": 2}, "replicas"),
-    ({"runtime": "tensorflow", "image": "x"}, "image applies only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"runtime": "triton"}, "unknown runtime"),
+        ({"min_replicas": 3, "max_replicas": 2}, "replicas"),
+        ({"runtime": "tensorflow", "image": "x"}, "image applies only"),
+    ],
+)
 def test_inference_service_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dep.inference_service("mammosynth", "ns", "s3://b/m", **kwargs)
@@ -141,10 +158,17 @@ class FakeCustomObjects:
         self.reads += 1
         obj = json.loads(json.dumps(self.objects[name]))
         ready = self.ready_after is not None and self.reads > self.ready_after
-        obj["status"] = {"url": f"http://{name}.{namespace}.example.com",
-                         "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                         "reason": None if ready else "RevisionMissing",
-                                         "message": None if ready else "storage-initializer pending"}]}
+        obj["status"] = {
+            "url": f"http://{name}.{namespace}.example.com",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "reason": None if ready else "RevisionMissing",
+                    "message": None if ready else "storage-initializer pending",
+                }
+            ],
+        }
         return obj
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
@@ -160,8 +184,13 @@ def test_apply_creates_then_patches_and_waits_for_ready():
     obj = dep.inference_service("mammosynth", "mammosynth", "s3://b/m")
     api = FakeCustomObjects(ready_after=2)
     status = dep.apply_inference_service(obj, timeout_s=5, api=api, poll_s=0.01)
-    assert status == {"name": "mammosynth", "namespace": "mammosynth", "action": "created",
-                      "url": "http://mammosynth.mammosynth.example.com", "ready": True}
+    assert status == {
+        "name": "mammosynth",
+        "namespace": "mammosynth",
+        "action": "created",
+        "url": "http://mammosynth.mammosynth.example.com",
+        "ready": True,
+    }
     assert api.calls[:2] == ["get", "create"] and api.reads == 3
     api2 = FakeCustomObjects(existing=obj, ready_after=0)
     assert dep.apply_inference_service(obj, timeout_s=5, api=api2, poll_s=0.01)["action"] == "patched"
@@ -197,7 +226,9 @@ def test_deploy_in_cluster_applies(model_dirs, tmp_path, monkeypatch):
     result = dep.deploy(with_sm, model_uri=str(tmp_path / "served"), runtime="tensorflow", api=api)
     assert result.applied and api.calls[:2] == ["get", "create"]
     assert "Ready at http://mammosynth.mammosynth.example.com" in str(result)
-    assert api.objects["mammosynth"]["spec"]["predictor"]["model"]["storageUri"].endswith("/served/saved_model")
+    assert api.objects["mammosynth"]["spec"]["predictor"]["model"]["storageUri"].endswith(
+        "/served/saved_model"
+    )
 
 
 def test_main_help_and_dry_run(model_dirs, tmp_path, monkeypatch, capsys):

@@ -317,6 +317,7 @@ def test_every_bad_input_kind_lands_in_rejects(tmp_path):
         row("P_00007", patho="MAYBE"),
         row("P_00008", view=""),
         row("P_00009", density="0", subtlety="0"),
+        [*row("P_00010"), "an extra field"],
     ]
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\r\n")
@@ -337,7 +338,8 @@ def test_every_bad_input_kind_lands_in_rejects(tmp_path):
     manifest = ingest.run_ingest(src, tmp_path / "out", eda=False)
     rejects = pd.read_csv(tmp_path / "out" / "rejects.csv", dtype=str, keep_default_na=False)
     reasons = dict(zip(rejects["row"].astype(int), rejects["reason"], strict=True))
-    assert set(reasons) == {2, 3, 4, 5, 6, 7, 8}
+    assert set(reasons) == {2, 3, 4, 5, 6, 7, 8, 10}
+    assert reasons[10].startswith("malformed row")
     assert reasons[2] == "missing file"
     assert reasons[3].startswith("unreadable DICOM") and "truncated" in reasons[3]
     assert reasons[4].startswith("unreadable DICOM") and "empty file" in reasons[4]
@@ -351,7 +353,7 @@ def test_every_bad_input_kind_lands_in_rejects(tmp_path):
     flagged = index.set_index("patient_id").loc["P_00009", "qc_flags"]
     assert flagged == "breast_density_out_of_range;subtlety_out_of_range"  # flagged, not dropped
     assert (
-        manifest["counts"]["rows_in"] == 9 == manifest["counts"]["rows_out"] + manifest["counts"]["rejected"]
+        manifest["counts"]["rows_in"] == 10 == manifest["counts"]["rows_out"] + manifest["counts"]["rejected"]
     )
     assert (
         json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["reject_reasons"][
@@ -374,8 +376,10 @@ def test_full_mammograms_are_shared_by_their_rows(tmp_path):
     buf = io.StringIO(newline="")
     csv.writer(buf, lineterminator="\r\n").writerows([header, *picked])
     (src / name).write_text(buf.getvalue(), newline="")
-    rows = [cbis.clean_row(raw, csv_file=name, row=n, abnormality="mass", official_split="test")
-            for n, raw in cbis.iter_case_rows(src / name)]
+    rows = [
+        cbis.clean_row(raw, csv_file=name, row=n, abnormality="mass", official_split="test")
+        for n, raw in cbis.iter_case_rows(src / name)
+    ]
     full = np.random.default_rng(0).integers(0, 4096, (90, 70)).astype(np.uint16)
     for rec in rows:
         _write(src / rec.image_file_path, _dcm(full, "full mammogram images"))

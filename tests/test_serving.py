@@ -74,8 +74,10 @@ def _require_sane_resize() -> None:
     probe = np.random.default_rng(9).integers(0, 4095, (40, 50), dtype=np.uint16)
     out = prepare_image(probe, S)
     if not (np.isfinite(out).all() and 0.2 < out.mean() < 0.8):
-        pytest.xfail("mammosynth.preprocess.prepare_image garbles images it resizes (float64 array "
-                     "handed to Image.fromarray(mode='F')); fix it there, serving calls it as is")
+        pytest.xfail(
+            "mammosynth.preprocess.prepare_image garbles images it resizes (float64 array "
+            "handed to Image.fromarray(mode='F')); fix it there, serving calls it as is"
+        )
 
 
 def _b64(raw: bytes) -> str:
@@ -102,9 +104,22 @@ def server_and_model(tmp_path_factory):
     model_path, log_path = root / "model", root / "server.log"
     port = _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-c", _SERVE_WHEN_READY, str(model_path), "--http_port", str(port),
-           "--enable_grpc", "false", "--max-instances", str(MAX_INSTANCES),
-           "--max-payload-bytes", str(MAX_PAYLOAD), "--enable_latency_logging", "false"]
+    cmd = [
+        sys.executable,
+        "-c",
+        _SERVE_WHEN_READY,
+        str(model_path),
+        "--http_port",
+        str(port),
+        "--enable_grpc",
+        "false",
+        "--max-instances",
+        str(MAX_INSTANCES),
+        "--max-payload-bytes",
+        str(MAX_PAYLOAD),
+        "--enable_latency_logging",
+        "false",
+    ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -114,15 +129,18 @@ def server_and_model(tmp_path_factory):
         from mammosynth.models.io import save_classifier
 
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([
-            keras.Input((S, S, 1)),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(1, activation="sigmoid"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((S, S, 1)),
+                keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
         # The threshold sits among this model's outputs so both labels occur.
-        save_classifier(model, model_path, {"image_size": S, "version": "7", "threshold": 0.47},
-                        export_saved_model=False)
+        save_classifier(
+            model, model_path, {"image_size": S, "version": "7", "threshold": 0.47}, export_saved_model=False
+        )
         deadline = time.monotonic() + 150
         while True:
             if proc.poll() is not None:
@@ -167,10 +185,30 @@ def _tensors(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_help_runs():
-    out = subprocess.run([sys.executable, "-m", "mammosynth.serving", "--help"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    out = subprocess.run(
+        [sys.executable, "-m", "mammosynth.serving", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert out.returncode == 0, out.stderr
     assert "--model" in out.stdout and "--http_port" in out.stdout and "--max-payload-bytes" in out.stdout
+
+
+def test_cli_serve_dispatches_to_the_server_parser(capsys):
+    from mammosynth.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["serve", "--help"])
+    assert exc.value.code == 0 and "mammosynth serve" in capsys.readouterr().out
+
+
+def test_resolve_model_dir_keeps_local_paths(tmp_path):
+    from mammosynth.serving.model import resolve_model_dir
+
+    assert resolve_model_dir(tmp_path) == tmp_path
+    assert resolve_model_dir(f"file://{tmp_path}") == tmp_path
 
 
 def test_health_and_metadata(server):
@@ -198,6 +236,19 @@ def test_v1_tensor_matches_in_process_model(server, reference):
     # 2-D (S,S) instances are the same image as (S,S,1).
     resp2 = _v1(url, {"instances": [x[1, ..., 0].tolist()]})
     assert resp2.json()["predictions"][0]["probability"] == pytest.approx(preds[1]["probability"], abs=1e-6)
+
+
+def test_v1_png_and_dicom_at_input_size(server, reference):
+    url, _ = server
+    infer, _ = reference
+    rng = np.random.default_rng(5)
+    png_pixels = rng.integers(0, 65535, (S, S), dtype=np.uint16)
+    dcm_pixels = rng.integers(0, 4095, (S, S), dtype=np.uint16)
+    body = {"instances": [{"dicom": _b64(_dicom16(dcm_pixels))}, {"image": _b64(_png16(png_pixels))}]}
+    resp = _v1(url, body)
+    assert resp.status_code == 200, resp.text
+    want = infer(np.stack([prepare_image(dcm_pixels, S), prepare_image(png_pixels, S)]))
+    np.testing.assert_allclose([p["probability"] for p in resp.json()["predictions"]], want, atol=1e-5)
 
 
 def test_v1_png_and_dicom_use_training_preprocessing(server, reference):
@@ -245,10 +296,11 @@ def test_v2_tritonclient_tensor_and_bytes(server, reference):
         labels = [v.decode() if isinstance(v, bytes) else v for v in res.as_numpy("label")]
         assert labels == ["malignant" if p >= meta["threshold"] else "benign" for p in infer(x)]
         assert res.get_response()["model_version"] == "7"
-    _require_sane_resize()
-    pixels = np.random.default_rng(3).integers(0, 65535, (2, 40, 40), dtype=np.uint16)
-    encoded = np.array([_b64(_png16(pixels[0])).encode(), _b64(_dicom16(pixels[1] >> 4)).encode()],
-                       dtype=np.object_)
+    # Images at the input size: decoding and windowing only (resizing is covered by the v1 tests).
+    pixels = np.random.default_rng(3).integers(0, 65535, (2, S, S), dtype=np.uint16)
+    encoded = np.array(
+        [_b64(_png16(pixels[0])).encode(), _b64(_dicom16(pixels[1] >> 4)).encode()], dtype=np.object_
+    )
     inp = tritonclient_http.InferInput("image", [2], "BYTES")
     inp.set_data_from_numpy(encoded, binary_data=False)
     res = client.infer("mammosynth", [inp])
@@ -257,14 +309,42 @@ def test_v2_tritonclient_tensor_and_bytes(server, reference):
 
 
 def test_concurrent_requests_each_get_their_own_answer(server, reference):
-    url, _ = server
+    """Good and bad requests interleaved under concurrency: each gets its own answer or its own 400."""
+    url, proc = server
     infer, _ = reference
     xs = _tensors(16, seed=4)
+
+    def send(client, i):
+        if i % 4 == 3:  # a wrong-shape tensor: refused at decoding, its neighbours still batch together
+            return client.post(f"{url}/v1/models/mammosynth:predict", json={"instances": [[[0.5] * 3] * 3]})
+        return client.post(f"{url}/v1/models/mammosynth:predict", json={"instances": xs[i : i + 1].tolist()})
+
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(8) as pool:
-        resps = list(pool.map(lambda i: client.post(f"{url}/v1/models/mammosynth:predict",
-                                                    json={"instances": xs[i:i + 1].tolist()}), range(16)))
-    got = [r.json()["predictions"][0]["probability"] for r in resps]
-    np.testing.assert_allclose(got, infer(xs), atol=1e-5)
+        resps = list(pool.map(lambda i: send(client, i), range(16)))
+    good = [i for i in range(16) if i % 4 != 3]
+    assert all(resps[i].status_code == 400 for i in range(16) if i % 4 == 3)
+    got = [resps[i].json()["predictions"][0]["probability"] for i in good]
+    np.testing.assert_allclose(got, infer(xs[good]), atol=1e-5)
+    assert proc.poll() is None
+
+
+def test_chunked_oversized_body_is_refused(server):
+    url, _ = server
+
+    def chunks():  # no Content-Length: the limit must be enforced on the bytes streamed
+        yield b'{"instances": ["'
+        for _ in range(MAX_PAYLOAD // 65536 + 2):
+            yield b"A" * 65536
+        yield b'"]}'
+
+    resp = httpx.post(
+        f"{url}/v1/models/mammosynth:predict",
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 413 and "over the server limit" in resp.json()["error"]
+    assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
 
 
 def _bad_requests():
@@ -284,25 +364,51 @@ def _bad_requests():
         "string tensor": (v1, {"instances": [[["a"] * S] * S]}, "numeric"),
         "out of range tensor": (v1, {"instances": [[[300.0] * S] * S]}, "[0, 1]"),
         "not base64": (v1, {"instances": [{"image": "@@not base64@@"}]}, "base64"),
-        "not an image": (v1, {"instances": [{"image": _b64(b"plain text, not a picture")}]}, "not a PNG/JPEG"),
+        "not an image": (
+            v1,
+            {"instances": [{"image": _b64(b"plain text, not a picture")}]},
+            "not a PNG/JPEG",
+        ),
         "truncated png": (v1, {"instances": [{"image": _b64(truncated_png)}]}, "truncated"),
         "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
         "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
         "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
         "too many instances": (v1, {"instances": [[[0.0] * 2] * 2] * (MAX_INSTANCES + 1)}, "limit"),
-        "oversized payload": (v1, {"instances": [[[0.123456789] * S] * S] * 2, "pad": "x" * MAX_PAYLOAD},
-                              "over the server limit"),
-        "v2 wrong dtype": (v2, {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "INT32",
-                                            "data": [0] * S * S}]}, "INT32"),
-        "v2 wrong shape": (v2, {"inputs": [{"name": "t", "shape": [1, 8, 8, 1], "datatype": "FP32",
-                                            "data": [0.0] * 64}]}, "shape"),
-        "v2 data short": (v2, {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "FP32",
-                                           "data": [0.0] * 10}]}, "does not fill"),
-        "v2 two inputs": (v2, {"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]},
-                                          {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]}]},
-                          "exactly one input"),
-        "v2 bad base64": (v2, {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                           "data": ["%%%"]}]}, "base64"),
+        "oversized payload": (
+            v1,
+            {"instances": [[[0.123456789] * S] * S] * 2, "pad": "x" * MAX_PAYLOAD},
+            "over the server limit",
+        ),
+        "v2 wrong dtype": (
+            v2,
+            {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "INT32", "data": [0] * S * S}]},
+            "INT32",
+        ),
+        "v2 wrong shape": (
+            v2,
+            {"inputs": [{"name": "t", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]},
+            "shape",
+        ),
+        "v2 data short": (
+            v2,
+            {"inputs": [{"name": "t", "shape": [1, S, S, 1], "datatype": "FP32", "data": [0.0] * 10}]},
+            "does not fill",
+        ),
+        "v2 two inputs": (
+            v2,
+            {
+                "inputs": [
+                    {"name": "a", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]},
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["AAAA"]},
+                ]
+            },
+            "exactly one input",
+        ),
+        "v2 bad base64": (
+            v2,
+            {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
+            "base64",
+        ),
         "unknown model v1": ("/v1/models/nosuchmodel:predict", {"instances": good}, "nosuchmodel"),
         "unknown model v2": ("/v2/models/nosuchmodel/infer", {"inputs": []}, "nosuchmodel"),
     }
@@ -312,8 +418,11 @@ def _bad_requests():
 def test_bad_input_is_4xx_and_server_keeps_serving(server, case):
     url, proc = server
     path, body, needle = _bad_requests()[case]
-    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) \
+    kw = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
         else {"json": body}
+    )
     resp = httpx.post(f"{url}{path}", timeout=30, **kw)
     assert 400 <= resp.status_code < 500, f"{case}: {resp.status_code} {resp.text[:300]}"
     assert needle.lower() in resp.text.lower(), f"{case}: message {resp.text[:300]!r} lacks {needle!r}"
@@ -344,3 +453,21 @@ def test_micro_batcher_groups_concurrent_calls_and_survives_errors():
         batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_model_runs_concurrent_requests_in_shared_passes(server_and_model, reference):
+    from mammosynth.serving.model import MammoModel
+
+    infer, _ = reference
+    model = MammoModel("mammosynth", server_and_model[1], max_batch_size=16, max_wait_ms=50)
+    assert model.load() and model.ready
+    xs = _tensors(8, seed=6)
+
+    async def scenario():
+        return await asyncio.gather(*(model.predict({"instances": xs[i : i + 1].tolist()}) for i in range(8)))
+
+    outs = asyncio.run(scenario())
+    np.testing.assert_allclose([o["predictions"][0]["probability"] for o in outs], infer(xs), atol=1e-5)
+    assert model.batcher.images == 8 and model.batcher.batches < 8
+    model.stop()
+    assert not model.ready

@@ -47,6 +47,7 @@ def test_train_classifier_outputs_and_determinism(sets, tmp_path):
     kw = dict(epochs=2, batch_size=16, seed=3, synthetic_dir=synthetic, synthetic_ratio=0.5, augment=True)
     m1 = train.train_classifier(prepared, tmp_path / "a", **kw)
     m2 = train.train_classifier(prepared, tmp_path / "b", save_model=False, **kw)
+    assert m2["val_auc"] == m1["val_auc"] and m2["train_accuracy"] == m1["train_accuracy"]
     for key in ("train_accuracy", "val_auc", "val_accuracy", "val_loss", "epochs_run", "n_train_real",
                 "n_train_synthetic", "seed", "params"):
         assert key in m1, key

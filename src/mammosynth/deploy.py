@@ -56,12 +56,18 @@ def _build_layout(model_dir: Path, dest: Path) -> dict[str, Any]:
     """Write the serving tree for ``model_dir`` into the empty directory ``dest``."""
     meta = load_meta(model_dir)
     if not (model_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{model_dir / MODEL_FILE} missing: {model_dir} is not a mammosynth model directory")
+        raise FileNotFoundError(
+            f"{model_dir / MODEL_FILE} missing: {model_dir} is not a mammosynth model directory"
+        )
     shutil.copy2(model_dir / MODEL_FILE, dest / MODEL_FILE)
     shutil.copy2(model_dir / META_FILE, dest / META_FILE)
     tf_version = _numeric_version(meta)
     saved_root = model_dir / SAVED_MODEL_DIR
-    existing = sorted(p for p in saved_root.iterdir() if (p / "saved_model.pb").exists()) if saved_root.is_dir() else []
+    existing = (
+        sorted(p for p in saved_root.iterdir() if (p / "saved_model.pb").exists())
+        if saved_root.is_dir()
+        else []
+    )
     target = dest / SAVED_MODEL_DIR / tf_version
     if existing:
         # The export written at training time; pick the folder of this model's version if present.
@@ -74,8 +80,12 @@ def _build_layout(model_dir: Path, dest: Path) -> dict[str, Any]:
         model, _ = load_classifier(model_dir)
         model.export(str(target), format="tf_saved_model", verbose=False)
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    return {"model_version": str(meta.get("version", "1")), "tf_version": tf_version,
-            "image_size": meta.get("image_size"), "files": files}
+    return {
+        "model_version": str(meta.get("version", "1")),
+        "tf_version": tf_version,
+        "image_size": meta.get("image_size"),
+        "files": files,
+    }
 
 
 def export_for_serving(model_dir: str | os.PathLike, out_uri: str | os.PathLike) -> dict[str, Any]:
@@ -127,10 +137,18 @@ def export_for_serving(model_dir: str | os.PathLike, out_uri: str | os.PathLike)
     return {"uri": out, "predictor_uri": out, "tensorflow_uri": f"{out}/{SAVED_MODEL_DIR}", **info}
 
 
-def inference_service(name: str, namespace: str, storage_uri: str, *, runtime: str = "custom",
-                      image: str | None = None, service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
-                      min_replicas: int = 1, max_replicas: int = 2,
-                      resources: dict[str, Any] | None = None) -> dict[str, Any]:
+def inference_service(
+    name: str,
+    namespace: str,
+    storage_uri: str,
+    *,
+    runtime: str = "custom",
+    image: str | None = None,
+    service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build a ``serving.kserve.io/v1beta1`` InferenceService.
 
     Args:
@@ -152,13 +170,17 @@ def inference_service(name: str, namespace: str, storage_uri: str, *, runtime: s
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if not (0 <= min_replicas <= max_replicas) or max_replicas < 1:
-        raise ValueError(f"replicas must satisfy 0 <= min_replicas <= max_replicas, max >= 1; got "
-                         f"min={min_replicas}, max={max_replicas}")
+        raise ValueError(
+            f"replicas must satisfy 0 <= min_replicas <= max_replicas, max >= 1; got "
+            f"min={min_replicas}, max={max_replicas}"
+        )
     import re
 
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
-        raise ValueError(f"InferenceService name {name!r} must be a DNS-1123 label starting with a letter "
-                         "(lowercase letters, digits, '-')")
+        raise ValueError(
+            f"InferenceService name {name!r} must be a DNS-1123 label starting with a letter "
+            "(lowercase letters, digits, '-')"
+        )
     if runtime == "tensorflow" and image is not None:
         raise ValueError("image applies only to runtime='custom'; the tensorflow runtime uses KServe's image")
     storage_uri = storage_uri.rstrip("/")
@@ -167,28 +189,43 @@ def inference_service(name: str, namespace: str, storage_uri: str, *, runtime: s
     if service_account:
         predictor["serviceAccountName"] = service_account
     if runtime == "tensorflow":
-        tf_uri = storage_uri if storage_uri.endswith(f"/{SAVED_MODEL_DIR}") else f"{storage_uri}/{SAVED_MODEL_DIR}"
+        tf_uri = (
+            storage_uri if storage_uri.endswith(f"/{SAVED_MODEL_DIR}") else f"{storage_uri}/{SAVED_MODEL_DIR}"
+        )
         predictor["model"] = {"modelFormat": {"name": "tensorflow"}, "storageUri": tf_uri, "resources": res}
     elif image is None:
-        predictor["model"] = {"modelFormat": {"name": CUSTOM_MODEL_FORMAT}, "runtime": CUSTOM_RUNTIME,
-                              "storageUri": storage_uri, "resources": res}
-    else:
-        predictor["containers"] = [{
-            "name": "kserve-container",
-            "image": image,
-            "args": [f"--model_name={name}", "--model_dir=/mnt/models", "--http_port=8080"],
-            # KServe's storage initializer downloads STORAGE_URI into /mnt/models for custom containers.
-            "env": [{"name": "STORAGE_URI", "value": storage_uri},
-                    {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}],
-            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+        predictor["model"] = {
+            "modelFormat": {"name": CUSTOM_MODEL_FORMAT},
+            "runtime": CUSTOM_RUNTIME,
+            "storageUri": storage_uri,
             "resources": res,
-        }]
+        }
+    else:
+        predictor["containers"] = [
+            {
+                "name": "kserve-container",
+                "image": image,
+                "args": [f"--model_name={name}", "--model_dir=/mnt/models", "--http_port=8080"],
+                # KServe's storage initializer downloads STORAGE_URI into /mnt/models for custom containers.
+                "env": [
+                    {"name": "STORAGE_URI", "value": storage_uri},
+                    {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+                ],
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "resources": res,
+            }
+        ]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "mammosynth",
-                                "app.kubernetes.io/component": f"predictor-{runtime}"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "mammosynth",
+                "app.kubernetes.io/component": f"predictor-{runtime}",
+            },
+        },
         "spec": {"predictor": predictor},
     }
 
@@ -200,8 +237,9 @@ def _ready_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def apply_inference_service(obj: dict[str, Any], timeout_s: float = 600, *, api: Any = None,
-                            poll_s: float = 5.0) -> dict[str, Any]:
+def apply_inference_service(
+    obj: dict[str, Any], timeout_s: float = 600, *, api: Any = None, poll_s: float = 5.0
+) -> dict[str, Any]:
     """Create the InferenceService, or merge-patch it if it exists, and wait until it is Ready.
 
     Args:
@@ -241,8 +279,13 @@ def apply_inference_service(obj: dict[str, Any], timeout_s: float = 600, *, api:
     else:
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj)
         action = "created"
-    log.info("deploy: %s InferenceService %s/%s; waiting up to %.0f s for Ready", action, namespace, name,
-             timeout_s)
+    log.info(
+        "deploy: %s InferenceService %s/%s; waiting up to %.0f s for Ready",
+        action,
+        namespace,
+        name,
+        timeout_s,
+    )
     deadline = time.monotonic() + timeout_s
     last: dict[str, Any] | None = None
     while True:
@@ -253,10 +296,18 @@ def apply_inference_service(obj: dict[str, Any], timeout_s: float = 600, *, api:
             log.info("deploy: %s/%s is Ready at %s", namespace, name, url)
             return {"name": name, "namespace": namespace, "action": action, "url": url, "ready": True}
         if time.monotonic() >= deadline:
-            detail = (f"last Ready condition: status={last.get('status')}, reason={last.get('reason')}, "
-                      f"message={last.get('message')}") if last else "no Ready condition reported yet"
-            raise TimeoutError(f"InferenceService {namespace}/{name} not Ready after {timeout_s:.0f} s ({detail}); "
-                               f"inspect it with: kubectl -n {namespace} describe inferenceservice {name}")
+            detail = (
+                (
+                    f"last Ready condition: status={last.get('status')}, reason={last.get('reason')}, "
+                    f"message={last.get('message')}"
+                )
+                if last
+                else "no Ready condition reported yet"
+            )
+            raise TimeoutError(
+                f"InferenceService {namespace}/{name} not Ready after {timeout_s:.0f} s ({detail}); "
+                f"inspect it with: kubectl -n {namespace} describe inferenceservice {name}"
+            )
         time.sleep(poll_s)
 
 
@@ -280,7 +331,9 @@ class DeployResult:
     def __str__(self) -> str:
         name = self.inference_service["metadata"]["name"]
         if self.applied:
-            return f"InferenceService {name} {self.status.get('action')} and Ready at {self.status.get('url')}"
+            return (
+                f"InferenceService {name} {self.status.get('action')} and Ready at {self.status.get('url')}"
+            )
         return f"InferenceService {name} not applied: {self.note}"
 
 
@@ -288,11 +341,22 @@ def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
-def deploy(model_dir: str | os.PathLike, *, model_uri: str = "", name: str = "mammosynth",
-           namespace: str = "mammosynth", runtime: str = "custom", image: str | None = None,
-           service_account: str | None = DEFAULT_SERVICE_ACCOUNT, min_replicas: int = 1, max_replicas: int = 2,
-           resources: dict[str, Any] | None = None, timeout_s: float = 600, api: Any = None,
-           stream=None) -> DeployResult:
+def deploy(
+    model_dir: str | os.PathLike,
+    *,
+    model_uri: str = "",
+    name: str = "mammosynth",
+    namespace: str = "mammosynth",
+    runtime: str = "custom",
+    image: str | None = None,
+    service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+    resources: dict[str, Any] | None = None,
+    timeout_s: float = 600,
+    api: Any = None,
+    stream=None,
+) -> DeployResult:
     """Export ``model_dir`` to ``model_uri`` and apply its InferenceService (in a cluster only).
 
     Outside a cluster (no ``KUBERNETES_SERVICE_HOST``) the YAML that would be applied is printed and
@@ -311,9 +375,17 @@ def deploy(model_dir: str | os.PathLike, *, model_uri: str = "", name: str = "ma
     stream = stream or sys.stdout
     exported = export_for_serving(model_dir, model_uri) if model_uri else None
     storage_uri = exported["uri"] if exported else str(model_dir)
-    obj = inference_service(name, namespace, storage_uri, runtime=runtime, image=image,
-                            service_account=service_account, min_replicas=min_replicas,
-                            max_replicas=max_replicas, resources=resources)
+    obj = inference_service(
+        name,
+        namespace,
+        storage_uri,
+        runtime=runtime,
+        image=image,
+        service_account=service_account,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        resources=resources,
+    )
     k8s.validate_inference_service(obj)
     if not model_uri:
         note = "no model_uri given, so nothing was exported for the cluster to read"
@@ -330,10 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mammosynth deploy",
         description="Export a classifier for serving and create/update its KServe InferenceService "
-                    "(prints the YAML instead when not in a cluster).",
+        "(prints the YAML instead when not in a cluster).",
     )
     parser.add_argument("--model", required=True, help="model directory (local or s3://)")
-    parser.add_argument("--model-uri", default="", help="where to export the serving tree (s3://... in a cluster)")
+    parser.add_argument(
+        "--model-uri", default="", help="where to export the serving tree (s3://... in a cluster)"
+    )
     parser.add_argument("--name", default="mammosynth", help="InferenceService name")
     parser.add_argument("--namespace", default="mammosynth")
     parser.add_argument("--runtime", choices=RUNTIMES, default="custom")
@@ -344,9 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=600, help="how long to wait for Ready")
     args = parser.parse_args(argv)
     try:
-        result = deploy(args.model, model_uri=args.model_uri, name=args.name, namespace=args.namespace,
-                        runtime=args.runtime, image=args.image, service_account=args.service_account,
-                        min_replicas=args.min_replicas, max_replicas=args.max_replicas, timeout_s=args.timeout_s)
+        result = deploy(
+            args.model,
+            model_uri=args.model_uri,
+            name=args.name,
+            namespace=args.namespace,
+            runtime=args.runtime,
+            image=args.image,
+            service_account=args.service_account,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            timeout_s=args.timeout_s,
+        )
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
         print(f"mammosynth deploy: {exc}", file=sys.stderr)
         return 1

@@ -336,6 +336,11 @@ def run_ingest(
             f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected"
         )
     index_rows.sort(key=lambda r: r["image_id"])
+    # A re-run into the same directory must not leave images the index no longer names.
+    keep = {r["image_path"] for r in index_rows}
+    for stale in (out / "images").glob("*.png"):
+        if f"images/{stale.name}" not in keep:
+            stale.unlink()
     rejects.sort(key=lambda r: (r["source"], int(r["row"])))
     index_bytes = _csv_bytes(INDEX_COLUMNS, index_rows)
     rejects_bytes = _csv_bytes(REJECT_COLUMNS, rejects)

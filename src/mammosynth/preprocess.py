@@ -53,10 +53,12 @@ def prepare_image(pixels: np.ndarray, image_size: int) -> np.ndarray:
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
-    lo, hi = np.percentile(arr, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    # float() keeps the arithmetic in float32: NumPy 2 would promote to float64, whose bytes PIL's
+    # mode "F" would then misread as float32.
+    lo, hi = (float(v) for v in np.percentile(arr, [LOW_PERCENTILE, HIGH_PERCENTILE]))
     if hi <= lo:
         hi = lo + 1.0
-    arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if arr.shape != (image_size, image_size):
         # BOX (area) filtering when shrinking avoids aliasing of fine spicules.
         img = Image.fromarray(arr, mode="F")

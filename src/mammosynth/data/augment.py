@@ -1,4 +1,4 @@
-"""Training-time augmentation as Keras preprocessing layers.
+"""Training-time augmentation as Keras layers (`mammosynth.models.layers`).
 
 `build_augmenter(AugmentConfig(...))` returns a `keras.Sequential` applied to batches of
 (N,S,S,1) float [0,1] images in the tf.data input pipeline (`mammosynth.data.shards.dataset`),
@@ -7,7 +7,8 @@ when called with ``training=False``.
 
 The defaults follow the study's augmentation (rotation, shift, shear, zoom, horizontal flip) plus
 intensity changes that mammograms vary by between scanners (brightness, contrast, blur, histogram
-equalisation).
+equalisation). Geometric transforms are fused into one warp per batch (`RandomAffine`): Keras'
+separate Random* layers warp once each and were 2× slower than the study's ImageDataGenerator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import keras
 
-from mammosynth.models.layers import RandomEqualization
+from mammosynth.models.layers import RandomAffine, RandomEqualization, RandomGaussianBlur, RandomIntensity
 
 VALUE_RANGE = (0.0, 1.0)
 
@@ -37,7 +38,7 @@ class AugmentConfig:
         brightness: max brightness change as a fraction of the value range.
         contrast: max contrast factor change.
         blur_sigma: max Gaussian blur sigma in pixels (0 = off).
-        blur_factor: blur strength in (0,1], sampled per image up to this (keras RandomGaussianBlur factor).
+        blur_rate: share of images blurred when blur is on (strength random per image).
         equalize_rate: share of images histogram-equalised (0 = off).
         equalize_clip: CLAHE-like clip limit for equalisation; None = plain global equalisation.
         fill_mode: how geometric transforms fill uncovered pixels.
@@ -52,7 +53,7 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     blur_sigma: float = 0.0
-    blur_factor: float = 1.0
+    blur_rate: float = 0.5
     equalize_rate: float = 0.0
     equalize_clip: float | None = 2.0
     fill_mode: str = "reflect"
@@ -90,33 +91,21 @@ def build_augmenter(config: AugmentConfig | None = None, seed: int | None = None
         A `keras.Sequential` over (N,S,S,C) float [0,1] batches; identity unless ``training=True``.
     """
     cfg = config or AugmentConfig()
-    base = 0 if seed is None else int(seed) * 100
+    base = 0 if seed is None else int(seed) * 10
 
     def s(k: int) -> int | None:
         return None if seed is None else base + k
 
     layers: list[keras.layers.Layer] = []
-    if cfg.flip_horizontal or cfg.flip_vertical:
-        mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
-                (False, True): "vertical"}[(cfg.flip_horizontal, cfg.flip_vertical)]
-        layers.append(keras.layers.RandomFlip(mode, seed=s(1)))
-    if cfg.rotation:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode=cfg.fill_mode, seed=s(2)))
-    if cfg.shift:
-        layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode=cfg.fill_mode, seed=s(3)))
-    if cfg.shear:
-        layers.append(keras.layers.RandomShear(cfg.shear, cfg.shear, fill_mode=cfg.fill_mode, seed=s(4)))
-    if cfg.zoom:
-        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode=cfg.fill_mode, seed=s(5)))
-    if cfg.brightness:
-        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=VALUE_RANGE, seed=s(6)))
-    if cfg.contrast:
-        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=VALUE_RANGE, seed=s(7)))
+    if cfg.rotation or cfg.shift or cfg.shear or cfg.zoom or cfg.flip_horizontal or cfg.flip_vertical:
+        layers.append(RandomAffine(cfg.rotation, cfg.shift, cfg.shear, cfg.zoom, cfg.flip_horizontal,
+                                   cfg.flip_vertical, cfg.fill_mode, seed=s(1), name="affine"))
+    if cfg.brightness or cfg.contrast:
+        layers.append(RandomIntensity(cfg.brightness, cfg.contrast, seed=s(2), name="intensity"))
     if cfg.blur_sigma:
-        layers.append(keras.layers.RandomGaussianBlur(cfg.blur_factor, kernel_size=5, sigma=cfg.blur_sigma,
-                                                      value_range=VALUE_RANGE, seed=s(8)))
+        layers.append(RandomGaussianBlur(cfg.blur_sigma, cfg.blur_rate, seed=s(3), name="blur"))
     if cfg.equalize_rate:
-        layers.append(RandomEqualization(cfg.equalize_rate, cfg.equalize_clip, seed=s(9)))
+        layers.append(RandomEqualization(cfg.equalize_rate, cfg.equalize_clip, seed=s(4), name="equalize"))
     # Geometric transforms interpolate and intensity ones can overshoot: keep the [0,1] contract.
     layers.append(keras.layers.Lambda(lambda x: keras.ops.clip(x, 0.0, 1.0), name="clip01"))
     return keras.Sequential(layers, name="augment")

@@ -49,6 +49,7 @@ SUBTLETY_RANGE = (1, 5)
 PATIENT_FOLDER_RE = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
 DATE_STUDY_RE = re.compile(r"^\d{2}-\d{2}-\d{4}-")
 UID_RE = re.compile(r"^\d+(\.\d+)+$")
+MALFORMED = "_malformed"
 REQUIRED_FIELDS = ("patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology")
 
 
@@ -70,7 +71,8 @@ def iter_case_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str
         stripped values (embedded LFs in path fields removed; ``N/A`` kept as text).
 
     Raises:
-        ValueError: the file has no header or a row has more fields than the header.
+        ValueError: the file has no header. A row with more fields than the header is yielded as
+            ``{MALFORMED: reason}`` so that it becomes a reject, not an abort.
     """
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -84,9 +86,9 @@ def iter_case_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) > len(header):
-                raise ValueError(
-                    f"{path}: data row {number} has {len(values)} fields, header has {len(header)}"
-                )
+                # A malformed record is one bad row, not a bad file: clean_row turns it into a reject.
+                yield number, {MALFORMED: f"malformed row: {len(values)} fields, header has {len(header)}"}
+                continue
             values = values + [""] * (len(header) - len(values))
             yield number, {k: v.strip() for k, v in zip(header, values, strict=True)}
 
@@ -192,6 +194,8 @@ def clean_row(
     Raises:
         RowError: a required field is empty or the pathology is unknown (reason names the field/value).
     """
+    if MALFORMED in raw:
+        raise RowError(raw[MALFORMED])
     missing = [f for f in REQUIRED_FIELDS if not raw.get(f, "")]
     if not (raw.get("cropped_image_file_path") or raw.get("image_file_path")):
         missing.append("cropped_image_file_path")

@@ -201,10 +201,14 @@ class _ConditionalGAN(keras.Model):
         return keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
 
     @staticmethod
-    def _apply(optimizer, tape, loss, variables):
-        scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, variables)
+    def _apply(optimizer, tape, scaled_loss, variables):
+        grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+    @staticmethod
+    def _scaled(optimizer, loss):
+        """Loss-scaled under ``LossScaleOptimizer`` (must run inside the tape)."""
+        return optimizer.scale_loss(loss)
 
     def _update_metrics(self, d_loss, g_loss, d_real, d_fake):
         self.d_loss_tracker.update_state(d_loss)
@@ -304,13 +308,15 @@ class SeedCGAN(_ConditionalGAN):
             d_real = self.discriminator([real, labels], training=True)
             d_fake = self.discriminator([fake, labels], training=True)
             d_loss = self.bce(tf.ones_like(d_real), d_real) + self.bce(tf.zeros_like(d_fake), d_fake)
-        self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, tape, d_scaled, self.discriminator.trainable_variables)
 
         with tf.GradientTape() as tape:
             fake = self.generator([self._noise(batch), labels], training=True)
             d_gen = self.discriminator([fake, labels], training=True)
             g_loss = self.bce(tf.ones_like(d_gen), d_gen)
-        self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, tape, g_scaled, self.generator.trainable_variables)
         return self._update_metrics(d_loss, g_loss, d_real, d_fake)
 
 
@@ -461,8 +467,10 @@ class StableCGAN(_ConditionalGAN):
                 grad = r1_tape.gradient(r_sum, real)
                 r1 = tf.reduce_mean(tf.reduce_sum(tf.square(tf.cast(grad, "float32")), [1, 2, 3]))
                 d_loss += 0.5 * self.r1_gamma * r1
-        self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
-        self._apply(self.g_optimizer, g_tape, g_loss, self.generator.trainable_variables)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator.trainable_variables)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator.trainable_variables)
         self._update_ema()
         return self._update_metrics(d_loss, g_loss, d_real, d_fake)
 

@@ -122,7 +122,7 @@ class RandomEqualization(keras.layers.Layer):
         if not training or self.rate == 0.0:
             return inputs
         x = tf.cast(inputs, tf.float32)
-        flip = tf.random.uniform(tf.shape(x)[:1], seed=self.seed) < self.rate
+        flip = _uniform(tf.shape(x)[:1], 0.0, 1.0, self.seed, 13) < self.rate
         equalised = equalize_histogram(x, self.bins, self.clip_limit)
         return tf.where(flip[:, None, None, None], equalised, x)
 
@@ -132,3 +132,163 @@ class RandomEqualization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "clip_limit": self.clip_limit,
                 "bins": self.bins, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomGaussianBlur(keras.layers.Layer):
+    """Augmentation: Gaussian-blur a random fraction of images by a random amount (training only).
+
+    Each chosen image is blended between itself and its blur at ``sigma`` with a uniform random
+    weight, which approximates a blur of random strength at the cost of one fixed separable
+    convolution per batch. (Keras' RandomGaussianBlur bounds sigma to [0,1] px, too weak at 224².)
+
+    Args:
+        sigma: blur standard deviation in pixels at full strength.
+        rate: probability that an image is blurred.
+        seed: op seed.
+    """
+
+    def __init__(self, sigma: float = 1.0, rate: float = 0.5, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if sigma <= 0 or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"RandomGaussianBlur: need sigma > 0 and rate in [0,1], got {sigma}, {rate}")
+        self.sigma, self.rate, self.seed = float(sigma), float(rate), seed
+
+    def _kernel(self) -> tf.Tensor:
+        radius = max(1, int(2.0 * self.sigma + 0.5))
+        t = tf.range(-radius, radius + 1, dtype=tf.float32)
+        k = tf.exp(-(t**2) / (2.0 * self.sigma**2))
+        return k / tf.reduce_sum(k), radius
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        x = tf.cast(inputs, tf.float32)
+        k, r = self._kernel()
+        channels = x.shape[-1]
+        # Reflect padding so the breast edge is not darkened by zeros.
+        padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
+        kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, channels, 1])
+        ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, channels, 1])
+        blurred = tf.nn.depthwise_conv2d(padded, kx, [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(blurred, ky, [1, 1, 1, 1], "VALID")
+        n = tf.shape(x)[:1]
+        chosen = tf.cast(_uniform(n, 0.0, 1.0, self.seed, 11) < self.rate, tf.float32)
+        strength = _uniform(n, 0.0, 1.0, self.seed, 12) * chosen
+        return x + strength[:, None, None, None] * (blurred - x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma, "rate": self.rate, "seed": self.seed}
+
+
+def _uniform(n, low, high, seed, k):
+    return tf.random.uniform(n, low, high, seed=None if seed is None else seed * 16 + k)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomAffine(keras.layers.Layer):
+    """Augmentation: rotation, shift, shear, zoom and flips fused into one projective warp per batch.
+
+    What ImageDataGenerator does per image in SciPy, here as one ``ImageProjectiveTransformV3`` over
+    the batch: composing the transforms first means one interpolation (less blur) and one pass
+    (Keras' separate Random* layers warp the batch once per transform). Training only.
+
+    Args:
+        rotation: max rotation as a fraction of a full turn.
+        shift: max translation as a fraction of the side.
+        shear: max shear factor.
+        zoom: max zoom in/out fraction (x and y sampled independently, as ImageDataGenerator does).
+        flip_horizontal, flip_vertical: mirror with probability 0.5.
+        fill_mode: ``reflect``, ``nearest``, ``constant`` or ``wrap``.
+        seed: op seed.
+    """
+
+    def __init__(self, rotation: float = 0.0, shift: float = 0.0, shear: float = 0.0, zoom: float = 0.0,
+                 flip_horizontal: bool = False, flip_vertical: bool = False, fill_mode: str = "reflect",
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if fill_mode not in ("reflect", "nearest", "constant", "wrap"):
+            raise ValueError(f"RandomAffine: fill_mode must be reflect, nearest, constant or wrap, got {fill_mode!r}")
+        self.rotation, self.shift, self.shear, self.zoom = float(rotation), float(shift), float(shear), float(zoom)
+        self.flip_horizontal, self.flip_vertical = bool(flip_horizontal), bool(flip_vertical)
+        self.fill_mode, self.seed = fill_mode, seed
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        x = tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        n, h, w = shape[:1], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        s = self.seed
+        one, zero = tf.ones(n), tf.zeros(n)
+        theta = _uniform(n, -self.rotation, self.rotation, s, 0) * 2.0 * 3.141592653589793
+        shx = _uniform(n, -self.shear, self.shear, s, 1)
+        shy = _uniform(n, -self.shear, self.shear, s, 2)
+        zx = _uniform(n, 1.0 - self.zoom, 1.0 + self.zoom, s, 3)
+        zy = _uniform(n, 1.0 - self.zoom, 1.0 + self.zoom, s, 4)
+        tx = _uniform(n, -self.shift, self.shift, s, 5) * w
+        ty = _uniform(n, -self.shift, self.shift, s, 6) * h
+        fx = tf.where(_uniform(n, 0.0, 1.0, s, 7) < 0.5, -one, one) if self.flip_horizontal else one
+        fy = tf.where(_uniform(n, 0.0, 1.0, s, 8) < 0.5, -one, one) if self.flip_vertical else one
+
+        def mat(rows):
+            return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)  # (N,3,3)
+
+        cx, cy = (w - 1.0) / 2.0 * one, (h - 1.0) / 2.0 * one
+        c, sn = tf.cos(theta), tf.sin(theta)
+        centre = mat([[one, zero, cx + tx], [zero, one, cy + ty], [zero, zero, one]])
+        rot = mat([[c, -sn, zero], [sn, c, zero], [zero, zero, one]])
+        shear = mat([[one, shx, zero], [shy, one, zero], [zero, zero, one]])
+        scale = mat([[zx * fx, zero, zero], [zero, zy * fy, zero], [zero, zero, one]])
+        uncentre = mat([[one, zero, -cx], [zero, one, -cy], [zero, zero, one]])
+        # Output pixel → input pixel (the op's convention); every factor is symmetric in distribution.
+        m = centre @ rot @ shear @ scale @ uncentre
+        transforms = tf.reshape(m, [-1, 9])[:, :8]
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode=self.fill_mode.upper())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "shift": self.shift, "shear": self.shear,
+                "zoom": self.zoom, "flip_horizontal": self.flip_horizontal, "flip_vertical": self.flip_vertical,
+                "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomIntensity(keras.layers.Layer):
+    """Augmentation: random brightness shift and contrast scaling per image, clipped to [0,1].
+
+    Args:
+        brightness: max additive change (fraction of the [0,1] range).
+        contrast: max change of the contrast factor around each image's mean (1 ± contrast).
+        seed: op seed.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.brightness, self.contrast, self.seed = float(brightness), float(contrast), seed
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        x = tf.cast(inputs, tf.float32)
+        n = tf.shape(x)[:1]
+        if self.contrast:
+            factor = _uniform(n, 1.0 - self.contrast, 1.0 + self.contrast, self.seed, 9)[:, None, None, None]
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = (x - mean) * factor + mean
+        if self.brightness:
+            x = x + _uniform(n, -self.brightness, self.brightness, self.seed, 10)[:, None, None, None]
+        return tf.clip_by_value(x, 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast, "seed": self.seed}

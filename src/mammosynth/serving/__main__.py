@@ -28,16 +28,46 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[kserve_server.parser],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", "--model_dir", "--model-dir", dest="model", required=True,
-                        help="model directory (local path or s3:// URI) written by training")
-    parser.add_argument("--max-instances", "--max_instances", dest="max_instances", type=int,
-                        default=Limits.max_instances, help="most images accepted in one request")
-    parser.add_argument("--max-payload-bytes", "--max_payload_bytes", dest="max_payload_bytes", type=int,
-                        default=Limits.max_payload_bytes, help="largest request body accepted (HTTP 413 above)")
-    parser.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int, default=32,
-                        help="most images run in one forward pass when batching concurrent requests")
-    parser.add_argument("--batch-wait-ms", "--batch_wait_ms", dest="batch_wait_ms", type=float, default=2.0,
-                        help="how long to wait for more concurrent requests before running a batch")
+    parser.add_argument(
+        "--model",
+        "--model_dir",
+        "--model-dir",
+        dest="model",
+        required=True,
+        help="model directory (local path or s3:// URI) written by training",
+    )
+    parser.add_argument(
+        "--max-instances",
+        "--max_instances",
+        dest="max_instances",
+        type=int,
+        default=Limits.max_instances,
+        help="most images accepted in one request",
+    )
+    parser.add_argument(
+        "--max-payload-bytes",
+        "--max_payload_bytes",
+        dest="max_payload_bytes",
+        type=int,
+        default=Limits.max_payload_bytes,
+        help="largest request body accepted (HTTP 413 above)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        "--max_batch_size",
+        dest="max_batch_size",
+        type=int,
+        default=32,
+        help="most images run in one forward pass when batching concurrent requests",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        "--batch_wait_ms",
+        dest="batch_wait_ms",
+        type=float,
+        default=2.0,
+        help="how long to wait for more concurrent requests before running a batch",
+    )
     parser.set_defaults(model_name=DEFAULT_NAME)
     return parser
 
@@ -60,19 +90,35 @@ def main(argv: list[str] | None = None) -> int:
         # copy; scale with replicas (InferenceService min/maxReplicas) instead.
         parser.error(f"--workers must be 1 for mammosynth serve, got {args.workers}; scale with replicas")
     limits = Limits(max_instances=args.max_instances, max_payload_bytes=args.max_payload_bytes)
-    model = MammoModel(args.model_name, args.model, limits=limits, max_batch_size=args.max_batch_size,
-                       max_wait_ms=args.batch_wait_ms)
+    model = MammoModel(
+        args.model_name,
+        args.model,
+        limits=limits,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.batch_wait_ms,
+    )
     model.load()
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
     server = ModelServer(
-        http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
-        max_threads=args.max_threads, max_asyncio_workers=args.max_asyncio_workers,
-        enable_grpc=args.enable_grpc, enable_docs_url=args.enable_docs_url,
-        enable_latency_logging=args.enable_latency_logging, access_log_format=args.access_log_format,
-        event_loop=args.event_loop, timeout_keep_alive=args.timeout_keep_alive,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=1,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
     )
-    log.info("serving %s on port %d (v1 /v1/models/%s:predict, v2 /v2/models/%s/infer)",
-             args.model_name, args.http_port, args.model_name, args.model_name)
+    log.info(
+        "serving %s on port %d (v1 /v1/models/%s:predict, v2 /v2/models/%s/infer)",
+        args.model_name,
+        args.http_port,
+        args.model_name,
+        args.model_name,
+    )
     server.start([model])
     return 0
 

@@ -30,8 +30,9 @@ class MicroBatcher:
             previous pass).
     """
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 32,
-                 max_wait_ms: float = 2.0):
+    def __init__(
+        self, infer: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 32, max_wait_ms: float = 2.0
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -106,10 +107,17 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.images += len(x)
+            if self.batches % 1000 == 0:
+                log.info(
+                    "batcher: %d passes, %d images (%.1f per pass)",
+                    self.batches,
+                    self.images,
+                    self.images / self.batches,
+                )
             start = 0
             for xi, fut in live:
                 if not fut.done():
-                    fut.set_result(probs[start:start + len(xi)])
+                    fut.set_result(probs[start : start + len(xi)])
                 start += len(xi)
 
     def close(self) -> None:

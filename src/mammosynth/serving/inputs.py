@@ -49,8 +49,10 @@ def b64decode(text: Any, where: str) -> bytes:
         try:
             data = text.encode("ascii")
         except UnicodeEncodeError as exc:
-            raise InvalidInput(f"{where}: base64 text has non-ASCII characters; send standard "
-                               "base64 (A-Z a-z 0-9 + /, with = padding)") from exc
+            raise InvalidInput(
+                f"{where}: base64 text has non-ASCII characters; send standard "
+                "base64 (A-Z a-z 0-9 + /, with = padding)"
+            ) from exc
     else:
         raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
     try:
@@ -75,8 +77,10 @@ def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise InvalidInput(f"{where}: image is {img.width}x{img.height} pixels, more than "
-                                       f"{MAX_IMAGE_PIXELS}; send a smaller crop")
+                    raise InvalidInput(
+                        f"{where}: image is {img.width}x{img.height} pixels, more than "
+                        f"{MAX_IMAGE_PIXELS}; send a smaller crop"
+                    )
                 img.load()
                 if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                     img = img.convert("L")
@@ -84,12 +88,20 @@ def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
     except InvalidInput:
         raise
     except UnidentifiedImageError as exc:
-        raise InvalidInput(f"{where}: bytes are not a PNG/JPEG image (first bytes {raw[:8]!r}); "
-                           "send an encoded image, or use the 'dicom' field for DICOM files") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise InvalidInput(f"{where}: image could not be decoded ({exc}); the file may be truncated "
-                           "or corrupt") from exc
+        raise InvalidInput(
+            f"{where}: bytes are not a PNG/JPEG image (first bytes {raw[:8]!r}); "
+            "send an encoded image, or use the 'dicom' field for DICOM files"
+        ) from exc
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise InvalidInput(
+            f"{where}: image could not be decoded ({exc}); the file may be truncated or corrupt"
+        ) from exc
     return pixels
 
 
@@ -128,8 +140,10 @@ def tensor_to_input(value: Any, image_size: int, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{where}: expected a numeric (S,S,1) or (S,S) nested list with S={image_size}, "
-                           f"got something that is not a rectangular array of numbers ({exc})") from exc
+        raise InvalidInput(
+            f"{where}: expected a numeric (S,S,1) or (S,S) nested list with S={image_size}, "
+            f"got something that is not a rectangular array of numbers ({exc})"
+        ) from exc
     return check_tensor(arr, image_size, where, batched=False)[0]
 
 
@@ -142,14 +156,18 @@ def check_tensor(arr: np.ndarray, image_size: int, where: str, batched: bool) ->
         arr = arr[..., None]
     elif shape[lead:] != (*want, 1):
         expect = f"[N,{image_size},{image_size},1]" if batched else f"({image_size},{image_size},1)"
-        raise InvalidInput(f"{where}: tensor has shape {list(shape)}, expected {expect}; resize with "
-                           "mammosynth.preprocess.prepare_image or send an encoded image instead")
+        raise InvalidInput(
+            f"{where}: tensor has shape {list(shape)}, expected {expect}; resize with "
+            "mammosynth.preprocess.prepare_image or send an encoded image instead"
+        )
     if not np.isfinite(arr).all():
         raise InvalidInput(f"{where}: tensor contains NaN or infinite values")
     lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
     if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-        raise InvalidInput(f"{where}: tensor values span [{lo:g}, {hi:g}] but the model takes intensities "
-                           "in [0, 1]; apply mammosynth.preprocess.prepare_image first")
+        raise InvalidInput(
+            f"{where}: tensor values span [{lo:g}, {hi:g}] but the model takes intensities "
+            "in [0, 1]; apply mammosynth.preprocess.prepare_image first"
+        )
     arr = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
     return arr if batched else arr[None]
 
@@ -158,8 +176,9 @@ def _check_count(n: int, limits: Limits, where: str) -> None:
     if n == 0:
         raise InvalidInput(f"{where}: no images in the request; send at least one")
     if n > limits.max_instances:
-        raise InvalidInput(f"{where}: {n} images in one request, the limit is {limits.max_instances}; "
-                           "split the request")
+        raise InvalidInput(
+            f"{where}: {n} images in one request, the limit is {limits.max_instances}; split the request"
+        )
 
 
 def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
@@ -172,12 +191,15 @@ def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
         InvalidInput: anything malformed, naming the instance index.
     """
     if not isinstance(payload, dict):
-        raise InvalidInput(f'request body must be a JSON object {{"instances": [...]}}, got '
-                           f"{type(payload).__name__}")
+        raise InvalidInput(
+            f'request body must be a JSON object {{"instances": [...]}}, got {type(payload).__name__}'
+        )
     if "instances" not in payload:
         keys = sorted(payload)[:5]
-        raise InvalidInput(f'request body lacks "instances" (got keys {keys}); v1 requests send '
-                           '{"instances": [{"image": <base64>} | {"dicom": <base64>} | [[...]]]}')
+        raise InvalidInput(
+            f'request body lacks "instances" (got keys {keys}); v1 requests send '
+            '{"instances": [{"image": <base64>} | {"dicom": <base64>} | [[...]]]}'
+        )
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise InvalidInput(f'"instances" must be a list, got {type(instances).__name__}')
@@ -188,17 +210,22 @@ def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
         if isinstance(inst, dict):
             fields = [k for k in ("dicom", "image", "b64") if k in inst]
             if len(fields) != 1:
-                raise InvalidInput(f"{where}: expected exactly one of 'dicom', 'image' (or 'b64'), "
-                                   f"got keys {sorted(inst)[:5]}")
+                raise InvalidInput(
+                    f"{where}: expected exactly one of 'dicom', 'image' (or 'b64'), "
+                    f"got keys {sorted(inst)[:5]}"
+                )
             field = fields[0]
             raw = b64decode(inst[field], f"{where}.{field}")
-            batch[i] = encoded_to_input(raw, image_size, f"{where}.{field}",
-                                        kind="dicom" if field == "dicom" else "image")
+            batch[i] = encoded_to_input(
+                raw, image_size, f"{where}.{field}", kind="dicom" if field == "dicom" else "image"
+            )
         elif isinstance(inst, list):
             batch[i] = tensor_to_input(inst, image_size, where)
         else:
-            raise InvalidInput(f"{where}: expected an object with 'image'/'dicom' or a nested list, "
-                               f"got {type(inst).__name__}")
+            raise InvalidInput(
+                f"{where}: expected an object with 'image'/'dicom' or a nested list, "
+                f"got {type(inst).__name__}"
+            )
     return batch
 
 
@@ -214,8 +241,10 @@ def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
     inputs = list(request.inputs or [])
     if len(inputs) != 1:
         names = [i.name for i in inputs]
-        raise InvalidInput(f"expected exactly one input tensor (BYTES images or FP32 [N,{image_size},"
-                           f"{image_size},1]), got {len(inputs)}: {names}")
+        raise InvalidInput(
+            f"expected exactly one input tensor (BYTES images or FP32 [N,{image_size},"
+            f"{image_size},1]), got {len(inputs)}: {names}"
+        )
     inp = inputs[0]
     where = f"input '{inp.name}'"
     shape = list(inp.shape or [])
@@ -234,16 +263,19 @@ def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
         return batch
     if inp.datatype == "FP32":
         if len(shape) not in (3, 4):
-            raise InvalidInput(f"{where}: FP32 input must have shape [N,{image_size},{image_size},1], "
-                               f"got {shape}")
+            raise InvalidInput(
+                f"{where}: FP32 input must have shape [N,{image_size},{image_size},1], got {shape}"
+            )
         _check_count(int(shape[0]), limits, where)
         try:
             arr = inp.as_numpy()
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"{where}: data does not fill shape {shape} as FP32 ({exc})") from exc
         return check_tensor(arr.astype(np.float32, copy=False), image_size, where, batched=True)
-    raise InvalidInput(f"{where}: datatype {inp.datatype} is not accepted; send BYTES (base64 images or "
-                       f"DICOMs) or FP32 [N,{image_size},{image_size},1]")
+    raise InvalidInput(
+        f"{where}: datatype {inp.datatype} is not accepted; send BYTES (base64 images or "
+        f"DICOMs) or FP32 [N,{image_size},{image_size},1]"
+    )
 
 
 def _flat_bytes(inp: Any, where: str) -> list:

@@ -57,17 +57,28 @@ class PayloadLimitMiddleware:
 
     async def _too_large(self, send, size: int, at_least: bool = False) -> None:
         qualifier = "at least " if at_least else ""
-        await self._reject(send, 413, f"request body is {qualifier}{size} bytes, over the server limit of "
-                                      f"{self.max_bytes} bytes (--max-payload-bytes); send fewer or smaller "
-                                      "images per request")
+        await self._reject(
+            send,
+            413,
+            f"request body is {qualifier}{size} bytes, over the server limit of "
+            f"{self.max_bytes} bytes (--max-payload-bytes); send fewer or smaller "
+            "images per request",
+        )
 
     @staticmethod
     async def _reject(send, status: int, message: str) -> None:
         body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

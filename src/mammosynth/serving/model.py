@@ -46,8 +46,9 @@ def compile_inference(model, image_size: int):
         out = forward(batch).numpy()
         if out.ndim == 2 and out.shape[1] == 1:
             return out[:, 0].astype(np.float32)
-        raise ValueError(f"classifier returned shape {out.shape}; a mammosynth classifier returns "
-                         "P(malignant) as (N, 1)")
+        raise ValueError(
+            f"classifier returned shape {out.shape}; a mammosynth classifier returns P(malignant) as (N, 1)"
+        )
 
     return infer
 
@@ -59,8 +60,10 @@ def resolve_model_dir(uri: str | os.PathLike) -> Path:
         try:
             from mammosynth import storage
         except ImportError as exc:
-            raise RuntimeError(f"cannot fetch {text}: mammosynth.storage is not available in this "
-                               "install; download the model directory and pass a local path") from exc
+            raise RuntimeError(
+                f"cannot fetch {text}: mammosynth.storage is not available in this "
+                "install; download the model directory and pass a local path"
+            ) from exc
         return Path(storage.localize(text))
     return Path(text.removeprefix("file://"))
 
@@ -76,8 +79,15 @@ class MammoModel(Model):
         max_wait_ms: how long the batcher waits for more requests after the first.
     """
 
-    def __init__(self, name: str, model_dir: str | os.PathLike, *, limits: Limits | None = None,
-                 max_batch_size: int = 32, max_wait_ms: float = 2.0):
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | os.PathLike,
+        *,
+        limits: Limits | None = None,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+    ):
         super().__init__(name)
         self.model_dir = model_dir
         self.limits = limits or Limits()
@@ -112,8 +122,13 @@ class MammoModel(Model):
         # Trace now so the first request does not pay for graph building.
         infer(np.zeros((1, self.image_size, self.image_size, 1), np.float32))
         self.batcher = MicroBatcher(infer, self.max_batch_size, self.max_wait_ms)
-        log.info("loaded %s (version %s, %d px input) from %s", self.meta.get("name", self.name),
-                 self.version, self.image_size, local)
+        log.info(
+            "loaded %s (version %s, %d px input) from %s",
+            self.meta.get("name", self.name),
+            self.version,
+            self.image_size,
+            local,
+        )
         self.ready = True
         return self.ready
 
@@ -125,12 +140,16 @@ class MammoModel(Model):
     # --- metadata (v2 /v2/models/<name>) -------------------------------------------------------
     def get_input_types(self) -> list[dict]:
         s = self.image_size
-        return [{"name": "image", "datatype": "BYTES", "shape": [-1]},
-                {"name": "tensor", "datatype": "FP32", "shape": [-1, s, s, 1]}]
+        return [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "tensor", "datatype": "FP32", "shape": [-1, s, s, 1]},
+        ]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
-                {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+        return [
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ]
 
     # --- inference -----------------------------------------------------------------------------
     async def decode(self, payload: dict | InferRequest) -> np.ndarray:
@@ -145,30 +164,48 @@ class MammoModel(Model):
     def labels(self, probs: np.ndarray) -> list[str]:
         return [self.class_names[int(p >= self.threshold)] for p in probs]
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+    async def predict(
+        self,
+        payload: dict | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict | InferResponse:
         if not isinstance(payload, (dict, InferRequest)):
-            raise InvalidInput(f'request body must be a JSON object {{"instances": [...]}}, got '
-                               f"{type(payload).__name__}")
+            raise InvalidInput(
+                f'request body must be a JSON object {{"instances": [...]}}, got {type(payload).__name__}'
+            )
         batch = await self.decode(payload)
         probs = await self.probabilities(batch)
         if not np.isfinite(probs).all():
             # Never answer "benign" for a NaN: the input was valid, so this is the server's fault (500).
-            raise InferenceError(f"the classifier produced non-finite probabilities for {int((~np.isfinite(probs)).sum())} "
-                                 "image(s); check the model and the shared preprocessing")
+            raise InferenceError(
+                f"the classifier produced non-finite probabilities for {int((~np.isfinite(probs)).sum())} "
+                "image(s); check the model and the shared preprocessing"
+            )
         return self.respond(payload, probs)
 
     def respond(self, payload: dict | InferRequest, probs: np.ndarray) -> dict | InferResponse:
         """Build the v1 dict or v2 `InferResponse` for ``probs``."""
         labels = self.labels(probs)
         if not isinstance(payload, InferRequest):
-            return {"predictions": [{"probability": float(p), "label": lab, "model_version": self.version}
-                                    for p, lab in zip(probs, labels, strict=True)],
-                    "model_name": self.name, "model_version": self.version}
+            return {
+                "predictions": [
+                    {"probability": float(p), "label": lab, "model_version": self.version}
+                    for p, lab in zip(probs, labels, strict=True)
+                ],
+                "model_name": self.name,
+                "model_version": self.version,
+            }
         n = len(probs)
-        outputs = [InferOutput("probability", [n], "FP32", data=np.asarray(probs, np.float32)),
-                   InferOutput("label", [n], "BYTES", data=np.array(labels, dtype=np.object_))]
-        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
-                             model_version=self.version, infer_outputs=outputs,
-                             use_binary_outputs=payload.use_binary_outputs,
-                             requested_outputs=payload.request_outputs)
+        outputs = [
+            InferOutput("probability", [n], "FP32", data=np.asarray(probs, np.float32)),
+            InferOutput("label", [n], "BYTES", data=np.array(labels, dtype=np.object_)),
+        ]
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=self.version,
+            infer_outputs=outputs,
+            use_binary_outputs=payload.use_binary_outputs,
+            requested_outputs=payload.request_outputs,
+        )
