@@ -119,10 +119,11 @@ def synthesize_step(generator_dir: str, prepared_dir: str, out_dir: str, *, pres
 
 def assess_generator_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, preset: str = "embedded",
                           overrides: str | dict | None = None) -> dict:
-    from mammosynth.quality import assess_sets
+    from mammosynth.quality import run_quality
 
     cfg = _cfg(preset, overrides)
-    card = assess_sets(prepared_dir, synthetic_dir, out_dir, seed=cfg.seed)
+    # Held-out real = the validation split: the GAN never trained on it, the test set stays untouched.
+    card = run_quality(prepared_dir, synthetic_dir, out_dir, heldout_split="val", seed=cfg.seed)
     return {k: v for k, v in card.items() if isinstance(v, (int, float, str, bool))}
 
 
