@@ -58,8 +58,14 @@ def run(out: list[dict]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         root = Path(tmp)
         _make_set(root)
-        ds = shards.dataset(root, "train", batch_size=BATCH, shuffle=True, seed=0,
-                            augment=build_augmenter(STUDY_AUGMENT, seed=0))
+        ds = shards.dataset(
+            root,
+            "train",
+            batch_size=BATCH,
+            shuffle=True,
+            seed=0,
+            augment=build_augmenter(STUDY_AUGMENT, seed=0),
+        )
         for _ in ds:  # warm-up epoch: trace the map function, fill the cache
             pass
 
@@ -76,8 +82,15 @@ def run(out: list[dict]) -> list[dict]:
         from tf_keras.preprocessing.image import ImageDataGenerator
 
         x_all, y_all, _ = shards.read_split(root, "train")
-        gen = ImageDataGenerator(rotation_range=18, width_shift_range=0.1, height_shift_range=0.1,
-                                 shear_range=5.7, zoom_range=0.1, horizontal_flip=True, fill_mode="reflect")
+        gen = ImageDataGenerator(
+            rotation_range=18,
+            width_shift_range=0.1,
+            height_shift_range=0.1,
+            shear_range=5.7,
+            zoom_range=0.1,
+            horizontal_flip=True,
+            fill_mode="reflect",
+        )
         flow = gen.flow(x_all, y_all, batch_size=BATCH, shuffle=True, seed=0)
         next(flow)
         steps = EPOCHS * len(flow)
@@ -90,8 +103,15 @@ def run(out: list[dict]) -> list[dict]:
             return seen
 
         base_ips = _images_per_s(baseline, 0)
-        out.append({"name": "input_augmented_64px", "ours": round(ours_ips, 1), "baseline": round(base_ips, 1),
-                    "unit": "images/s", "ratio": round(ours_ips / base_ips, 3)})
+        out.append(
+            {
+                "name": "input_augmented_64px",
+                "ours": round(ours_ips, 1),
+                "baseline": round(base_ips, 1),
+                "unit": "images/s",
+                "ratio": round(ours_ips / base_ips, 3),
+            }
+        )
 
         # Model-only: training steps on one in-memory batch, no input pipeline at all.
         model = build_simple_cnn((SIZE, SIZE, 1))
@@ -103,8 +123,15 @@ def run(out: list[dict]) -> list[dict]:
         for _ in range(n_steps):
             model.train_on_batch(xb, yb)
         model_ips = n_steps * BATCH / (time.perf_counter() - t0)
-        out.append({"name": "input_vs_model_simple_cnn_64px", "ours": round(ours_ips, 1),
-                    "baseline": round(model_ips, 1), "unit": "images/s", "ratio": round(ours_ips / model_ips, 3)})
+        out.append(
+            {
+                "name": "input_vs_model_simple_cnn_64px",
+                "ours": round(ours_ips, 1),
+                "baseline": round(model_ips, 1),
+                "unit": "images/s",
+                "ratio": round(ours_ips / model_ips, 3),
+            }
+        )
     return out
 
 

@@ -18,12 +18,12 @@ def plan_arms(preset: str = "embedded", overrides: str = "{}") -> List[str]:
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_arm(arm_result: Output[Model], prepared_set: Input[Dataset], synthetic_set: Input[Dataset],
-              arm: str, best_params: str = "{}", preset: str = "embedded", overrides: str = "{}"):
+              best_params: Input[Artifact], arm: str, preset: str = "embedded", overrides: str = "{}"):
     """Train one arm over all seeds; every seed is tested on the same real test set."""
     from mammosynth import study
 
     arm_result.metadata.update(study.train_arm_step(prepared_set.path, synthetic_set.path, arm_result.path,
-                                                    arm=arm, best_params=best_params, preset=preset,
+                                                    arm=arm, best_params_path=best_params.path, preset=preset,
                                                     overrides=overrides))
 
 

@@ -104,11 +104,13 @@ def study_pipeline(source: str = "embedded", preset: str = "embedded", overrides
     card_task = _cpu(assess_generator(generator=gan_task.outputs["generator"], prepared_set=prepared,
                                       synthetic_set=synth_task.outputs["synthetic_set"], preset=preset,
                                       overrides=overrides))
-    # Step 7: every arm over every seed, in parallel on the GPU pool.
+    # Step 7: every arm over every seed, in parallel on the GPU pool. (best_params travels as an
+    # artifact: kfp.local 2.17 resolves an outer task's *parameter* output inside ParallelFor to the
+    # loop item.)
     plan_task = plan_arms(preset=preset, overrides=overrides)
     with dsl.ParallelFor(plan_task.output, parallelism=ARM_PARALLELISM) as arm:
         arm_task = _gpu(train_arm(prepared_set=prepared, synthetic_set=synth_task.outputs["synthetic_set"],
-                                  arm=arm, best_params=tune_task.output, preset=preset,
+                                  arm=arm, best_params=tune_task.outputs["best_params"], preset=preset,
                                   overrides=overrides))
     # Step 8: statistics over arms and seeds.
     eval_task = _cpu(evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides))

@@ -14,9 +14,15 @@ from mammosynth.models.layers import RandomEqualization, equalize_histogram
 
 OFF = AugmentConfig(rotation=0, shift=0, shear=0, zoom=0, flip_horizontal=False, brightness=0, contrast=0)
 SINGLE = {
-    "rotation": {"rotation": 0.1}, "shift": {"shift": 0.2}, "shear": {"shear": 0.3}, "zoom": {"zoom": 0.3},
-    "flip": {"flip_horizontal": True, "flip_vertical": True}, "brightness": {"brightness": 0.3},
-    "contrast": {"contrast": 0.5}, "blur": {"blur_sigma": 2.0, "blur_rate": 1.0}, "equalize": {"equalize_rate": 1.0},
+    "rotation": {"rotation": 0.1},
+    "shift": {"shift": 0.2},
+    "shear": {"shear": 0.3},
+    "zoom": {"zoom": 0.3},
+    "flip": {"flip_horizontal": True, "flip_vertical": True},
+    "brightness": {"brightness": 0.3},
+    "contrast": {"contrast": 0.5},
+    "blur": {"blur_sigma": 2.0, "blur_rate": 1.0},
+    "equalize": {"equalize_rate": 1.0},
 }
 
 
@@ -26,7 +32,9 @@ def _images(n=8, size=24, seed=0):
     out = np.empty((n, size, size, 1), np.float32)
     for i in range(n):
         cy, cx = rng.uniform(6, 12, 2)  # off-centre so flips and shifts move it
-        out[i, ..., 0] = 0.2 + 0.5 * (((yy - cy) ** 2 + (xx - cx) ** 2) < 16) + rng.normal(0, 0.03, (size, size))
+        out[i, ..., 0] = (
+            0.2 + 0.5 * (((yy - cy) ** 2 + (xx - cx) ** 2) < 16) + rng.normal(0, 0.03, (size, size))
+        )
     return np.clip(out, 0, 1)
 
 
@@ -109,8 +117,16 @@ def test_shuffle_and_augment_repeat_per_seed(sets):
 
     def run(seed):
         tf.keras.utils.set_random_seed(seed)
-        return _collect(shards.dataset(real, "train", batch_size=8, shuffle=True, seed=seed,
-                                       augment=build_augmenter(AugmentConfig(), seed=seed)))[0]
+        return _collect(
+            shards.dataset(
+                real,
+                "train",
+                batch_size=8,
+                shuffle=True,
+                seed=seed,
+                augment=build_augmenter(AugmentConfig(), seed=seed),
+            )
+        )[0]
 
     a, b = run(3), run(3)
     np.testing.assert_array_equal(a, b)
@@ -146,3 +162,14 @@ def test_sets_of_different_size_do_not_mix(sets, tmp_path):
     shards.write_meta(tmp_path, 16)
     with pytest.raises(ValueError, match="image_size 16 differs from 24"):
         shards.mixed_dataset(real, tmp_path, 0.1)
+
+
+def test_affine_flip_mirrors_exactly_and_zero_ranges_are_identity():
+    from mammosynth.models.layers import RandomAffine
+
+    x = _images(16)
+    out = np.asarray(RandomAffine(flip_horizontal=True, seed=0)(x, training=True))
+    mirrored = [np.allclose(o, xi[:, ::-1], atol=1e-5) for o, xi in zip(out, x, strict=True)]
+    same = [np.allclose(o, xi, atol=1e-5) for o, xi in zip(out, x, strict=True)]
+    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and any(mirrored) and any(same)
+    np.testing.assert_allclose(np.asarray(RandomAffine(seed=0)(x, training=True)), x, atol=1e-5)

@@ -21,13 +21,18 @@ def _one_step(model, size, channels=1, eager=False):
     assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
 
 
-@pytest.mark.parametrize("name, size, hp", [
-    ("simple_cnn", 16, {}),
-    ("tuned_cnn", 16, {"n_conv_layers": 2, "filters": [4, 8], "dense_units": 8}),
-])
+@pytest.mark.parametrize(
+    "name, size, hp",
+    [
+        ("simple_cnn", 16, {}),
+        ("tuned_cnn", 16, {"n_conv_layers": 2, "filters": [4, 8], "dense_units": 8}),
+    ],
+)
 def test_small_cnns_build_train_and_accept_3_channels(name, size, hp):
     _one_step(classifiers.build_classifier(name, (size, size, 1), **hp), size, eager=True)
-    _one_step(classifiers.build_classifier(name, (size + 8, size + 8, 3), **hp), size + 8, channels=3, eager=True)
+    _one_step(
+        classifiers.build_classifier(name, (size + 8, size + 8, 3), **hp), size + 8, channels=3, eager=True
+    )
 
 
 # Transfer models at their minimum size, no downloads; eager avoids tracing a 50M-parameter graph for one step.
@@ -76,3 +81,20 @@ def test_transfer_model_saves_and_reloads_identically(tmp_path):
     loaded, meta = load_classifier(tmp_path / "model")  # needs the custom layers registered
     assert meta["arch"] == "vgg16"
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_mixed_precision_keeps_a_float32_probability():
+    import keras
+
+    from mammosynth.train import configure_devices
+
+    try:
+        configure_devices(mixed_precision=True, deterministic=False)
+        model = classifiers.build_classifier(
+            "tuned_cnn", (16, 16, 1), n_conv_layers=2, filters=4, dense_units=4
+        )
+        assert model.get_layer("conv1").compute_dtype == "float16"
+        assert model.output.dtype == "float32"
+        _one_step(model, 16, eager=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

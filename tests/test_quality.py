@@ -86,3 +86,41 @@ def test_write_report_card(tmp_path):
     assert (tmp_path / "card" / "closest_pairs.png").stat().st_size > 1000
     assert card["memorisation"]["n_flagged"] == on_disk["memorisation"]["n_flagged"]
     assert "_d_train" not in on_disk["memorisation"]
+
+
+def test_quality_cli_from_directories(tmp_path, capsys):
+    from mammosynth.data import shards
+    from mammosynth.quality import main
+
+    real = tmp_path / "prepared"
+    for split, seed, n in (("train", 30, 40), ("val", 31, 24)):
+        x, y = _blobs(n, seed=seed)
+        shards.write_split(real, split, x, y, [f"{split}-{i}" for i in range(n)])
+    shards.write_meta(real, 32)
+    syn = tmp_path / "synthetic"
+    x, y = _blobs(20, seed=32)
+    shards.write_split(syn, "train", x, y, [f"synthetic-{i}" for i in range(20)])
+    shards.write_meta(syn, 32, {"lineage": {"kind": "test"}})
+    assert (
+        main(["--prepared-dir", str(real), "--synthetic-dir", str(syn), "--out-dir", str(tmp_path / "card")])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["memorisation_suspected"] is False
+    assert (tmp_path / "card" / "report_card.json").exists()
+
+    wrong = tmp_path / "wrong-size"
+    shards.write_split(wrong, "train", np.zeros((4, 16, 16, 1), np.float32), [0, 1, 0, 1], list("abcd"))
+    shards.write_meta(wrong, 16)
+    with pytest.raises(ValueError, match="differ from real"):
+        main(["--prepared-dir", str(real), "--synthetic-dir", str(wrong), "--out-dir", str(tmp_path / "x")])
+
+
+def test_ssim_identity_and_difference():
+    from mammosynth.quality import mean_pairwise_ssim, ssim
+
+    x, _ = _blobs(6, seed=40)
+    np.testing.assert_allclose(ssim(x, x), 1.0, atol=1e-6)
+    noise = np.random.default_rng(0).uniform(0, 1, x.shape)
+    assert ssim(x, noise).max() < 0.5
+    assert mean_pairwise_ssim(np.repeat(x[:1], 5, axis=0)) == pytest.approx(1.0)

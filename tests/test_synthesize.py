@@ -55,8 +55,18 @@ def test_writes_exactly_n_per_class_with_lineage(generator_dir, tmp_path):
 def test_default_balances_from_generator_counts(generator_dir, tmp_path):
     from mammosynth.synthesize import main
 
-    assert main(["--generator-dir", str(generator_dir), "--out-dir", str(tmp_path / "bal")]) == 0
+    argv = [
+        "--generator-dir",
+        str(generator_dir),
+        "--out-dir",
+        str(tmp_path / "bal"),
+        "--publish-uri",
+        str(tmp_path / "store"),
+    ]
+    assert main(argv) == 0
     assert shards.read_meta(tmp_path / "bal")["counts"]["train"] == {"benign": 7, "malignant": 7}
+    published = list((tmp_path / "store").glob("synthetic-*"))
+    assert len(published) == 1 and (published[0] / "meta.json").exists()
 
 
 def test_resolve_counts_modes_and_errors():

@@ -29,9 +29,17 @@ def make_set(root, size=32, n=(48, 24, 24), seed=0, synthetic=False):
         for i, lab in enumerate(labels):
             cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
             disk = ((yy - cy) ** 2 + (xx - cx) ** 2) < rng.uniform(size * 0.12, size * 0.22) ** 2
-            imgs[i, ..., 0] = rng.uniform(0.2, 0.4) + disk * (0.35 if lab else 0.1) + rng.normal(0, 0.12, (size, size))
-        shards.write_split(root, split, np.clip(imgs, 0, 1), labels, [f"{split}-{i:04d}" for i in range(count)],
-                           shard_size=20)
+            imgs[i, ..., 0] = (
+                rng.uniform(0.2, 0.4) + disk * (0.35 if lab else 0.1) + rng.normal(0, 0.12, (size, size))
+            )
+        shards.write_split(
+            root,
+            split,
+            np.clip(imgs, 0, 1),
+            labels,
+            [f"{split}-{i:04d}" for i in range(count)],
+            shard_size=20,
+        )
     shards.write_meta(root, size, {"lineage": {"generator": "test"}} if synthetic else None)
     return root
 
@@ -48,12 +56,23 @@ def test_train_classifier_outputs_and_determinism(sets, tmp_path):
     m1 = train.train_classifier(prepared, tmp_path / "a", **kw)
     m2 = train.train_classifier(prepared, tmp_path / "b", save_model=False, **kw)
     assert m2["val_auc"] == m1["val_auc"] and m2["train_accuracy"] == m1["train_accuracy"]
-    for key in ("train_accuracy", "val_auc", "val_accuracy", "val_loss", "epochs_run", "n_train_real",
-                "n_train_synthetic", "seed", "params"):
+    for key in (
+        "train_accuracy",
+        "val_auc",
+        "val_accuracy",
+        "val_loss",
+        "epochs_run",
+        "n_train_real",
+        "n_train_synthetic",
+        "seed",
+        "params",
+    ):
         assert key in m1, key
     assert (m1["n_train_real"], m1["n_train_synthetic"], m1["epochs_run"]) == (48, 24, 2)
     # Same seed on CPU → the same run, epoch by epoch.
-    assert json.loads((tmp_path / "a/history.json").read_text()) == json.loads((tmp_path / "b/history.json").read_text())
+    assert json.loads((tmp_path / "a/history.json").read_text()) == json.loads(
+        (tmp_path / "b/history.json").read_text()
+    )
     assert json.loads((tmp_path / "a/train_metrics.json").read_text())["val_auc"] == m1["val_auc"]
     assert not (tmp_path / "b/model").exists() and not (tmp_path / "a/checkpoints").exists()
     with open(tmp_path / "a/predictions.csv") as fh:
@@ -68,8 +87,17 @@ def test_saved_model_reloads_and_predicts_identically(sets, tmp_path):
     from mammosynth.models.io import load_classifier
 
     prepared, _ = sets
-    train.train_classifier(prepared, tmp_path, epochs=1, batch_size=16, seed=0, model="tuned_cnn",
-                           n_conv_layers=2, filters=8, dense_units=16)
+    train.train_classifier(
+        prepared,
+        tmp_path,
+        epochs=1,
+        batch_size=16,
+        seed=0,
+        model="tuned_cnn",
+        n_conv_layers=2,
+        filters=8,
+        dense_units=16,
+    )
     model, meta = load_classifier(tmp_path / "model")
     assert meta["arch"] == "tuned_cnn" and meta["image_size"] == 32 and meta["seed"] == 0
     assert meta["trained_on"]["n_train_real"] == 48
@@ -87,36 +115,51 @@ def test_resume_after_interruption(sets, tmp_path, monkeypatch):
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == 0:
                 raise RuntimeError("simulated preemption")
 
     real_progress = train._make_progress_callback
     monkeypatch.setattr(train, "_make_progress_callback", lambda *a: Crash())
-    kw = dict(epochs=3, batch_size=16, seed=1, patience=10, save_model=False)
+    kw = dict(epochs=2, batch_size=16, seed=1, patience=10, save_model=False)
     with pytest.raises(RuntimeError, match="preemption"):
         train.train_classifier(prepared, tmp_path, **kw)
     state = json.loads((tmp_path / "checkpoints/state.json").read_text())
-    assert state["epoch"] == 2
+    assert state["epoch"] == 1
     monkeypatch.setattr(train, "_make_progress_callback", real_progress)
     metrics = train.train_classifier(prepared, tmp_path, **kw)
     history = json.loads((tmp_path / "history.json").read_text())
-    assert metrics["epochs_run"] == 3 and history[:2] == state["history"]
+    assert metrics["epochs_run"] == 2 and history[:1] == state["history"]
 
 
 def test_train_arm_layout_is_what_evaluate_reads(sets, tmp_path):
     from mammosynth.evaluate import load_arm
 
     prepared, synthetic = sets
-    record = train.train_arm(prepared, tmp_path, arm="real+synthetic@0.25", seeds=[0, 1], synthetic_dir=synthetic,
-                             epochs=1, batch_size=16)
+    record = train.train_arm(
+        prepared,
+        tmp_path,
+        arm="real+synthetic@0.25",
+        seeds=[0, 1],
+        synthetic_dir=synthetic,
+        epochs=1,
+        batch_size=16,
+    )
     assert record["spec"]["synthetic_ratio"] == 0.25
     assert set(record["metrics"]) == {"0", "1"} and record["metrics"]["0"]["n_train_synthetic"] == 12
     assert (tmp_path / "seed-0/model/model.keras").exists() and not (tmp_path / "seed-1/model").exists()
     arm = load_arm(tmp_path)
     assert arm["arm"] == "real+synthetic@0.25" and sorted(arm["seeds"]) == [0, 1]
     # TSTR: synthetic only, as many images as the real training split would give at ratio 1.
-    tstr = train.train_arm(prepared, tmp_path / "tstr", arm="tstr", seeds=[0], synthetic_dir=synthetic, epochs=1,
-                           batch_size=16, save_model_seeds=0)
+    tstr = train.train_arm(
+        prepared,
+        tmp_path / "tstr",
+        arm="tstr",
+        seeds=[0],
+        synthetic_dir=synthetic,
+        epochs=1,
+        batch_size=16,
+        save_model_seeds=0,
+    )
     assert tstr["metrics"]["0"]["n_train_real"] == 0 and tstr["metrics"]["0"]["n_train_synthetic"] == 48
 
 
@@ -138,10 +181,33 @@ def test_cli_prints_katib_metric_lines_and_writes_model(sets, tmp_path):
     prepared, _ = sets
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mammosynth.train", "--data", str(prepared), "--out", str(tmp_path),
-         "--model", "simple_cnn", "--learning-rate", "0.001", "--dropout", "0.2", "--epochs", "2",
-         "--batch-size", "16", "--seed", "0", "--augment"],
-        capture_output=True, text=True, env=env, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "mammosynth.train",
+            "--data",
+            str(prepared),
+            "--out",
+            str(tmp_path),
+            "--model",
+            "simple_cnn",
+            "--learning-rate",
+            "0.001",
+            "--dropout",
+            "0.2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--seed",
+            "0",
+            "--augment",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if train.METRIC_VAL_AUC in ln]
     assert len(lines) == 3  # two epochs + the final (best-epoch) line
@@ -155,3 +221,25 @@ def test_cli_prints_katib_metric_lines_and_writes_model(sets, tmp_path):
 def test_cli_bad_data_exits_2_with_reason(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "not a prepared set" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~30 s: traces VGG16 twice (frozen, then fine-tuning)
+def test_transfer_model_trains_through_both_fine_tuning_phases(sets, tmp_path, caplog):
+    prepared, _ = sets
+    caplog.set_level("INFO", logger="mammosynth")
+    metrics = train.train_classifier(
+        prepared,
+        tmp_path,
+        model="vgg16",
+        weights=None,
+        dense_units=8,
+        epochs=2,
+        batch_size=16,
+        seed=0,
+        patience=5,
+        save_model=False,
+        predict_test=False,
+    )
+    assert metrics["epochs_run"] == 2 and metrics["params"]["weights"] is None
+    phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("phase:")]
+    assert len(phases) == 2 and "trainable layers 0" in phases[0] and "trainable layers 0" not in phases[1]

@@ -19,8 +19,23 @@ def _sample_value(p: tune.Param) -> str:
 
 def test_default_experiment_validates_and_trial_command_parses(tmp_path):
     out = tmp_path / "experiment.yaml"
-    assert tune.main(["--emit-katib", str(out), "--preset", "cbis-ddsm", "--model", "tuned_cnn",
-                      "--data-uri", "s3://mammosynth/prepared/v1", "--name", "mammosynth-tune"]) == 0
+    assert (
+        tune.main(
+            [
+                "--emit-katib",
+                str(out),
+                "--preset",
+                "cbis-ddsm",
+                "--model",
+                "tuned_cnn",
+                "--data-uri",
+                "s3://mammosynth/prepared/v1",
+                "--name",
+                "mammosynth-tune",
+            ]
+        )
+        == 0
+    )
     exp = yaml.safe_load(out.read_text())
     katib.validate_experiment(exp)
     spec = exp["spec"]
@@ -32,12 +47,18 @@ def test_default_experiment_validates_and_trial_command_parses(tmp_path):
     pod = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert spec["trialTemplate"]["primaryContainerName"] == container["name"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1" and pod["tolerations"] and pod["nodeSelector"]
+    assert (
+        container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        and pod["tolerations"]
+        and pod["nodeSelector"]
+    )
     # The trial command is one the trainer's own parser accepts once Katib substitutes values.
     refs = {tp["name"]: tp["reference"] for tp in spec["trialTemplate"]["trialParameters"]}
     by_name = {p.name: p for p in tune.SEARCH_SPACE}
-    argv = [a if not a.startswith("${trialParameters.") else _sample_value(by_name[refs[a[18:-1]]])
-            for a in container["command"]]
+    argv = [
+        a if not a.startswith("${trialParameters.") else _sample_value(by_name[refs[a[18:-1]]])
+        for a in container["command"]
+    ]
     assert argv[:3] == ["python", "-m", "mammosynth.train"]
     args = train._parser().parse_args(argv[3:])
     assert (args.model, args.n_conv_layers, args.filters, args.learning_rate) == ("tuned_cnn", 2, 16, 1e-2)
@@ -45,15 +66,23 @@ def test_default_experiment_validates_and_trial_command_parses(tmp_path):
 
 
 def test_misspelt_or_mistyped_fields_fail_validation():
-    exp = katib.build_experiment("mammosynth-tune", "kubeflow", image="trainer:1", data_uri="s3://b/p",
-                                 algorithm="random", gpu=False)
+    exp = katib.build_experiment(
+        "mammosynth-tune", "kubeflow", image="trainer:1", data_uri="s3://b/p", algorithm="random", gpu=False
+    )
     katib.validate_experiment(exp)
     cases = [
         (lambda e: e["spec"]["objective"].update(objectivMetricName="val_auc"), "objectivMetricName"),
         (lambda e: e["spec"].update(parallelTrialCount="3"), "is not of type 'integer'"),
-        (lambda e: e["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
-         .update(imagePullPolcy="Always"), "imagePullPolcy"),
-        (lambda e: e["spec"]["trialTemplate"]["trialParameters"].pop(), "learningRate} which is not declared"),
+        (
+            lambda e: e["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][
+                0
+            ].update(imagePullPolcy="Always"),
+            "imagePullPolcy",
+        ),
+        (
+            lambda e: e["spec"]["trialTemplate"]["trialParameters"].pop(),
+            "learningRate} which is not declared",
+        ),
         (lambda e: e["spec"]["objective"].update(type="maximise"), "objective.type"),
         (lambda e: e["spec"]["parameters"][0].update(parameterType="integer"), "parameterType"),
         (lambda e: e["spec"]["trialTemplate"].update(primaryContainerName="main"), "primaryContainerName"),
@@ -86,10 +115,19 @@ class _FakeCustomObjects:
 
 def test_run_experiment_polls_until_done_and_returns_best_trial():
     exp = katib.build_experiment("mammosynth-tune", "kubeflow", image="trainer:1", data_uri="s3://b/p")
-    done = {"conditions": [{"type": "Succeeded", "status": "True"}], "trials": 3, "trialsSucceeded": 3,
-            "currentOptimalTrial": {"bestTrialName": "t-2", "parameterAssignments": [
-                {"name": "learning_rate", "value": "0.003"}, {"name": "filters", "value": "64"}],
-                "observation": {"metrics": [{"name": "val_auc", "latest": "0.81", "max": "0.83"}]}}}
+    done = {
+        "conditions": [{"type": "Succeeded", "status": "True"}],
+        "trials": 3,
+        "trialsSucceeded": 3,
+        "currentOptimalTrial": {
+            "bestTrialName": "t-2",
+            "parameterAssignments": [
+                {"name": "learning_rate", "value": "0.003"},
+                {"name": "filters", "value": "64"},
+            ],
+            "observation": {"metrics": [{"name": "val_auc", "latest": "0.81", "max": "0.83"}]},
+        },
+    }
     api = _FakeCustomObjects([{"trialsRunning": 2}, done])
     found = katib.run_experiment(exp, timeout_s=5, poll_s=0, api=api)
     assert api.created[:4] == ("kubeflow.org", "v1beta1", "kubeflow", "experiments")
@@ -107,7 +145,7 @@ def test_space_for_model_keeps_only_its_parameters():
     assert tune.SEARCH_SPACE[1].cast("64") == 64 and tune.SEARCH_SPACE[0].cast("3") == 3
 
 
-def _position_set(root, size=24, n=(64, 32, 32), seed=0):
+def _position_set(root, size=16, n=(48, 24, 24), seed=0):
     """One blob per image; malignant iff it lies in the left half: position, not brightness, decides."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -131,11 +169,54 @@ def test_optuna_beats_the_default_config(tmp_path):
     kw = dict(model="tuned_cnn", epochs=1, batch_size=16, seed=0, save_model=False, predict_test=False)
     default = train.train_classifier(prepared, tmp_path / "default", **kw)["val_auc"]
     space = (tune.Param("learning_rate", "double", 1e-4, 3e-2, log=True),)
-    result = tune.run_tune(prepared, tmp_path / "best_params.json", backend="optuna", n_trials=4, epochs_per_trial=1,
-                           seed=0, model="tuned_cnn", batch_size=16, space=space)
-    assert result.n_trials == 4 and len(result.trials) == 4 and result.backend == "optuna"
+    result = tune.run_tune(
+        prepared,
+        tmp_path / "best_params.json",
+        backend="optuna",
+        n_trials=3,
+        epochs_per_trial=1,
+        seed=0,
+        model="tuned_cnn",
+        batch_size=16,
+        space=space,
+    )
+    assert result.n_trials == 3 and len(result.trials) == 3 and result.backend == "optuna"
     assert result.best_value > default + 0.05, (result.best_value, default, result.trials)
     written = json.loads((tmp_path / "best_params.json").read_text())
     assert written["best_params"] == result.best_params and set(result.best_params) == {"learning_rate"}
     again = train.train_classifier(prepared, tmp_path / "again", **{**kw, **result.best_params})["val_auc"]
     assert again == pytest.approx(result.best_value)
+
+
+def test_katib_backend_casts_best_params_and_writes_the_same_result(tmp_path, monkeypatch):
+    submitted = {}
+
+    def fake_run(obj, timeout_s):
+        submitted["obj"] = obj
+        return {
+            "best_params": {"dense_units": "256", "dropout": "0.25", "learning_rate": "0.002"},
+            "best_value": 0.77,
+            "metric": "val_auc",
+            "n_trials": 5,
+        }
+
+    monkeypatch.setattr(katib, "run_experiment", fake_run)
+    result = tune.run_tune(
+        tmp_path / "prepared",
+        tmp_path / "best.json",
+        backend="katib",
+        n_trials=5,
+        model="simple_cnn",
+        image="trainer:1",
+        data_uri="s3://b/prepared",
+        gpu=False,
+    )
+    assert result.best_params == {"dense_units": 256, "dropout": 0.25, "learning_rate": 0.002}
+    assert result.backend == "katib" and result.n_trials == 5
+    assert json.loads((tmp_path / "best.json").read_text())["best_params"]["dense_units"] == 256
+    spec = submitted["obj"]["spec"]
+    assert [p["name"] for p in spec["parameters"]] == ["dense_units", "dropout", "learning_rate"]
+    assert spec["maxTrialCount"] == 5
+    with pytest.raises(ValueError, match="unknown tune backend"):
+        tune.run_tune(tmp_path, tmp_path / "x.json", backend="hyperopt")
+    assert tune.main(["--preset", "tiny"]) == 2  # neither --data nor --emit-katib

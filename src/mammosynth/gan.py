@@ -295,18 +295,53 @@ def train_gan(
     # stages run in the same process are unaffected.
     keras.config.set_dtype_policy("mixed_float16" if gpu else "float32")
     try:
-        return _train(images, labels, size, out, prepared_dir, kind=kind, steps=steps,
-                      batch_size=batch_size, latent_dim=latent_dim, learning_rate=learning_rate,
-                      seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                      resume=resume, log_every=log_every, jit=jit, gpu=gpu, stop_after=stop_after,
-                      model_kwargs=model_kwargs)
+        return _train(
+            images,
+            labels,
+            size,
+            out,
+            prepared_dir,
+            kind=kind,
+            steps=steps,
+            batch_size=batch_size,
+            latent_dim=latent_dim,
+            learning_rate=learning_rate,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            sample_every=sample_every,
+            resume=resume,
+            log_every=log_every,
+            jit=jit,
+            gpu=gpu,
+            stop_after=stop_after,
+            model_kwargs=model_kwargs,
+        )
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _train(images, labels, size, out: Path, prepared_dir, *, kind, steps, batch_size, latent_dim,
-           learning_rate, seed, checkpoint_every, sample_every, resume, log_every, jit, gpu,
-           stop_after, model_kwargs) -> dict[str, Any]:
+def _train(
+    images,
+    labels,
+    size,
+    out: Path,
+    prepared_dir,
+    *,
+    kind,
+    steps,
+    batch_size,
+    latent_dim,
+    learning_rate,
+    seed,
+    checkpoint_every,
+    sample_every,
+    resume,
+    log_every,
+    jit,
+    gpu,
+    stop_after,
+    model_kwargs,
+) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
@@ -326,6 +361,11 @@ def _train(images, labels, size, out: Path, prepared_dir, *, kind, steps, batch_
     if ckpt is not None:
         start, losses = _restore_checkpoint(ckpt, model, sampler)
         log.info("resuming %s from %s (step %d of %d)", kind, ckpt.name, start, steps)
+        if start > steps:
+            raise ValueError(
+                f"{ckpt}: checkpoint is at step {start}, beyond steps={steps}; ask for "
+                "at least that many steps or pass resume=False"
+            )
     elif not resume and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")
     losses = [row for row in losses if row["step"] <= start]

@@ -30,8 +30,16 @@ PRIMARY_CONTAINER = "training-container"
 SWAGGER_PATH = Path("/work/shared/crds/katib.v1beta1.swagger.json")
 # Katib's default StdOut filter, spelled out so the contract with the trainer's output is visible.
 METRICS_FORMAT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
-ALGORITHMS = ("tpe", "multivariate-tpe", "random", "grid", "bayesianoptimization", "cmaes", "sobol",
-              "hyperband")
+ALGORITHMS = (
+    "tpe",
+    "multivariate-tpe",
+    "random",
+    "grid",
+    "bayesianoptimization",
+    "cmaes",
+    "sobol",
+    "hyperband",
+)
 _SEEDED = {"tpe", "multivariate-tpe", "random", "bayesianoptimization", "cmaes", "sobol"}
 _PARAMETER_TYPES = {"int", "double", "categorical", "discrete"}
 _OBJECTIVE_TYPES = {"maximize", "minimize"}
@@ -47,8 +55,11 @@ def _camel(name: str) -> str:
 
 def _parameter(p: Param) -> dict[str, Any]:
     if p.kind == "categorical":
-        return {"name": p.name, "parameterType": "categorical",
-                "feasibleSpace": {"list": [str(c) for c in p.choices]}}
+        return {
+            "name": p.name,
+            "parameterType": "categorical",
+            "feasibleSpace": {"list": [str(c) for c in p.choices]},
+        }
     if p.kind not in ("int", "double"):
         raise ValueError(f"parameter {p.name}: unknown kind {p.kind!r}")
     fmt = (lambda v: str(int(v))) if p.kind == "int" else (lambda v: repr(float(v)))
@@ -109,16 +120,35 @@ def build_experiment(
         raise ValueError(f"max_trials and parallel_trials must be >= 1, got {max_trials}, {parallel_trials}")
     if not space:
         raise ValueError("empty search space")
-    command = ["python", "-m", "mammosynth.train", "--data", data_uri, "--out", "/tmp/trial",
-               "--model", model, "--epochs", str(epochs), "--batch-size", str(batch_size),
-               "--seed", str(seed), "--patience", str(epochs), "--no-save-model"]
+    command = [
+        "python",
+        "-m",
+        "mammosynth.train",
+        "--data",
+        data_uri,
+        "--out",
+        "/tmp/trial",
+        "--model",
+        model,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+        "--seed",
+        str(seed),
+        "--patience",
+        str(epochs),
+        "--no-save-model",
+    ]
     trial_parameters = []
     for p in space:
         ref = _camel(p.name)
         command += [p.flag, f"${{trialParameters.{ref}}}"]
         trial_parameters.append({"name": ref, "description": f"{p.name} ({p.kind})", "reference": p.name})
     container: dict[str, Any] = {
-        "name": PRIMARY_CONTAINER, "image": image, "command": command,
+        "name": PRIMARY_CONTAINER,
+        "image": image,
+        "command": command,
         "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
     }
@@ -132,9 +162,14 @@ def build_experiment(
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     if gpu:
         container["resources"]["limits"]["nvidia.com/gpu"] = "1"
-        pod_spec["nodeSelector"] = node_selector if node_selector is not None else {"nvidia.com/gpu.present": "true"}
-        pod_spec["tolerations"] = tolerations if tolerations is not None else [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pod_spec["nodeSelector"] = (
+            node_selector if node_selector is not None else {"nvidia.com/gpu.present": "true"}
+        )
+        pod_spec["tolerations"] = (
+            tolerations
+            if tolerations is not None
+            else [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        )
     else:
         if node_selector:
             pod_spec["nodeSelector"] = node_selector
@@ -146,8 +181,11 @@ def build_experiment(
     return {
         "apiVersion": API_VERSION,
         "kind": "Experiment",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "mammosynth"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "mammosynth"},
+        },
         "spec": {
             "objective": {
                 "type": "maximize",
@@ -159,9 +197,13 @@ def build_experiment(
             "algorithm": algo,
             "parallelTrialCount": int(parallel_trials),
             "maxTrialCount": int(max_trials),
-            "maxFailedTrialCount": int(max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1),
-            "metricsCollectorSpec": {"collector": {"kind": "StdOut"},
-                                     "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}}},
+            "maxFailedTrialCount": int(
+                max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
+            ),
+            "metricsCollectorSpec": {
+                "collector": {"kind": "StdOut"},
+                "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}},
+            },
             "parameters": [_parameter(p) for p in space],
             "trialTemplate": {
                 "primaryContainerName": PRIMARY_CONTAINER,
@@ -227,8 +269,9 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
     schemas = {k: _strict(v) for k, v in _schemas(str(swagger_path)).items()}
     problems: list[str] = []
     if obj.get("apiVersion") != API_VERSION or obj.get("kind") != "Experiment":
-        problems.append(f"apiVersion/kind must be {API_VERSION}/Experiment, got "
-                        f"{obj.get('apiVersion')}/{obj.get('kind')}")
+        problems.append(
+            f"apiVersion/kind must be {API_VERSION}/Experiment, got {obj.get('apiVersion')}/{obj.get('kind')}"
+        )
     extra_top = set(obj) - {"apiVersion", "kind", "metadata", "spec", "status"}
     if extra_top:
         problems.append(f"unknown top-level field(s): {sorted(extra_top)}")
@@ -242,12 +285,16 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
 
     objective = spec.get("objective") or {}
     if objective.get("type") not in _OBJECTIVE_TYPES:
-        problems.append(f"spec.objective.type must be one of {sorted(_OBJECTIVE_TYPES)}, got {objective.get('type')!r}")
+        problems.append(
+            f"spec.objective.type must be one of {sorted(_OBJECTIVE_TYPES)}, got {objective.get('type')!r}"
+        )
     if not objective.get("objectiveMetricName"):
         problems.append("spec.objective.objectiveMetricName is required")
     for s in objective.get("metricStrategies") or []:
         if s.get("value") not in _STRATEGIES:
-            problems.append(f"spec.objective.metricStrategies: {s.get('value')!r} not in {sorted(_STRATEGIES)}")
+            problems.append(
+                f"spec.objective.metricStrategies: {s.get('value')!r} not in {sorted(_STRATEGIES)}"
+            )
     kind = ((spec.get("metricsCollectorSpec") or {}).get("collector") or {}).get("kind", "StdOut")
     if kind not in _COLLECTORS:
         problems.append(f"spec.metricsCollectorSpec.collector.kind {kind!r} not in {sorted(_COLLECTORS)}")
@@ -258,8 +305,10 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
     for i, p in enumerate(spec.get("parameters") or []):
         param_names.add(p.get("name"))
         if p.get("parameterType") not in _PARAMETER_TYPES:
-            problems.append(f"spec.parameters.{i}.parameterType {p.get('parameterType')!r} "
-                            f"not in {sorted(_PARAMETER_TYPES)}")
+            problems.append(
+                f"spec.parameters.{i}.parameterType {p.get('parameterType')!r} "
+                f"not in {sorted(_PARAMETER_TYPES)}"
+            )
     if not param_names:
         problems.append("spec.parameters is empty")
 
@@ -267,23 +316,30 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
     declared = {tp.get("name") for tp in template.get("trialParameters") or []}
     for tp in template.get("trialParameters") or []:
         if tp.get("reference") not in param_names:
-            problems.append(f"spec.trialTemplate.trialParameters {tp.get('name')!r} references unknown "
-                            f"parameter {tp.get('reference')!r}")
+            problems.append(
+                f"spec.trialTemplate.trialParameters {tp.get('name')!r} references unknown "
+                f"parameter {tp.get('reference')!r}"
+            )
     trial_spec = template.get("trialSpec") or {}
     used = set(re.findall(r"\$\{trialParameters\.([^}]+)\}", json.dumps(trial_spec)))
     for missing in sorted(used - declared):
-        problems.append(f"spec.trialTemplate.trialSpec uses ${{trialParameters.{missing}}} which is not declared")
+        problems.append(
+            f"spec.trialTemplate.trialSpec uses ${{trialParameters.{missing}}} which is not declared"
+        )
     if trial_spec.get("kind") == "Job":
-        pod = (((trial_spec.get("spec") or {}).get("template") or {}).get("spec"))
+        pod = ((trial_spec.get("spec") or {}).get("template") or {}).get("spec")
         if not isinstance(pod, dict):
             problems.append("spec.trialTemplate.trialSpec: Job has no spec.template.spec")
         else:
-            problems += _validate_against(pod, "io.k8s.api.core.v1.PodSpec", schemas,
-                                          "spec.trialTemplate.trialSpec.spec.template.spec")
+            problems += _validate_against(
+                pod, "io.k8s.api.core.v1.PodSpec", schemas, "spec.trialTemplate.trialSpec.spec.template.spec"
+            )
             names = [c.get("name") for c in pod.get("containers") or []]
             if template.get("primaryContainerName") not in names:
-                problems.append(f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} "
-                                f"is not a container of the trial pod ({names})")
+                problems.append(
+                    f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} "
+                    f"is not a container of the trial pod ({names})"
+                )
     if problems:
         raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
 
@@ -295,8 +351,14 @@ def _condition(status: dict[str, Any]) -> str | None:
     return None
 
 
-def run_experiment(obj: dict[str, Any], timeout_s: float = 3600, *, poll_s: float = 15.0,
-                   api=None, delete_existing: bool = False) -> dict[str, Any]:
+def run_experiment(
+    obj: dict[str, Any],
+    timeout_s: float = 3600,
+    *,
+    poll_s: float = 15.0,
+    api=None,
+    delete_existing: bool = False,
+) -> dict[str, Any]:
     """Create the Experiment in-cluster, wait for it, and return its best trial.
 
     Args:
@@ -336,9 +398,14 @@ def run_experiment(obj: dict[str, Any], timeout_s: float = 3600, *, poll_s: floa
     while True:
         exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         status = exp.get("status") or {}
-        log.info("experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)", name,
-                 status.get("trialsRunning", 0), status.get("trialsSucceeded", 0), status.get("trialsFailed", 0),
-                 _best_value(status, metric))
+        log.info(
+            "experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)",
+            name,
+            status.get("trialsRunning", 0),
+            status.get("trialsSucceeded", 0),
+            status.get("trialsFailed", 0),
+            _best_value(status, metric),
+        )
         state = _condition(status)
         if state == "Failed":
             msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
@@ -346,18 +413,27 @@ def run_experiment(obj: dict[str, Any], timeout_s: float = 3600, *, poll_s: floa
         if state == "Succeeded":
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
-                               f"(kubectl -n {ns} get experiment {name})")
+            raise TimeoutError(
+                f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
+                f"(kubectl -n {ns} get experiment {name})"
+            )
         time.sleep(poll_s)
     optimal = status.get("currentOptimalTrial") or {}
     params = {a["name"]: a["value"] for a in optimal.get("parameterAssignments") or []}
     value = _best_value(status, metric)
     if not params or value is None:
-        raise RuntimeError(f"Katib Experiment {ns}/{name} succeeded without an optimal trial "
-                           f"(did trials print '{metric}=<value>' on stdout?)")
-    return {"best_params": params, "best_value": value, "metric": metric,
-            "n_trials": int(status.get("trials", status.get("trialsSucceeded", 0)) or 0),
-            "trial_name": optimal.get("bestTrialName"), "trials": []}
+        raise RuntimeError(
+            f"Katib Experiment {ns}/{name} succeeded without an optimal trial "
+            f"(did trials print '{metric}=<value>' on stdout?)"
+        )
+    return {
+        "best_params": params,
+        "best_value": value,
+        "metric": metric,
+        "n_trials": int(status.get("trials", status.get("trialsSucceeded", 0)) or 0),
+        "trial_name": optimal.get("bestTrialName"),
+        "trials": [],
+    }
 
 
 def _best_value(status: dict[str, Any], metric: str) -> float | None:

@@ -112,7 +112,9 @@ def synthesize_step(generator_dir: str, prepared_dir: str, out_dir: str, *, pres
     cfg = _cfg(preset, overrides)
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
     counts = synthetic_counts(cfg, n_train)
-    meta = run_synthesize(generator_dir, out_dir, n_per_class=counts, seed=cfg.seed + 1)
+    generator = Path(generator_dir) / "generator"  # train_gan keeps checkpoints beside the final generator
+    meta = run_synthesize(generator if generator.is_dir() else generator_dir, out_dir, n_per_class=counts,
+                          seed=cfg.seed + 1)
     return {"n_per_class": json.dumps(counts), "n_real_train": n_train,
             "image_size": int(meta.get("image_size", cfg.image_size))}
 
@@ -139,14 +141,16 @@ def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) 
     return arms
 
 
-def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: str, best_params: str = "{}",
-                   preset: str = "embedded", overrides: str | dict | None = None) -> dict:
+def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: str,
+                   best_params_path: str | None = None, preset: str = "embedded",
+                   overrides: str | dict | None = None) -> dict:
     from mammosynth.train import train_arm
 
     cfg = _cfg(preset, overrides)
     c = cfg.classifier
     params = {"learning_rate": c.learning_rate, "dropout": c.dropout}
-    params.update(json.loads(best_params or "{}"))
+    if best_params_path and Path(best_params_path).exists():
+        params.update(json.loads(Path(best_params_path).read_text() or "{}"))
     result = train_arm(prepared_dir, out_dir, arm=arm, seeds=list(cfg.seeds), synthetic_dir=synthetic_dir,
                        default_ratio=cfg.synthetic_ratio, model=c.model, epochs=c.epochs,
                        batch_size=c.batch_size, patience=c.patience, **params)

@@ -105,6 +105,7 @@ def run_synthesize(
     n_per_class: dict[str, int] | str | None = None,
     seed: int = 0,
     real_counts: dict[str, int] | None = None,
+    publish_uri: str | None = None,
 ) -> dict[str, Any]:
     """Write a synthetic set sampled from a generator directory.
 
@@ -115,6 +116,8 @@ def run_synthesize(
         seed: sampling seed (noise).
         real_counts: real training counts per class, for balancing (default: the counts the
             generator was trained on, from its ``gan.json``).
+        publish_uri: also publish the set immutably under this URI (local path, ``file://`` or
+            ``s3://``) with `mammosynth.storage.publish_set`; the result's ``published_uri`` names it.
 
     Returns:
         The written ``meta.json`` content.
@@ -146,6 +149,12 @@ def run_synthesize(
     }
     meta = shards.write_meta(out, int(images.shape[1]), {"lineage": lineage})
     log.info("wrote synthetic set %s: %s", out, meta["counts"])
+    if publish_uri:
+        from mammosynth.storage import publish_set
+
+        manifest = publish_set(out, publish_uri, kind="synthetic", lineage=lineage)
+        log.info("published synthetic set to %s", manifest["uri"])
+        meta = {**meta, "published_uri": manifest["uri"]}
     return meta
 
 
@@ -182,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "counts recorded in the generator's gan.json)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--publish-uri", default=None, help="also publish the set here (path or s3://...)")
     return p
 
 
@@ -199,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         n_per_class=args.n_per_class,
         seed=args.seed,
         real_counts=real_counts,
+        publish_uri=args.publish_uri,
     )
-    print(json.dumps(meta["counts"]))
+    print(json.dumps({"counts": meta["counts"], "published_uri": meta.get("published_uri")}))
     return 0
 
 

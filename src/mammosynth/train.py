@@ -93,8 +93,12 @@ def configure_devices(mixed_precision: bool | None = None, deterministic: bool |
     if deterministic if deterministic is not None else not gpus:
         tf.config.experimental.enable_op_determinism()
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    log.info("devices: %d GPU(s), policy %s, strategy %s", len(gpus), keras.mixed_precision.global_policy().name,
-             type(strategy).__name__)
+    log.info(
+        "devices: %d GPU(s), policy %s, strategy %s",
+        len(gpus),
+        keras.mixed_precision.global_policy().name,
+        type(strategy).__name__,
+    )
     return strategy
 
 
@@ -113,13 +117,21 @@ def _make_progress_callback(epochs_total: int, print_metrics: bool):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            vals = {"epoch": epoch + 1, METRIC_TRAIN_ACCURACY: float(logs.get("accuracy", math.nan)),
-                    "train_loss": float(logs.get("loss", math.nan)),
-                    METRIC_VAL_AUC: float(logs.get("val_auc", math.nan)),
-                    METRIC_VAL_ACCURACY: float(logs.get("val_accuracy", math.nan)),
-                    METRIC_VAL_LOSS: float(logs.get("val_loss", math.nan))}
-            log.info("epoch %d/%d (%.1fs): %s", epoch + 1, epochs_total, time.monotonic() - self._t0,
-                     _metric_line(vals))
+            vals = {
+                "epoch": epoch + 1,
+                METRIC_TRAIN_ACCURACY: float(logs.get("accuracy", math.nan)),
+                "train_loss": float(logs.get("loss", math.nan)),
+                METRIC_VAL_AUC: float(logs.get("val_auc", math.nan)),
+                METRIC_VAL_ACCURACY: float(logs.get("val_accuracy", math.nan)),
+                METRIC_VAL_LOSS: float(logs.get("val_loss", math.nan)),
+            }
+            log.info(
+                "epoch %d/%d (%.1fs): %s",
+                epoch + 1,
+                epochs_total,
+                time.monotonic() - self._t0,
+                _metric_line(vals),
+            )
             if print_metrics:
                 print(_metric_line(vals), flush=True)
 
@@ -160,8 +172,12 @@ def _make_best_keeper(patience: int, ckpt_dir: Path | None, state: dict[str, Any
             else:
                 st["wait"] += 1
                 if st["wait"] >= patience:
-                    log.info("early stopping: val_auc has not improved for %d epochs (best %.4f at epoch %s)",
-                             patience, st["best_value"] or math.nan, st["best_epoch"])
+                    log.info(
+                        "early stopping: val_auc has not improved for %d epochs (best %.4f at epoch %s)",
+                        patience,
+                        st["best_value"] or math.nan,
+                        st["best_epoch"],
+                    )
                     self.model.stop_training = True
                     self.stopped = True
             if ckpt_dir is not None:
@@ -257,9 +273,20 @@ def train_classifier(
     meta = shards.read_meta(prepared_dir)
     size = int(meta["image_size"])
     schedule_kw = {k: hp.pop(k) for k in _SCHEDULE_KEYS if k in hp}
-    params = {"model": model, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-              "dropout": dropout, "augment": augment, "synthetic_ratio": synthetic_ratio, "use_real": use_real,
-              "patience": patience, "class_balance": class_balance, **hp, **schedule_kw}
+    params = {
+        "model": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "dropout": dropout,
+        "augment": augment,
+        "synthetic_ratio": synthetic_ratio,
+        "use_real": use_real,
+        "patience": patience,
+        "class_balance": class_balance,
+        **hp,
+        **schedule_kw,
+    }
     if augment_config:
         params["augment_config"] = augment_config
 
@@ -267,21 +294,48 @@ def train_classifier(
     strategy = configure_devices()
     augmenter = build_augmenter(AugmentConfig.from_dict(augment_config), seed=seed) if augment else None
     train_ds, counts = shards.mixed_dataset(
-        prepared_dir, synthetic_dir, synthetic_ratio, use_real=use_real, batch_size=batch_size, shuffle=True,
-        seed=seed, augment=augmenter, class_balance=class_balance)
+        prepared_dir,
+        synthetic_dir,
+        synthetic_ratio,
+        use_real=use_real,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=augmenter,
+        class_balance=class_balance,
+    )
     val_ds = shards.dataset(prepared_dir, "val", batch_size=batch_size)
-    log.info("train %s seed %d: %d real + %d synthetic training images, image size %d", model, seed,
-             counts["n_real"], counts["n_synthetic"], size)
+    log.info(
+        "train %s seed %d: %d real + %d synthetic training images, image size %d",
+        model,
+        seed,
+        counts["n_real"],
+        counts["n_synthetic"],
+        size,
+    )
 
     with strategy.scope():
         net = classifiers.build_classifier(model, (size, size, 1), dropout=dropout, **hp)
     phases = classifiers.fine_tune_schedule(net, epochs, learning_rate, **schedule_kw)
 
     ckpt_dir = out / CHECKPOINT_DIR
-    fingerprint = _json({"params": params, "seed": seed, "prepared": os.fspath(prepared_dir),
-                         "synthetic": os.fspath(synthetic_dir) if synthetic_dir else None})
-    state = {"fingerprint": fingerprint, "epoch": 0, "best_value": None, "best_epoch": None, "wait": 0,
-             "history": [], "stopped": False}
+    fingerprint = _json(
+        {
+            "params": params,
+            "seed": seed,
+            "prepared": os.fspath(prepared_dir),
+            "synthetic": os.fspath(synthetic_dir) if synthetic_dir else None,
+        }
+    )
+    state = {
+        "fingerprint": fingerprint,
+        "epoch": 0,
+        "best_value": None,
+        "best_epoch": None,
+        "wait": 0,
+        "history": [],
+        "stopped": False,
+    }
     resumed = _try_resume(ckpt_dir, fingerprint, net)
     if resumed is not None:
         state = resumed
@@ -301,14 +355,28 @@ def train_classifier(
             continue
         with strategy.scope():
             classifiers.set_trainable(net, phase.trainable_layers)
-            net.compile(optimizer=keras.optimizers.Adam(phase.learning_rate),
-                        loss=keras.losses.BinaryCrossentropy(),
-                        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+            net.compile(
+                optimizer=keras.optimizers.Adam(phase.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(),
+                metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+            )
         keeper.new_phase()
-        log.info("phase: epochs %d-%d, backbone trainable layers %s, lr %.3g", start + 1, end,
-                 phase.trainable_layers, phase.learning_rate)
-        net.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=max(start, state["epoch"]),
-                callbacks=[keeper, progress], verbose=0, shuffle=False)
+        log.info(
+            "phase: epochs %d-%d, backbone trainable layers %s, lr %.3g",
+            start + 1,
+            end,
+            phase.trainable_layers,
+            phase.learning_rate,
+        )
+        net.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=end,
+            initial_epoch=max(start, state["epoch"]),
+            callbacks=[keeper, progress],
+            verbose=0,
+            shuffle=False,
+        )
         if keeper.stopped:
             state["stopped"] = True
         start = end
@@ -344,22 +412,45 @@ def train_classifier(
     if save_model:
         syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
         model_meta = {
-            "image_size": size, "arch": model, "seed": seed,
-            "trained_on": {"arm": arm, "use_real": use_real, "augment": augment,
-                           "synthetic_ratio": synthetic_ratio, "n_train_real": counts["n_real"],
-                           "n_train_synthetic": counts["n_synthetic"],
-                           "synthetic_lineage": syn_meta.get("lineage")},
-            "val_auc": metrics[METRIC_VAL_AUC], "params": params,
+            "image_size": size,
+            "arch": model,
+            "seed": seed,
+            "trained_on": {
+                "arm": arm,
+                "use_real": use_real,
+                "augment": augment,
+                "synthetic_ratio": synthetic_ratio,
+                "n_train_real": counts["n_real"],
+                "n_train_synthetic": counts["n_synthetic"],
+                "synthetic_lineage": syn_meta.get("lineage"),
+            },
+            "val_auc": metrics[METRIC_VAL_AUC],
+            "params": params,
         }
         save_classifier(net, out / MODEL_DIR, model_meta, export_saved_model=export_saved_model)
     _write_atomic(out / HISTORY_FILE, _json(history))
     _write_atomic(out / TRAIN_METRICS_FILE, _json(metrics))
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the checkpoints only served resuming
     if print_metrics:
-        print(_metric_line({k: float(metrics[k]) for k in (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
-                            if metrics[k] is not None}), flush=True)
-    log.info("trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)", model, seed,
-             metrics[METRIC_VAL_AUC] or math.nan, best_epoch, len(history), train_seconds)
+        print(
+            _metric_line(
+                {
+                    k: float(metrics[k])
+                    for k in (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
+                    if metrics[k] is not None
+                }
+            ),
+            flush=True,
+        )
+    log.info(
+        "trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)",
+        model,
+        seed,
+        metrics[METRIC_VAL_AUC] or math.nan,
+        best_epoch,
+        len(history),
+        train_seconds,
+    )
     return metrics
 
 
@@ -423,18 +514,33 @@ def train_arm(
     for i, seed in enumerate(seeds):
         log.info("arm %s: seed %d (%d/%d)", arm, seed, i + 1, len(seeds))
         per_seed[str(seed)] = train_classifier(
-            prepared_dir, out / f"seed-{seed}", seed=int(seed), use_real=spec.use_real, augment=spec.augment,
+            prepared_dir,
+            out / f"seed-{seed}",
+            seed=int(seed),
+            use_real=spec.use_real,
+            augment=spec.augment,
             synthetic_dir=synthetic_dir if spec.synthetic_ratio > 0 else None,
-            synthetic_ratio=spec.synthetic_ratio, save_model=i < save_model_seeds, arm=arm, **train_kwargs)
-    record = {"arm": arm, "seeds": [int(s) for s in seeds], "spec": dataclasses.asdict(spec),
-              "metrics": per_seed}
+            synthetic_ratio=spec.synthetic_ratio,
+            save_model=i < save_model_seeds,
+            arm=arm,
+            **train_kwargs,
+        )
+    record = {
+        "arm": arm,
+        "seeds": [int(s) for s in seeds],
+        "spec": dataclasses.asdict(spec),
+        "metrics": per_seed,
+    }
     _write_atomic(out / ARM_FILE, _json(record))
     return record
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mammosynth train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mammosynth train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="prepared set (local path or s3:// URI)")
     p.add_argument("--out", required=True, help="output directory (arm directory with --arm)")
     p.add_argument("--model", default="simple_cnn", help="classifier builder name")
@@ -447,16 +553,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (with --arm)")
     p.add_argument("--arm", default=None, help="run a whole arm (e.g. real+synthetic@0.5) over --seeds")
     p.add_argument("--synthetic", default=None, help="synthetic set to mix in (path or s3:// URI)")
-    p.add_argument("--synthetic-ratio", type=float, default=None,
-                   help="synthetic:real ratio (default 0.5 when --synthetic is given, else 0)")
+    p.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=None,
+        help="synthetic:real ratio (default 0.5 when --synthetic is given, else 0)",
+    )
     p.add_argument("--synthetic-only", action="store_true", help="train on synthetic images only (TSTR)")
     p.add_argument("--augment", action="store_true", help="training augmentation")
     p.add_argument("--class-balance", choices=["weights", "oversample", "none"], default="weights")
     p.add_argument("--n-conv-layers", type=int, default=None, help="tuned_cnn: conv blocks")
     p.add_argument("--filters", type=int, default=None, help="tuned_cnn: filters of the first block")
     p.add_argument("--dense-units", type=int, default=None, help="hidden dense units")
-    p.add_argument("--weights", default=None,
-                   help="transfer models: 'imagenet', a local notop weights file, or 'none'")
+    p.add_argument(
+        "--weights", default=None, help="transfer models: 'imagenet', a local notop weights file, or 'none'"
+    )
     p.add_argument("--no-save-model", action="store_true", help="skip writing model/ (Katib trials)")
     p.add_argument("--export-saved-model", action="store_true", help="also export the TF SavedModel")
     return p
@@ -465,8 +576,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     from mammosynth import storage
 
     data = os.fspath(storage.localize(args.data))
@@ -477,21 +589,44 @@ def main(argv: list[str] | None = None) -> int:
             hp[key] = getattr(args, key)
     if args.weights is not None:
         hp["weights"] = None if args.weights.lower() == "none" else args.weights
-    common = dict(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, dropout=args.dropout, patience=args.patience,
-                  class_balance=None if args.class_balance == "none" else args.class_balance,
-                  export_saved_model=args.export_saved_model, print_metrics=True, **hp)
+    common = dict(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        dropout=args.dropout,
+        patience=args.patience,
+        class_balance=None if args.class_balance == "none" else args.class_balance,
+        export_saved_model=args.export_saved_model,
+        print_metrics=True,
+        **hp,
+    )
     try:
         if args.arm:
             seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
-            train_arm(data, args.out, arm=args.arm, seeds=seeds, synthetic_dir=synthetic,
-                      default_ratio=0.5 if args.synthetic_ratio is None else args.synthetic_ratio,
-                      save_model_seeds=0 if args.no_save_model else 1, **common)
+            train_arm(
+                data,
+                args.out,
+                arm=args.arm,
+                seeds=seeds,
+                synthetic_dir=synthetic,
+                default_ratio=0.5 if args.synthetic_ratio is None else args.synthetic_ratio,
+                save_model_seeds=0 if args.no_save_model else 1,
+                **common,
+            )
         else:
             ratio = args.synthetic_ratio if args.synthetic_ratio is not None else (0.5 if synthetic else 0.0)
-            train_classifier(data, args.out, seed=args.seed, augment=args.augment, synthetic_dir=synthetic,
-                             synthetic_ratio=ratio, use_real=not args.synthetic_only,
-                             save_model=not args.no_save_model, **common)
+            train_classifier(
+                data,
+                args.out,
+                seed=args.seed,
+                augment=args.augment,
+                synthetic_dir=synthetic,
+                synthetic_ratio=ratio,
+                use_real=not args.synthetic_only,
+                save_model=not args.no_save_model,
+                **common,
+            )
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"mammosynth train: error: {exc}", file=sys.stderr)
         return 2

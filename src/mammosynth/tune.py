@@ -98,9 +98,18 @@ def _suggest(trial, p: Param) -> Any:
     raise ValueError(f"parameter {p.name}: unknown kind {p.kind!r} (use int, double or categorical)")
 
 
-def _run_optuna(prepared_dir, *, n_trials: int, epochs_per_trial: int, seed: int, model: str,
-                batch_size: int, space: tuple[Param, ...], timeout_s: float | None,
-                train_kwargs: dict[str, Any]) -> TuneResult:
+def _run_optuna(
+    prepared_dir,
+    *,
+    n_trials: int,
+    epochs_per_trial: int,
+    seed: int,
+    model: str,
+    batch_size: int,
+    space: tuple[Param, ...],
+    timeout_s: float | None,
+    train_kwargs: dict[str, Any],
+) -> TuneResult:
     import optuna
 
     from mammosynth.train import OBJECTIVE_METRIC, train_classifier
@@ -110,23 +119,47 @@ def _run_optuna(prepared_dir, *, n_trials: int, epochs_per_trial: int, seed: int
     study = optuna.create_study(direction="maximize", sampler=sampler)
 
     with tempfile.TemporaryDirectory(prefix="mammosynth-tune-") as tmp:
+
         def objective(trial):
             params = {p.name: _suggest(trial, p) for p in space}
             t0 = time.monotonic()
             metrics = train_classifier(
-                prepared_dir, Path(tmp) / f"trial-{trial.number}", model=model, epochs=epochs_per_trial,
-                batch_size=batch_size, seed=seed, patience=epochs_per_trial, save_model=False,
-                predict_test=False, **{**train_kwargs, **params})
+                prepared_dir,
+                Path(tmp) / f"trial-{trial.number}",
+                model=model,
+                epochs=epochs_per_trial,
+                batch_size=batch_size,
+                seed=seed,
+                patience=epochs_per_trial,
+                save_model=False,
+                predict_test=False,
+                **{**train_kwargs, **params},
+            )
             value = metrics[OBJECTIVE_METRIC]
-            log.info("trial %d/%d: %s=%.4f with %s (%.1fs)", trial.number + 1, n_trials, OBJECTIVE_METRIC,
-                     value if value is not None else math.nan, params, time.monotonic() - t0)
+            log.info(
+                "trial %d/%d: %s=%.4f with %s (%.1fs)",
+                trial.number + 1,
+                n_trials,
+                OBJECTIVE_METRIC,
+                value if value is not None else math.nan,
+                params,
+                time.monotonic() - t0,
+            )
             return float(value) if value is not None and not math.isnan(value) else 0.0
 
         study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
-    trials = [{"number": t.number, "params": t.params, "value": t.value, "state": t.state.name}
-              for t in study.trials]
-    return TuneResult(dict(study.best_params), float(study.best_value), len(study.trials), "optuna",
-                      OBJECTIVE_METRIC, trials)
+    trials = [
+        {"number": t.number, "params": t.params, "value": t.value, "state": t.state.name}
+        for t in study.trials
+    ]
+    return TuneResult(
+        dict(study.best_params),
+        float(study.best_value),
+        len(study.trials),
+        "optuna",
+        OBJECTIVE_METRIC,
+        trials,
+    )
 
 
 def run_tune(
@@ -179,9 +212,17 @@ def run_tune(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     chosen = space_for(model, space or SEARCH_SPACE)
     if backend == "optuna":
-        result = _run_optuna(prepared_dir, n_trials=n_trials, epochs_per_trial=epochs_per_trial, seed=seed,
-                             model=model, batch_size=batch_size, space=chosen, timeout_s=timeout_s,
-                             train_kwargs=train_kwargs)
+        result = _run_optuna(
+            prepared_dir,
+            n_trials=n_trials,
+            epochs_per_trial=epochs_per_trial,
+            seed=seed,
+            model=model,
+            batch_size=batch_size,
+            space=chosen,
+            timeout_s=timeout_s,
+            train_kwargs=train_kwargs,
+        )
     elif backend == "katib":
         from mammosynth import katib
 
@@ -190,30 +231,52 @@ def run_tune(
             raise ValueError("katib backend needs the trainer image: pass image= or set MAMMOSYNTH_IMAGE")
         name = experiment_name or f"mammosynth-tune-{int(time.time())}"
         experiment = katib.build_experiment(
-            name, namespace, image=image, data_uri=str(data_uri or prepared_dir), space=chosen,
-            algorithm=algorithm, max_trials=n_trials, parallel_trials=parallel_trials, gpu=gpu, model=model,
-            epochs=epochs_per_trial, batch_size=batch_size, seed=seed)
+            name,
+            namespace,
+            image=image,
+            data_uri=str(data_uri or prepared_dir),
+            space=chosen,
+            algorithm=algorithm,
+            max_trials=n_trials,
+            parallel_trials=parallel_trials,
+            gpu=gpu,
+            model=model,
+            epochs=epochs_per_trial,
+            batch_size=batch_size,
+            seed=seed,
+        )
         katib.validate_experiment(experiment)
         found = katib.run_experiment(experiment, timeout_s=timeout_s or 3600)
         by_name = {p.name: p for p in chosen}
         best = {k: by_name[k].cast(v) if k in by_name else v for k, v in found["best_params"].items()}
-        result = TuneResult(best, found["best_value"], found["n_trials"], "katib", found["metric"],
-                            found.get("trials", []))
+        result = TuneResult(
+            best, found["best_value"], found["n_trials"], "katib", found["metric"], found.get("trials", [])
+        )
     else:
         raise ValueError(f"unknown tune backend {backend!r}; use 'optuna' or 'katib'")
     out = Path(out_path)
     from mammosynth.train import _json, _write_atomic
 
-    _write_atomic(out, _json({**result.to_dict(), "model": model, "seed": seed,
-                              "epochs_per_trial": epochs_per_trial}))
-    log.info("tune (%s): best %s=%.4f with %s after %d trials", backend, result.metric, result.best_value,
-             result.best_params, result.n_trials)
+    _write_atomic(
+        out, _json({**result.to_dict(), "model": model, "seed": seed, "epochs_per_trial": epochs_per_trial})
+    )
+    log.info(
+        "tune (%s): best %s=%.4f with %s after %d trials",
+        backend,
+        result.metric,
+        result.best_value,
+        result.best_params,
+        result.n_trials,
+    )
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mammosynth tune", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mammosynth tune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--preset", default="embedded", help="config preset (mammosynth.config.PRESETS)")
     p.add_argument("--overrides", default="", help="JSON object of config overrides")
     p.add_argument("--data", help="prepared set (local path or s3:// URI) for a search")
@@ -222,7 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, default=None)
     p.add_argument("--epochs-per-trial", type=int, default=None)
     p.add_argument("--model", default=None, help="default: the preset's classifier")
-    p.add_argument("--emit-katib", metavar="FILE", help="write the Katib Experiment YAML and exit (no cluster)")
+    p.add_argument(
+        "--emit-katib", metavar="FILE", help="write the Katib Experiment YAML and exit (no cluster)"
+    )
     p.add_argument("--data-uri", help="prepared-set URI Katib trials read (s3://...)")
     p.add_argument("--name", default="mammosynth-tune", help="Experiment name")
     p.add_argument("--namespace", default="kubeflow")
@@ -238,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     try:
         cfg = load_config(args.preset, args.overrides)
         t = cfg.tune
@@ -254,10 +320,20 @@ def main(argv: list[str] | None = None) -> int:
             if not args.data_uri:
                 raise ValueError("--emit-katib needs --data-uri (where trials read the prepared set)")
             exp = katib.build_experiment(
-                args.name, args.namespace, image=args.image, data_uri=args.data_uri,
-                space=space_for(model), algorithm=args.algorithm or t.algorithm, max_trials=n_trials,
-                parallel_trials=args.parallel_trials, gpu=not args.no_gpu, model=model, epochs=epochs,
-                batch_size=cfg.classifier.batch_size, seed=cfg.seed)
+                args.name,
+                args.namespace,
+                image=args.image,
+                data_uri=args.data_uri,
+                space=space_for(model),
+                algorithm=args.algorithm or t.algorithm,
+                max_trials=n_trials,
+                parallel_trials=args.parallel_trials,
+                gpu=not args.no_gpu,
+                model=model,
+                epochs=epochs,
+                batch_size=cfg.classifier.batch_size,
+                seed=cfg.seed,
+            )
             katib.validate_experiment(exp)
             text = yaml.safe_dump(exp, sort_keys=False)
             from mammosynth.train import _write_atomic
@@ -270,12 +346,23 @@ def main(argv: list[str] | None = None) -> int:
         from mammosynth import storage
 
         data = os.fspath(storage.localize(args.data))
-        result = run_tune(data, args.out, backend=args.backend or t.backend, n_trials=n_trials,
-                          epochs_per_trial=epochs, seed=cfg.seed, model=model,
-                          batch_size=cfg.classifier.batch_size, timeout_s=t.timeout_s,
-                          data_uri=args.data_uri or args.data, namespace=args.namespace, image=args.image,
-                          algorithm=args.algorithm or t.algorithm, parallel_trials=args.parallel_trials,
-                          gpu=not args.no_gpu)
+        result = run_tune(
+            data,
+            args.out,
+            backend=args.backend or t.backend,
+            n_trials=n_trials,
+            epochs_per_trial=epochs,
+            seed=cfg.seed,
+            model=model,
+            batch_size=cfg.classifier.batch_size,
+            timeout_s=t.timeout_s,
+            data_uri=args.data_uri or args.data,
+            namespace=args.namespace,
+            image=args.image,
+            algorithm=args.algorithm or t.algorithm,
+            parallel_trials=args.parallel_trials,
+            gpu=not args.no_gpu,
+        )
         print(json.dumps({"best_params": result.best_params, "best_value": result.best_value}))
     except (FileNotFoundError, ValueError) as exc:
         print(f"mammosynth tune: error: {exc}", file=sys.stderr)

@@ -98,8 +98,19 @@ def build_augmenter(config: AugmentConfig | None = None, seed: int | None = None
 
     layers: list[keras.layers.Layer] = []
     if cfg.rotation or cfg.shift or cfg.shear or cfg.zoom or cfg.flip_horizontal or cfg.flip_vertical:
-        layers.append(RandomAffine(cfg.rotation, cfg.shift, cfg.shear, cfg.zoom, cfg.flip_horizontal,
-                                   cfg.flip_vertical, cfg.fill_mode, seed=s(1), name="affine"))
+        layers.append(
+            RandomAffine(
+                cfg.rotation,
+                cfg.shift,
+                cfg.shear,
+                cfg.zoom,
+                cfg.flip_horizontal,
+                cfg.flip_vertical,
+                cfg.fill_mode,
+                seed=s(1),
+                name="affine",
+            )
+        )
     if cfg.brightness or cfg.contrast:
         layers.append(RandomIntensity(cfg.brightness, cfg.contrast, seed=s(2), name="intensity"))
     if cfg.blur_sigma:

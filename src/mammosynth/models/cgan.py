@@ -90,13 +90,15 @@ def diff_augment(
     """
     batch = tf.shape(x)[0]
     size = x.shape[1]
-    x = x + (keras.random.uniform((batch, 1, 1, 1), seed=seed_generator) - 0.5)
+    # One draw for all six per-sample numbers: each SeedGenerator call adds graph and trace time.
+    u = keras.random.uniform((batch, 6), seed=seed_generator)
+    x = x + (u[:, 0, None, None, None] - 0.5)
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - mean) * (keras.random.uniform((batch, 1, 1, 1), seed=seed_generator) + 0.5) + mean
+    x = (x - mean) * (u[:, 1, None, None, None] + 0.5) + mean
 
     shift = int(size * translation + 0.5)
     if shift > 0:
-        offsets = keras.random.randint((batch, 2), -shift, shift + 1, seed=seed_generator)
+        offsets = tf.cast(tf.floor(u[:, 2:4] * (2 * shift + 1)), "int32") - shift  # in [-shift, shift]
         idx = tf.range(size)[None, :]
         # +1 because of the one-pixel zero border: indices clipped onto it read zeros.
         rows = tf.clip_by_value(idx + offsets[:, :1], -1, size) + 1
@@ -107,7 +109,7 @@ def diff_augment(
 
     half = int(size * cutout / 2 + 0.5)
     if half > 0:
-        centres = keras.random.randint((batch, 2), 0, size, seed=seed_generator)
+        centres = tf.cast(tf.floor(u[:, 4:6] * size), "int32")
         grid = tf.range(size)[None, :]
         outside_r = tf.abs(grid - centres[:, :1]) >= half  # (B,S)
         outside_c = tf.abs(grid - centres[:, 1:]) >= half

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 BACKBONE = "backbone"
 
 
-def _check_input(name: str, input_shape: Sequence[int], min_size: int, num_classes: int) -> tuple[int, int, int]:
+def _check_input(
+    name: str, input_shape: Sequence[int], min_size: int, num_classes: int
+) -> tuple[int, int, int]:
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
         raise ValueError(f"{name}: input_shape must be (S,S,C), got {input_shape}")
@@ -39,7 +41,9 @@ def _check_input(name: str, input_shape: Sequence[int], min_size: int, num_class
             f"preprocess to image_size >= {min_size} or choose another model"
         )
     if num_classes != 2:
-        raise ValueError(f"{name}: only binary benign/malignant is supported (num_classes=2), got {num_classes}")
+        raise ValueError(
+            f"{name}: only binary benign/malignant is supported (num_classes=2), got {num_classes}"
+        )
     return shape
 
 
@@ -52,9 +56,15 @@ def _head(x, dropout: float, dense_units: int = 0, name_prefix: str = "head"):
     return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_malignant")(x)
 
 
-def build_simple_cnn(input_shape=(64, 64, 1), num_classes: int = 2, *, dropout: float = 0.3,
-                     filters: Sequence[int] = (32, 64, 128), dense_units: int = 128,
-                     pooling: str = "flatten") -> keras.Model:
+def build_simple_cnn(
+    input_shape=(64, 64, 1),
+    num_classes: int = 2,
+    *,
+    dropout: float = 0.3,
+    filters: Sequence[int] = (32, 64, 128),
+    dense_units: int = 128,
+    pooling: str = "flatten",
+) -> keras.Model:
     """The study's simple CNN: conv(3×3)+max-pool blocks, a dense layer, dropout, sigmoid.
 
     Args:
@@ -76,9 +86,16 @@ def build_simple_cnn(input_shape=(64, 64, 1), num_classes: int = 2, *, dropout: 
     return keras.Model(inputs, _head(x, dropout, dense_units), name="simple_cnn")
 
 
-def build_tuned_cnn(input_shape=(64, 64, 1), num_classes: int = 2, *, n_conv_layers: int = 3,
-                    filters: int | Sequence[int] = 32, dense_units: int = 128, dropout: float = 0.3,
-                    batch_norm: bool = True) -> keras.Model:
+def build_tuned_cnn(
+    input_shape=(64, 64, 1),
+    num_classes: int = 2,
+    *,
+    n_conv_layers: int = 3,
+    filters: int | Sequence[int] = 32,
+    dense_units: int = 128,
+    dropout: float = 0.3,
+    batch_norm: bool = True,
+) -> keras.Model:
     """The study's Optuna-searched CNN (the space is `mammosynth.tune.SEARCH_SPACE`).
 
     Args:
@@ -110,8 +127,16 @@ def build_tuned_cnn(input_shape=(64, 64, 1), num_classes: int = 2, *, n_conv_lay
     return keras.Model(inputs, _head(x, dropout, int(dense_units)), name="tuned_cnn")
 
 
-def _transfer(name: str, app_cls: Callable[..., keras.Model], min_size: int, input_shape, num_classes: int,
-              weights: str | None, dropout: float, dense_units: int) -> keras.Model:
+def _transfer(
+    name: str,
+    app_cls: Callable[..., keras.Model],
+    min_size: int,
+    input_shape,
+    num_classes: int,
+    weights: str | None,
+    dropout: float,
+    dense_units: int,
+) -> keras.Model:
     shape = _check_input(name, input_shape, min_size, num_classes)
     inputs = keras.Input(shape, name="image")
     x = GrayToRGB(name="gray_to_rgb")(inputs)
@@ -125,27 +150,60 @@ def _transfer(name: str, app_cls: Callable[..., keras.Model], min_size: int, inp
     return keras.Model(inputs, _head(x, dropout, dense_units), name=name)
 
 
-def build_vgg16(input_shape=(224, 224, 1), num_classes: int = 2, *, weights: str | None = "imagenet",
-                dropout: float = 0.3, dense_units: int = 256) -> keras.Model:
+def build_vgg16(
+    input_shape=(224, 224, 1),
+    num_classes: int = 2,
+    *,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    dense_units: int = 256,
+) -> keras.Model:
     """VGG16 transfer learning (min 32×32). ``weights``: "imagenet", a local notop .h5 path, or None."""
-    return _transfer("vgg16", keras.applications.VGG16, 32, input_shape, num_classes, weights, dropout,
-                     dense_units)
+    return _transfer(
+        "vgg16", keras.applications.VGG16, 32, input_shape, num_classes, weights, dropout, dense_units
+    )
 
 
-def build_inception_resnet_v2(input_shape=(224, 224, 1), num_classes: int = 2, *,
-                              weights: str | None = "imagenet", dropout: float = 0.3,
-                              dense_units: int = 0) -> keras.Model:
+def build_inception_resnet_v2(
+    input_shape=(224, 224, 1),
+    num_classes: int = 2,
+    *,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    dense_units: int = 0,
+) -> keras.Model:
     """InceptionResNetV2 transfer learning (min 75×75). ``weights`` as for `build_vgg16`."""
-    return _transfer("inception_resnet_v2", keras.applications.InceptionResNetV2, 75, input_shape,
-                     num_classes, weights, dropout, dense_units)
+    return _transfer(
+        "inception_resnet_v2",
+        keras.applications.InceptionResNetV2,
+        75,
+        input_shape,
+        num_classes,
+        weights,
+        dropout,
+        dense_units,
+    )
 
 
-def build_efficientnet_b0(input_shape=(224, 224, 1), num_classes: int = 2, *,
-                          weights: str | None = "imagenet", dropout: float = 0.3,
-                          dense_units: int = 0) -> keras.Model:
+def build_efficientnet_b0(
+    input_shape=(224, 224, 1),
+    num_classes: int = 2,
+    *,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    dense_units: int = 0,
+) -> keras.Model:
     """EfficientNetB0 transfer learning (min 32×32): a modern, 5M-parameter comparison point."""
-    return _transfer("efficientnet_b0", keras.applications.EfficientNetB0, 32, input_shape, num_classes,
-                     weights, dropout, dense_units)
+    return _transfer(
+        "efficientnet_b0",
+        keras.applications.EfficientNetB0,
+        32,
+        input_shape,
+        num_classes,
+        weights,
+        dropout,
+        dense_units,
+    )
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
@@ -194,9 +252,15 @@ class FineTunePhase:
     learning_rate: float
 
 
-def fine_tune_schedule(model: keras.Model, epochs: int, learning_rate: float, *,
-                       warmup_fraction: float = 0.4, unfreeze_fraction: float = 0.3,
-                       fine_tune_lr_factor: float = 0.1) -> list[FineTunePhase]:
+def fine_tune_schedule(
+    model: keras.Model,
+    epochs: int,
+    learning_rate: float,
+    *,
+    warmup_fraction: float = 0.4,
+    unfreeze_fraction: float = 0.3,
+    fine_tune_lr_factor: float = 0.1,
+) -> list[FineTunePhase]:
     """Phases for training ``model``: frozen-backbone warm-up, then fine-tune the top of the backbone.
 
     Models without a backbone train in one phase. The fine-tuning phase uses a smaller learning
@@ -216,8 +280,10 @@ def fine_tune_schedule(model: keras.Model, epochs: int, learning_rate: float, *,
     warm = min(max(1, round(epochs * warmup_fraction)), epochs - 1)
     n_layers = len(base.layers)
     top = -1 if unfreeze_fraction >= 1.0 else max(1, round(n_layers * unfreeze_fraction))
-    return [FineTunePhase(warm, 0, float(learning_rate)),
-            FineTunePhase(int(epochs) - warm, top, float(learning_rate) * fine_tune_lr_factor)]
+    return [
+        FineTunePhase(warm, 0, float(learning_rate)),
+        FineTunePhase(int(epochs) - warm, top, float(learning_rate) * fine_tune_lr_factor),
+    ]
 
 
 def set_trainable(model: keras.Model, trainable_layers: int) -> None:
@@ -235,5 +301,6 @@ def set_trainable(model: keras.Model, trainable_layers: int) -> None:
     cut = 0 if trainable_layers < 0 else max(0, len(base.layers) - trainable_layers)
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
-    log.info("backbone: %d of %d layers trainable", sum(layer.trainable for layer in base.layers),
-             len(base.layers))
+    log.info(
+        "backbone: %d of %d layers trainable", sum(layer.trainable for layer in base.layers), len(base.layers)
+    )

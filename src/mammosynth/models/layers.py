@@ -111,8 +111,14 @@ class RandomEqualization(keras.layers.Layer):
         seed: op seed for the per-image coin flips.
     """
 
-    def __init__(self, rate: float = 0.5, clip_limit: float | None = 2.0, bins: int = 256,
-                 seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        rate: float = 0.5,
+        clip_limit: float | None = 2.0,
+        bins: int = 256,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"RandomEqualization: rate must be in [0,1], got {rate}")
@@ -130,8 +136,13 @@ class RandomEqualization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "clip_limit": self.clip_limit,
-                "bins": self.bins, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "clip_limit": self.clip_limit,
+            "bins": self.bins,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -206,13 +217,29 @@ class RandomAffine(keras.layers.Layer):
         seed: op seed.
     """
 
-    def __init__(self, rotation: float = 0.0, shift: float = 0.0, shear: float = 0.0, zoom: float = 0.0,
-                 flip_horizontal: bool = False, flip_vertical: bool = False, fill_mode: str = "reflect",
-                 seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        rotation: float = 0.0,
+        shift: float = 0.0,
+        shear: float = 0.0,
+        zoom: float = 0.0,
+        flip_horizontal: bool = False,
+        flip_vertical: bool = False,
+        fill_mode: str = "reflect",
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if fill_mode not in ("reflect", "nearest", "constant", "wrap"):
-            raise ValueError(f"RandomAffine: fill_mode must be reflect, nearest, constant or wrap, got {fill_mode!r}")
-        self.rotation, self.shift, self.shear, self.zoom = float(rotation), float(shift), float(shear), float(zoom)
+            raise ValueError(
+                f"RandomAffine: fill_mode must be reflect, nearest, constant or wrap, got {fill_mode!r}"
+            )
+        self.rotation, self.shift, self.shear, self.zoom = (
+            float(rotation),
+            float(shift),
+            float(shear),
+            float(zoom),
+        )
         self.flip_horizontal, self.flip_vertical = bool(flip_horizontal), bool(flip_vertical)
         self.fill_mode, self.seed = fill_mode, seed
 
@@ -248,16 +275,29 @@ class RandomAffine(keras.layers.Layer):
         m = centre @ rot @ shear @ scale @ uncentre
         transforms = tf.reshape(m, [-1, 9])[:, :8]
         return tf.raw_ops.ImageProjectiveTransformV3(
-            images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
-            interpolation="BILINEAR", fill_mode=self.fill_mode.upper())
+            images=x,
+            transforms=transforms,
+            output_shape=tf.shape(x)[1:3],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode=self.fill_mode.upper(),
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "rotation": self.rotation, "shift": self.shift, "shear": self.shear,
-                "zoom": self.zoom, "flip_horizontal": self.flip_horizontal, "flip_vertical": self.flip_vertical,
-                "fill_mode": self.fill_mode, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "shift": self.shift,
+            "shear": self.shear,
+            "zoom": self.zoom,
+            "flip_horizontal": self.flip_horizontal,
+            "flip_vertical": self.flip_vertical,
+            "fill_mode": self.fill_mode,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -291,4 +331,9 @@ class RandomIntensity(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "seed": self.seed,
+        }
