@@ -321,7 +321,7 @@ def run_evaluate(
                     m[k] = tm[k]
             per_seed[_seed_key(s)] = m
         summary = {
-            k: stats.summarise([ps.get(k) for ps in per_seed.values()])
+            k: stats.summarise([ps.get(k) for ps in per_seed.values()], bounds=(0.0, 1.0))
             for k in (*stats.METRICS, "train_accuracy", "val_auc")
         }
         ens = stats.seed_ensemble(probs[name])

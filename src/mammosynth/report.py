@@ -412,6 +412,19 @@ def _report_card(card: Mapping[str, Any] | None) -> Section:
     return sec
 
 
+def _data_figures(data_figures: Mapping[str, str | os.PathLike] | None, out_dir: Path) -> Section:
+    sec = Section("The data")
+    if not data_figures:
+        return sec.p(f"Data figures: {NOT_AVAILABLE}.")
+    for caption, path in data_figures.items():
+        rel = _place_image(path, out_dir, f"data-{caption}")
+        if rel:
+            sec.img(str(caption), rel)
+        else:
+            sec.p(f"{caption}: {NOT_AVAILABLE}.")
+    return sec
+
+
 def _data_and_reproducibility(metrics: Mapping[str, Any], context: Mapping[str, Any]) -> Section:
     sec = Section("Data, seeds and how to re-run")
     ts = metrics.get("test_set") or {}
@@ -564,6 +577,7 @@ def write_report(
     figures: Mapping[str, str | os.PathLike] | None = None,
     sample_grids: Mapping[str, Any] | None = None,
     report_card: Mapping[str, Any] | None = None,
+    data_figures: Mapping[str, str | os.PathLike] | None = None,
     title: str = "mammosynth: does synthetic data help the breast-mass classifier?",
 ) -> dict[str, Any]:
     """Write ``report.md`` and ``report.html`` for an evaluation.
@@ -576,6 +590,7 @@ def write_report(
             ``confusion``, ``forest``, ``seed_auc``); missing ones read "not available".
         sample_grids: ``{name: png}`` or ``{class: {"real": png, "synthetic": png}}``.
         report_card: the generator's report card (any nested dict).
+        data_figures: ``{caption: png}`` of the data set (EDA: pathology counts, split balance, ...).
         title: report title.
 
     Returns:
@@ -591,6 +606,7 @@ def write_report(
         _confusion(metrics, placed),
         _samples(sample_grids, out),
         _report_card(report_card),
+        _data_figures(data_figures, out),
         _data_and_reproducibility(metrics, dict(context or {})),
         _published(),
         _methods(metrics),

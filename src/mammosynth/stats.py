@@ -306,12 +306,16 @@ def paired_bootstrap_auc(
     }
 
 
-def summarise(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+def summarise(
+    values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """Mean, SD and t-interval of a metric across seeds.
 
     Args:
         values: one value per seed (``None`` entries are dropped, e.g. a missing train accuracy).
         level: confidence level of the interval.
+        bounds: the metric's range (e.g. (0, 1) for AUC); the interval is truncated to it, since
+            with few seeds a t-interval can reach values the metric cannot take.
 
     Returns:
         ``{"mean", "sd", "ci95": [lo, hi], "n"}``. With one value, ``sd`` and the interval are
@@ -329,7 +333,10 @@ def summarise(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
         return {"mean": mean, "sd": None, "ci95": [None, None], "n": 1}
     sd = float(arr.std(ddof=1))
     half = float(sps.t.ppf(0.5 + level / 2, k - 1)) * sd / math.sqrt(k)
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": k}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "sd": sd, "ci95": [lo, hi], "n": k}
 
 
 def seed_ensemble(probs_by_seed: Mapping[Any, Any]) -> np.ndarray:
@@ -358,7 +365,7 @@ def per_seed_delta(
     shared = [s for s in auc_a if s in auc_b]
     if len(shared) >= 2:
         deltas = {s: auc_a[s] - auc_b[s] for s in shared}
-        summ = summarise(list(deltas.values()), level)
+        summ = summarise(list(deltas.values()), level, bounds=(-1.0, 1.0))
         d = np.array(list(deltas.values()))
         p_value = 1.0 if np.allclose(d, d[0]) and abs(d[0]) < 1e-12 else float(sps.ttest_1samp(d, 0.0).pvalue)
         if not math.isfinite(p_value):  # all deltas identical and non-zero: no spread to test

@@ -234,16 +234,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _copy_pngs(src: Path, dst: Path, prefix: str = "") -> dict[str, str]:
-    found = {}
-    if not src.exists():
-        return found
-    for png in sorted(src.rglob("*.png")):
-        name = f"{prefix}{png.stem}.png"
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(png, dst / name)
-        found[f"{prefix}{png.stem}"] = f"figures/{name}"
-    return found
+def _pngs(folder: Path) -> dict[str, Path]:
+    """``{caption: path}`` of the PNGs in a folder, captions from file names."""
+    if not folder.exists():
+        return {}
+    return {p.stem.replace("_", " "): p.resolve() for p in sorted(folder.glob("*.png"))}
 
 
 def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, report_card: str,
@@ -251,6 +246,7 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
                 preset: str = "embedded", overrides: str | dict | None = None,
                 source: str = "embedded") -> dict:
     """Assemble the run folder: metrics.json, figures/, model/, report.md and report.html."""
+    from mammosynth import figures as figs
     from mammosynth.data import shards
     from mammosynth.report import write_report
 
@@ -258,14 +254,16 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
-    figures_dir = out / "figures"
-    figures = _copy_pngs(Path(evaluation), figures_dir)
+    figures = figs.render_all(metrics, out / "figures", Path(evaluation) / "test_predictions.csv")
     card_path = Path(report_card) / "report_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else None
-    card_figs = _copy_pngs(Path(report_card), figures_dir, prefix="generator-")
-    eda_figs = _copy_pngs(Path(split_set) / "eda", figures_dir, prefix="data-")
-    figures.update(eda_figs)
-    sample_grids = {k: v for k, v in card_figs.items()}
+    sample_grids = {
+        "real (top) vs synthetic (bottom) per class": Path(report_card) / "samples_per_class.png",
+        "memorisation audit: synthetic images closest to a GAN-training image":
+            Path(report_card) / "closest_pairs.png",
+    }
+    sample_grids = {k: v for k, v in sample_grids.items() if v.exists()}
+    data_figures = _pngs(Path(split_set) / "eda")
     shutil.copytree(final_model, out / "model", dirs_exist_ok=True)
     split_report_path = Path(split_set) / "split_report.json"
     model_meta = json.loads((Path(final_model) / "model.json").read_text())
@@ -296,7 +294,7 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
     if card is not None:
         (out / "report_card.json").write_text(json.dumps(card, indent=2, default=str))
     write_report(out, metrics=metrics, context=context, figures=figures, sample_grids=sample_grids,
-                 report_card=card)
+                 report_card=card, data_figures=data_figures)
     (out / "run.json").write_text(json.dumps({"preset": cfg.preset, "source": source,
                                               "config": cfg.to_dict()}, indent=2))
     for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
