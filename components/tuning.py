@@ -8,7 +8,7 @@ from components.image import TRAINER_IMAGE
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: str = "embedded",
-         overrides: str = "{}"):
+         overrides: str = "{}", trainer_image: str = TRAINER_IMAGE):
     """Search the classifier's hyperparameters; write the best ones as a JSON object.
 
     Args:
@@ -16,12 +16,14 @@ def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: st
         prepared_set: training shards (its URI is what Katib trials read in the cluster).
         preset: config preset name; its tune.backend picks Optuna (local) or Katib (cluster).
         overrides: JSON object of config overrides.
+        trainer_image: the image Katib trials run (this component's own image by default).
     """
     import json
 
     from mammosynth import study
 
-    params = study.tune_step(prepared_set.path, prepared_set.uri, preset=preset, overrides=overrides)
+    params = study.tune_step(prepared_set.path, prepared_set.uri, preset=preset, overrides=overrides,
+                             image=trainer_image)
     with open(best_params.path, "w") as fh:
         fh.write(params)
     best_params.metadata.update(json.loads(params))

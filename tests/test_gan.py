@@ -45,7 +45,12 @@ def test_kill_and_resume_continues_from_saved_step(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-000003"
     assert not (tmp_path / "run" / "generator").exists()
 
+    stale = tmp_path / "run" / "checkpoints" / ".step-000004.killed"  # a checkpoint cut off mid-write
+    stale.mkdir()
+    (stale / "state.npz").write_bytes(b"partial")
+
     resumed = train_gan(prepared, tmp_path / "run", **kw)
+    assert not stale.exists()
     assert resumed["status"] == "done" and resumed["start_step"] == 3 and resumed["steps"] == 8
     rows = _losses(tmp_path / "run" / "losses.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
@@ -112,3 +117,30 @@ def test_bad_prepared_set_is_named(tmp_path):
         train_gan(out, tmp_path / "run", steps=2)
     with pytest.raises(FileNotFoundError, match="meta.json"):
         train_gan(tmp_path / "nowhere", tmp_path / "run", steps=2)
+
+
+def test_cvae_behind_the_same_interface(tmp_path):
+    from mammosynth.gan import load_generator, train_gan
+
+    prepared = _prepared(tmp_path)
+    summary = train_gan(
+        prepared,
+        tmp_path / "vae",
+        kind="cvae",
+        steps=4,
+        batch_size=8,
+        latent_dim=8,
+        checkpoint_every=2,
+        log_every=2,
+    )
+    assert summary["status"] == "done"
+    with open(tmp_path / "vae" / "losses.csv") as fh:
+        assert fh.readline().strip() == "step,loss,recon,kl"
+    sampler, meta = load_generator(tmp_path / "vae" / "generator")
+    assert meta["kind"] == "cvae"
+    assert sampler.predict([np.zeros((1, 8), np.float32), np.array([1], np.int32)], verbose=0).shape == (
+        1,
+        32,
+        32,
+        1,
+    )

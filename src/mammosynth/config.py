@@ -25,18 +25,20 @@ class PhantomConfig:
 @dataclass(frozen=True)
 class ClassifierConfig:
     model: str = "simple_cnn"
-    epochs: int = 12
+    epochs: int = 14
     batch_size: int = 32
     learning_rate: float = 1e-3
     dropout: float = 0.3
-    patience: int = 4  # early stopping on validation AUC
+    patience: int = 4  # early stopping on validation AUC (never before half of the epochs)
+    # Extra keyword arguments of the builder (`mammosynth.models.classifiers.build_<model>`).
+    hparams: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TuneConfig:
     backend: str = "optuna"  # "optuna" locally, "katib" in the cluster
-    n_trials: int = 4
-    epochs_per_trial: int = 4
+    n_trials: int = 3
+    epochs_per_trial: int = 6
     algorithm: str = "tpe"
     timeout_s: int = 3600
 
@@ -88,7 +90,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gan": {"steps": 20, "batch_size": 16, "latent_dim": 16, "checkpoint_every": 10},
     },
     # `make run`: the whole study on 2 CPU cores in a few minutes.
-    "embedded": {},
+    "embedded": {
+        "classifier": {"epochs": 12, "batch_size": 16, "hparams": {"filters": [16, 32, 64], "dense_units": 64}},
+        "tune": {"n_trials": 2, "epochs_per_trial": 4},
+        "gan": {"steps": 800, "checkpoint_every": 200},
+    },
     # The cluster configuration: real CBIS-DDSM masses, 224², transfer learning on GPUs.
     "cbis-ddsm": {
         "image_size": 224,

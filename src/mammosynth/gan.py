@@ -9,7 +9,9 @@
 * ``samples/step-XXXXXX.png``: a grid, one row per class, from fixed noise.
 * ``generator/``: ``generator.keras`` (``[z, label] → (S,S,C)`` in [0,1]) and ``gan.json``
   (kind, image_size, latent_dim, channels, steps, seed, class_names, config).
-* ``losses.csv``: step, d_loss, g_loss, d_real, d_fake (means over each logging interval).
+* ``losses.csv``: step and the model's metrics (GANs: d_loss, g_loss, d_real, d_fake; the VAE:
+  loss, recon, kl), means over each logging interval.
+* ``train_summary.json``: what `train_gan` returns (steps, seconds, steps/s, final losses).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 GENERATOR_DIR = "generator"
 GENERATOR_FILE = "generator.keras"
 GAN_META = "gan.json"
-LOSS_FIELDS = ("step", "d_loss", "g_loss", "d_real", "d_fake")
 KEEP_CHECKPOINTS = 2
 
 
@@ -48,20 +49,18 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _losses_csv(rows: list[dict[str, float]]) -> str:
+def _losses_csv(rows: list[dict[str, float]], fields: list[str]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOSS_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=["step", *fields])
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (row[k] if k == "step" else f"{row[k]:.6g}") for k in LOSS_FIELDS})
+        writer.writerow({k: (row[k] if k == "step" else f"{row[k]:.6g}") for k in ["step", *fields]})
     return buf.getvalue()
 
 
 def _read_losses(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as fh:
-        return [
-            {k: (int(r[k]) if k == "step" else float(r[k])) for k in LOSS_FIELDS} for r in csv.DictReader(fh)
-        ]
+        return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 def _load_train(prepared_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int]:
@@ -123,7 +122,7 @@ def _save_checkpoint(
             "n_variables": len(arrays),
         }
         (tmp / "state.json").write_text(json.dumps(state))
-        (tmp / "losses.csv").write_text(_losses_csv(losses))
+        (tmp / "losses.csv").write_text(_losses_csv(losses, [m.name for m in model.metrics]))
         final = root / name
         if final.exists():
             shutil.rmtree(final)
@@ -132,6 +131,9 @@ def _save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _atomic_text(root / "latest", name + "\n")
+    for stale in root.glob(".step-*"):  # temp dirs of checkpoints a kill interrupted
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
     kept = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in kept[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
@@ -255,7 +257,8 @@ def train_gan(
     Args:
         prepared_dir: prepared set (``mammosynth.data.shards``).
         out_dir: run directory (checkpoints, samples, generator, losses.csv).
-        kind: ``"stable-cgan"`` (default) or ``"seed-cgan"`` (the study's architecture).
+        kind: ``"stable-cgan"`` (default), ``"seed-cgan"`` (the study's architecture) or
+            ``"cvae"`` (a conditional VAE, non-adversarial comparison).
         steps: total optimisation steps (one D and one G update each).
         batch_size: real images per step (class-balanced).
         latent_dim: noise size.
@@ -371,6 +374,7 @@ def _train(
     losses = [row for row in losses if row["step"] <= start]
 
     step_fn = tf.function(model.train_step, jit_compile=jit)
+    fields = [m.name for m in model.metrics]  # losses.csv columns after "step"
     sample_every = sample_every or checkpoint_every or steps
     fixed_rng = np.random.default_rng(seed + 1)
     n_cols = 8
@@ -400,7 +404,7 @@ def _train(
         done_here += 1
         if step % log_every == 0 or step == steps:
             row = {"step": step, **{k: float(v) for k, v in result.items()}}
-            if not all(np.isfinite(row[k]) for k in LOSS_FIELDS[1:]):
+            if not all(np.isfinite(row[k]) for k in fields):
                 raise FloatingPointError(
                     f"{kind}: non-finite loss at step {step}: {row}; lower "
                     "learning_rate or resume from an earlier checkpoint"
@@ -409,16 +413,8 @@ def _train(
             for m in model.metrics:
                 m.reset_state()
             rate = done_here / (time.perf_counter() - t0)
-            log.info(
-                "step %d/%d d_loss=%.4f g_loss=%.4f d_real=%.3f d_fake=%.3f (%.2f steps/s)",
-                step,
-                steps,
-                row["d_loss"],
-                row["g_loss"],
-                row["d_real"],
-                row["d_fake"],
-                rate,
-            )
+            shown = " ".join(f"{k}={row[k]:.4f}" for k in fields)
+            log.info("step %d/%d %s (%.2f steps/s)", step, steps, shown, rate)
         if stop_after is not None and done_here >= stop_after and step < steps:
             log.warning("stopping after %d steps at step %d (stop_after)", done_here, step)
             return {
@@ -456,7 +452,7 @@ def _train(
         "output_range": [0.0, 1.0],
     }
     gen_dir = save_generator(model, out / GENERATOR_DIR, meta)
-    _atomic_text(out / "losses.csv", _losses_csv(losses))
+    _atomic_text(out / "losses.csv", _losses_csv(losses, fields))
     summary = {
         "status": "done",
         "kind": kind,
@@ -477,7 +473,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mammosynth gan", description=__doc__.splitlines()[0])
     p.add_argument("--prepared-dir", required=True, help="prepared set to learn from (split train)")
     p.add_argument("--out-dir", required=True, help="run directory (checkpoints, samples, generator)")
-    p.add_argument("--kind", default="stable-cgan", choices=["stable-cgan", "seed-cgan"])
+    p.add_argument("--kind", default="stable-cgan", choices=["stable-cgan", "seed-cgan", "cvae"])
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--latent-dim", type=int, default=64)

@@ -15,8 +15,6 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from mammosynth.train import ADDITIONAL_METRICS, OBJECTIVE_METRIC
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
 API_VERSION = f"{GROUP}/{VERSION}"
 PRIMARY_CONTAINER = "training-container"
-SWAGGER_PATH = Path("/work/shared/crds/katib.v1beta1.swagger.json")
 # Katib's default StdOut filter, spelled out so the contract with the trainer's output is visible.
 METRICS_FORMAT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 ALGORITHMS = (
@@ -225,49 +222,22 @@ def build_experiment(
     }
 
 
-@lru_cache(maxsize=4)
-def _schemas(swagger_path: str) -> dict[str, Any]:
-    path = Path(swagger_path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: the Katib OpenAPI spec (see /work/shared/crds/README.md)")
-    doc = json.loads(path.read_text())
-    return doc.get("components", {}).get("schemas") or doc.get("definitions") or {}
-
-
-def _strict(node: Any) -> Any:
-    """Copy a schema, closing every object that lists its properties (so misspelt fields fail)."""
-    if isinstance(node, dict):
-        out = {k: _strict(v) for k, v in node.items()}
-        if "properties" in out and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [_strict(v) for v in node]
-    return node
-
-
-def _validate_against(obj: Any, definition: str, schemas: dict[str, Any], where: str) -> list[str]:
-    import jsonschema
-
-    root = {"$ref": f"#/components/schemas/{definition}", "components": {"schemas": schemas}}
-    validator = jsonschema.Draft7Validator(root)
-    errors = []
-    for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in err.absolute_path)
-        errors.append(f"{where}{'.' + path if path else ''}: {err.message}")
-    return errors
-
-
-def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_PATH) -> None:
-    """Check an Experiment offline: ``spec`` against Katib's ``v1beta1.ExperimentSpec`` and the trial
-    Job's pod spec against ``io.k8s.api.core.v1.PodSpec`` (unknown fields rejected), plus what the
-    schema cannot say (enums, names, that every ``${trialParameters.x}`` is declared).
+def validate_experiment(obj: dict[str, Any]) -> None:
+    """Check an Experiment offline: its structure through `mammosynth.k8s.validate_katib_experiment`
+    (``spec`` against Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown
+    fields rejected), plus what the schema cannot say (enums, names, that every
+    ``${trialParameters.x}`` is declared, the primary container exists).
 
     Raises:
         ValueError: every problem found, one per line, each with its field path.
     """
-    schemas = {k: _strict(v) for k, v in _schemas(str(swagger_path)).items()}
+    from mammosynth import k8s
+
     problems: list[str] = []
+    try:
+        k8s.validate_katib_experiment(obj)
+    except ValueError as exc:
+        problems += [line.strip().removeprefix("- ") for line in str(exc).splitlines()[1:]]
     if obj.get("apiVersion") != API_VERSION or obj.get("kind") != "Experiment":
         problems.append(
             f"apiVersion/kind must be {API_VERSION}/Experiment, got {obj.get('apiVersion')}/{obj.get('kind')}"
@@ -281,7 +251,6 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ValueError("Experiment has no spec object")
-    problems += _validate_against(spec, "v1beta1.ExperimentSpec", schemas, "spec")
 
     objective = spec.get("objective") or {}
     if objective.get("type") not in _OBJECTIVE_TYPES:
@@ -331,9 +300,6 @@ def validate_experiment(obj: dict[str, Any], swagger_path: str | Path = SWAGGER_
         if not isinstance(pod, dict):
             problems.append("spec.trialTemplate.trialSpec: Job has no spec.template.spec")
         else:
-            problems += _validate_against(
-                pod, "io.k8s.api.core.v1.PodSpec", schemas, "spec.trialTemplate.trialSpec.spec.template.spec"
-            )
             names = [c.get("name") for c in pod.get("containers") or []]
             if template.get("primaryContainerName") not in names:
                 problems.append(

@@ -66,7 +66,7 @@ def ingest_step(source: str, out_dir: str, eda_path: str | None = None, *, prese
 
 # Step 4 ---------------------------------------------------------------------------------------------
 def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embedded",
-              overrides: str | dict | None = None) -> str:
+              overrides: str | dict | None = None, image: str | None = None) -> str:
     """Hyperparameter search; returns the best parameters as a JSON object string."""
     from mammosynth.tune import run_tune
 
@@ -77,7 +77,9 @@ def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embed
         result = run_tune(prepared_dir, Path(tmp) / "best_params.json", backend=cfg.tune.backend,
                           n_trials=cfg.tune.n_trials, epochs_per_trial=cfg.tune.epochs_per_trial,
                           seed=cfg.seed, model=cfg.classifier.model, batch_size=cfg.classifier.batch_size,
-                          data_uri=prepared_uri or prepared_dir, timeout_s=cfg.tune.timeout_s)
+                          **cfg.classifier.hparams,
+                          data_uri=prepared_uri or prepared_dir, timeout_s=cfg.tune.timeout_s,
+                          algorithm=cfg.tune.algorithm, image=image)
     log.info("tune: best %s = %.4f with %s", "val_auc", result.best_value, result.best_params)
     return json.dumps(result.best_params, sort_keys=True)
 
@@ -148,7 +150,7 @@ def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: 
 
     cfg = _cfg(preset, overrides)
     c = cfg.classifier
-    params = {"learning_rate": c.learning_rate, "dropout": c.dropout}
+    params = {"learning_rate": c.learning_rate, "dropout": c.dropout, **c.hparams}
     if best_params_path and Path(best_params_path).exists():
         params.update(json.loads(Path(best_params_path).read_text() or "{}"))
     result = train_arm(prepared_dir, out_dir, arm=arm, seeds=list(cfg.seeds), synthetic_dir=synthetic_dir,

@@ -138,8 +138,11 @@ def _make_progress_callback(epochs_total: int, print_metrics: bool):
     return Progress()
 
 
-def _make_best_keeper(patience: int, ckpt_dir: Path | None, state: dict[str, Any]):
+def _make_best_keeper(patience: int, ckpt_dir: Path | None, state: dict[str, Any], min_epochs: int = 0):
     """Early stopping on validation AUC over all fine-tuning phases, with per-epoch checkpoints.
+
+    No stop before ``min_epochs``: small CNNs from scratch often sit at chance for several epochs
+    before they start to learn, and stopping then would report an untrained model.
 
     One object spans every ``fit`` call (Keras' EarlyStopping would reset between phases), keeps
     the best weights in memory, and writes ``last``/``best`` weights plus a state file each epoch
@@ -171,7 +174,7 @@ def _make_best_keeper(patience: int, ckpt_dir: Path | None, state: dict[str, Any
                     self.model.save_weights(ckpt_dir / "best.weights.h5")
             else:
                 st["wait"] += 1
-                if st["wait"] >= patience:
+                if st["wait"] >= patience and epoch + 1 >= min_epochs:
                     log.info(
                         "early stopping: val_auc has not improved for %d epochs (best %.4f at epoch %s)",
                         patience,
@@ -213,6 +216,7 @@ def train_classifier(
     synthetic_ratio: float = 0.0,
     use_real: bool = True,
     patience: int = 4,
+    min_epochs: int | None = None,
     class_balance: str | None = "weights",
     save_model: bool = True,
     export_saved_model: bool = False,
@@ -241,6 +245,7 @@ def train_classifier(
         synthetic_ratio: synthetic images per real training image.
         use_real: train on the real training split (False = train on synthetic only, TSTR).
         patience: epochs without a val AUC improvement before stopping.
+        min_epochs: no early stop before this epoch (default: half of ``epochs``).
         class_balance: None, ``"weights"`` (balanced loss weights) or ``"oversample"``.
         save_model: write ``out_dir/model/`` (`mammosynth.models.io.save_classifier`).
         export_saved_model: also export the TF SavedModel for serving.
@@ -340,7 +345,8 @@ def train_classifier(
     if resumed is not None:
         state = resumed
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    keeper = _make_best_keeper(patience, ckpt_dir, state)
+    keeper = _make_best_keeper(patience, ckpt_dir, state,
+                               epochs // 2 if min_epochs is None else min_epochs)
     if resumed is not None and (ckpt_dir / "best.weights.h5").exists():
         # Best weights so far live on disk; load them into memory via a throwaway copy of the net.
         keeper.best_weights = _weights_from(ckpt_dir / "best.weights.h5", net, strategy)

@@ -199,7 +199,7 @@ def run_tune(
         timeout_s: wall-clock budget of the search.
         data_uri: where Katib trials read the prepared set (``s3://...``); defaults to ``prepared_dir``.
         namespace, image, algorithm, parallel_trials, gpu, experiment_name: Katib settings
-            (`mammosynth.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_IMAGE``.
+            (`mammosynth.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
         **train_kwargs: fixed `train_classifier` options for Optuna trials (e.g. ``augment``).
 
     Returns:
@@ -226,9 +226,9 @@ def run_tune(
     elif backend == "katib":
         from mammosynth import katib
 
-        image = image or os.environ.get("MAMMOSYNTH_IMAGE")
+        image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
         if not image:
-            raise ValueError("katib backend needs the trainer image: pass image= or set MAMMOSYNTH_IMAGE")
+            raise ValueError("katib backend needs the trainer image: pass image= or set MAMMOSYNTH_TRAINER_IMAGE")
         name = experiment_name or f"mammosynth-tune-{int(time.time())}"
         experiment = katib.build_experiment(
             name,
@@ -291,7 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-uri", help="prepared-set URI Katib trials read (s3://...)")
     p.add_argument("--name", default="mammosynth-tune", help="Experiment name")
     p.add_argument("--namespace", default="kubeflow")
-    p.add_argument("--image", default=os.environ.get("MAMMOSYNTH_IMAGE", "mammosynth-trainer:latest"))
+    p.add_argument("--image", default=os.environ.get("MAMMOSYNTH_TRAINER_IMAGE", "mammosynth-trainer:latest"))
     p.add_argument("--algorithm", default=None, help="Katib algorithm (default: the preset's)")
     p.add_argument("--parallel-trials", type=int, default=2)
     p.add_argument("--no-gpu", action="store_true", help="trials request no GPU")

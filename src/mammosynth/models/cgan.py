@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-KINDS = ("seed-cgan", "stable-cgan")
+KINDS = ("seed-cgan", "stable-cgan", "cvae")
 NUM_CLASSES = 2
 
 
@@ -341,6 +341,9 @@ class StableCGAN(_ConditionalGAN):
     * **Spectral normalisation** on every discriminator layer (Miyato et al. 2018) bounds D's
       Lipschitz constant; with the **hinge loss** this is the SN-GAN/BigGAN recipe that fixed the
       mode collapse and oscillation the study reports.
+      (Keras's ``SpectralNormalization`` writes ``W/σ`` back into the kernel on every training
+      call, i.e. it projects after each update rather than reparameterising; the Lipschitz bound
+      is the same.)
     * **DiffAugment** (Zhao et al. 2020) on real and fake inputs to D: the standard remedy for
       discriminator over-fitting with ~10² images per class.
     * **EMA of generator weights** (Yazıcı et al. 2019; Karras et al.) — samples come from the
@@ -491,13 +494,108 @@ class StableCGAN(_ConditionalGAN):
             ema_w.assign(w)
 
 
+@keras.saving.register_keras_serializable(package="mammosynth")
+class ConditionalVAE(_ConditionalGAN):
+    """A small class-conditional VAE (Sohn et al. 2015) behind the same interface, as a
+    non-adversarial comparison: it cannot collapse or oscillate, at the price of blurrier samples.
+
+    The decoder is `StableCGAN`'s generator (``generator``, so sampling, saving and synthesis are
+    shared); the encoder (in the ``discriminator`` slot, trained by ``d_optimizer``) mirrors the
+    discriminator without spectral normalisation and outputs ``(μ, log σ²)`` from image features
+    and a class embedding. Loss: per-image sum of squared error in [-1,1] + ``beta`` × KL.
+    Metrics: ``loss``, ``recon``, ``kl``.
+
+    Args:
+        image_size, latent_dim, channels: as for the GANs.
+        base_width, max_width: as for `StableCGAN`.
+        beta: KL weight.
+    """
+
+    kind = "cvae"
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        latent_dim: int = 64,
+        channels: int = 1,
+        base_width: int | None = None,
+        max_width: int = 256,
+        beta: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(image_size, latent_dim, channels, **kwargs)
+        self.base_width = int(base_width or default_base_width(self.image_size))
+        self.max_width = int(max_width)
+        self.beta = float(beta)
+        self.generator = StableCGAN._build_generator(self, "generator")
+        self.discriminator = self._build_encoder()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.recon_tracker = keras.metrics.Mean(name="recon")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.built = True
+
+    def _build_generator(self, name: str) -> keras.Model:
+        return StableCGAN._build_generator(self, name)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.recon_tracker, self.kl_tracker]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "base_width": self.base_width,
+            "max_width": self.max_width,
+            "beta": self.beta,
+        }
+
+    def _build_encoder(self) -> keras.Model:
+        s, k = self.image_size, self.n_upsamplings
+        widths = _widths(k, self.base_width, self.max_width)
+        x = keras.Input((s, s, self.channels), name="image")
+        y = keras.Input((), dtype="int32", name="label")
+        h = x
+        for w in reversed(widths[:-1]):
+            h = layers.LeakyReLU(0.2)(layers.Conv2D(w, 4, strides=2, padding="same")(h))
+        h = layers.GlobalAveragePooling2D()(h)
+        h = layers.Concatenate()([h, layers.Embedding(self.num_classes, widths[0])(y)])
+        h = layers.Dense(2 * self.latent_dim, dtype="float32")(h)
+        return keras.Model([x, y], h, name="encoder")
+
+    def train_step(self, data):
+        real, labels = data
+        real = tf.cast(real, "float32") * 2.0 - 1.0
+        labels = tf.cast(labels, "int32")
+        if real.shape[-1] != self.channels:
+            real = tf.repeat(real, self.channels, axis=-1)
+        eps = self._noise(tf.shape(real)[0])
+        with tf.GradientTape() as e_tape, tf.GradientTape() as g_tape:
+            stats = self.discriminator([real, labels], training=True)
+            mu, logvar = tf.split(stats, 2, axis=-1)
+            logvar = tf.clip_by_value(logvar, -10.0, 10.0)
+            z = mu + tf.exp(0.5 * logvar) * tf.cast(eps, mu.dtype)
+            recon = tf.cast(self.generator([z, labels], training=True), "float32")
+            recon_loss = tf.reduce_mean(tf.reduce_sum(tf.square(recon - real), axis=[1, 2, 3]))
+            kl = tf.reduce_mean(-0.5 * tf.reduce_sum(1.0 + logvar - tf.square(mu) - tf.exp(logvar), axis=-1))
+            loss = recon_loss + self.beta * kl
+            e_scaled = self._scaled(self.d_optimizer, loss)
+            g_scaled = self._scaled(self.g_optimizer, loss)
+        self._apply(self.d_optimizer, e_tape, e_scaled, self.discriminator.trainable_variables)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        self.recon_tracker.update_state(recon_loss)
+        self.kl_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
+
+
 def build_gan(
     kind: str, image_size: int, latent_dim: int, channels: int = 1, seed: int = 0, **kwargs
 ) -> _ConditionalGAN:
     """Build (not compile) a conditional GAN.
 
     Args:
-        kind: ``"seed-cgan"`` (the study) or ``"stable-cgan"`` (default elsewhere).
+        kind: ``"seed-cgan"`` (the study), ``"stable-cgan"`` (default elsewhere) or ``"cvae"``
+            (a conditional VAE behind the same interface).
         image_size: output side S (see `upsampling_plan`).
         latent_dim: noise size.
         channels: 1 (gray) or 3.
@@ -507,7 +605,7 @@ def build_gan(
     Raises:
         ValueError: unknown kind, channel count or image size.
     """
-    classes = {"seed-cgan": SeedCGAN, "stable-cgan": StableCGAN}
+    classes = {"seed-cgan": SeedCGAN, "stable-cgan": StableCGAN, "cvae": ConditionalVAE}
     if kind not in classes:
         raise ValueError(f"unknown GAN kind {kind!r}; choose one of: {', '.join(KINDS)}")
     return classes[kind](image_size=image_size, latent_dim=latent_dim, channels=channels, seed=seed, **kwargs)
@@ -517,7 +615,10 @@ def default_optimizers(
     kind: str, learning_rate: float
 ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """``(d_optimizer, g_optimizer)``: the study's Adam(lr, β₁=0.5) for the seed cGAN; for the stable
-    cGAN Adam(β₁=0, β₂=0.99) with a 2× discriminator rate (TTUR, Heusel et al. 2017)."""
+    cGAN Adam(β₁=0, β₂=0.99) with a 2× discriminator rate (TTUR, Heusel et al. 2017); for the
+    VAE plain Adam at 5× the rate (encoder, decoder): a likelihood objective tolerates it."""
+    if kind == "cvae":
+        return keras.optimizers.Adam(5 * learning_rate), keras.optimizers.Adam(5 * learning_rate)
     if kind == "seed-cgan":
         return (
             keras.optimizers.Adam(learning_rate, beta_1=0.5),
