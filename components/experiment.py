@@ -1,6 +1,5 @@
 """Experiment components: plan arms → train each arm over seeds → evaluate → pick the model → report."""
 
-from typing import List
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -9,7 +8,7 @@ from components.image import TRAINER_IMAGE
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def plan_arms(preset: str = "embedded", overrides: str = "{}") -> List[str]:
+def plan_arms(preset: str = "embedded", overrides: str = "{}") -> list[str]:
     """The arms the preset runs (each fans out to its own training task)."""
     from mammosynth import study
 
@@ -29,7 +28,7 @@ def train_arm(arm_result: Output[Model], prepared_set: Input[Dataset], synthetic
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate(evaluation: Output[Artifact], metrics: Output[Metrics], roc: Output[ClassificationMetrics],
-             arm_results: Input[List[Model]], preset: str = "embedded", overrides: str = "{}"):
+             arm_results: Input[list[Model]], preset: str = "embedded", overrides: str = "{}"):
     """Per-arm means, bootstrap CIs and paired tests against the real and real+aug controls."""
     from mammosynth import study
 
@@ -42,7 +41,7 @@ def evaluate(evaluation: Output[Artifact], metrics: Output[Metrics], roc: Output
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def select_model(final_model: Output[Model], arm_results: Input[List[Model]], evaluation: Input[Artifact]):
+def select_model(final_model: Output[Model], arm_results: Input[list[Model]], evaluation: Input[Artifact]):
     """The final classifier: the arm with the best mean validation AUC (never chosen on test)."""
     from mammosynth import study
 

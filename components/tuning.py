@@ -8,7 +8,7 @@ from components.image import TRAINER_IMAGE
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: str = "embedded",
-         overrides: str = "{}", trainer_image: str = TRAINER_IMAGE):
+         overrides: str = "{}", trainer_image: str = ""):
     """Search the classifier's hyperparameters; write the best ones as a JSON object.
 
     Args:
@@ -16,7 +16,7 @@ def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: st
         prepared_set: training shards (its URI is what Katib trials read in the cluster).
         preset: config preset name; its tune.backend picks Optuna (local) or Katib (cluster).
         overrides: JSON object of config overrides.
-        trainer_image: the image Katib trials run (this component's own image by default).
+        trainer_image: the image Katib trials run (the pipeline passes the trainer image).
     """
     import json
 

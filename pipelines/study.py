@@ -25,6 +25,7 @@ from components import (
     train_gan,
     tune,
 )
+from components.image import TRAINER_IMAGE
 
 PIPELINE_NAME = "mammosynth-study"
 # Cluster wiring, fixed at compile time (override with environment variables when compiling).
@@ -95,7 +96,8 @@ def study_pipeline(source: str = "embedded", preset: str = "embedded", overrides
                                 overrides=overrides))
     prepared = prep_task.outputs["prepared_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
-    tune_task = _cpu(tune(prepared_set=prepared, preset=preset, overrides=overrides))
+    tune_task = _cpu(tune(prepared_set=prepared, preset=preset, overrides=overrides,
+                          trainer_image=TRAINER_IMAGE))
     # Step 5: conditional GAN on the real training split.
     gan_task = _gpu(train_gan(prepared_set=prepared, preset=preset, overrides=overrides))
     # Step 6: synthetic set per class, then the generator's report card.

@@ -13,7 +13,8 @@ from pydicom.encaps import encapsulate
 from mammosynth.data import phantom
 from mammosynth.data.dicom import DicomError, DicomImage, decode_dicom, is_roi_mask
 
-REAL_DIR = Path("/work/shared/cbis-ddsm/dicom")
+# The shared fixtures sit beside the repository (../shared), as in CI.
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "cbis-ddsm" / "dicom"
 # (folder, rows, cols) from the fixtures README.
 REAL = [
     ("Mass-Test_P_00016_LEFT_CC_1", 384, 385),

@@ -15,7 +15,6 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from mammosynth import __version__
 from mammosynth.config import CLASS_NAMES, StudyConfig, load_config, parse_arm
@@ -77,9 +76,10 @@ def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embed
         result = run_tune(prepared_dir, Path(tmp) / "best_params.json", backend=cfg.tune.backend,
                           n_trials=cfg.tune.n_trials, epochs_per_trial=cfg.tune.epochs_per_trial,
                           seed=cfg.seed, model=cfg.classifier.model, batch_size=cfg.classifier.batch_size,
+                          learning_rate=cfg.classifier.learning_rate, dropout=cfg.classifier.dropout,
                           **cfg.classifier.hparams,
                           data_uri=prepared_uri or prepared_dir, timeout_s=cfg.tune.timeout_s,
-                          algorithm=cfg.tune.algorithm, image=image)
+                          algorithm=cfg.tune.algorithm, image=image or None)
     log.info("tune: best %s = %.4f with %s", "val_auc", result.best_value, result.best_params)
     return json.dumps(result.best_params, sort_keys=True)
 

@@ -98,6 +98,13 @@ def _suggest(trial, p: Param) -> Any:
     raise ValueError(f"parameter {p.name}: unknown kind {p.kind!r} (use int, double or categorical)")
 
 
+def _admits(param: Param, value: Any) -> bool:
+    """Whether ``value`` lies in ``param``'s search space (enqueued trials must)."""
+    if param.kind == "categorical":
+        return value in param.choices
+    return param.low <= float(value) <= param.high
+
+
 def _run_optuna(
     prepared_dir,
     *,
@@ -117,6 +124,11 @@ def _run_optuna(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max(1, n_trials // 2)))
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    # The configured values go first: the search can then only return something at least as good
+    # as the defaults on its own objective, never a worse configuration found by chance.
+    baseline = {p.name: train_kwargs[p.name] for p in space if p.name in train_kwargs and _admits(p, train_kwargs[p.name])}
+    if baseline:
+        study.enqueue_trial(baseline, skip_if_exists=True)
 
     with tempfile.TemporaryDirectory(prefix="mammosynth-tune-") as tmp:
 
