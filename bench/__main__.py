@@ -49,15 +49,23 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"bench: {script.stem} ...", flush=True)
         try:
-            proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                                  timeout=args.timeout, env=env, cwd=Path(__file__).parent.parent)
+            proc = subprocess.run(
+                [sys.executable, str(script)],
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+                env=env,
+                cwd=Path(__file__).parent.parent,
+            )
         except subprocess.TimeoutExpired:
             failures.append(f"{script.stem}: timed out after {args.timeout} s")
             continue
         entries = _entries(proc.stdout)
         if proc.returncode != 0 or not entries:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            failures.append(f"{script.stem}: exit {proc.returncode}, {len(entries)} entries: {' | '.join(tail)}")
+            failures.append(
+                f"{script.stem}: exit {proc.returncode}, {len(entries)} entries: {' | '.join(tail)}"
+            )
         for e in entries:
             e.setdefault("source", script.stem)
         results.extend(entries)
@@ -69,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     width = max([len(r["name"]) for r in results] + [4])
     print(f"\n{'name':<{width}}  {'ours':>12}  {'baseline':>12}  {'unit':<10}  {'ratio':>7}")
     for r in results:
-        print(f"{r['name']:<{width}}  {float(r['ours']):>12.4g}  {float(r['baseline']):>12.4g}  "
-              f"{r['unit']:<10}  {float(r['ratio']):>6.2f}×")
+        print(
+            f"{r['name']:<{width}}  {float(r['ours']):>12.4g}  {float(r['baseline']):>12.4g}  "
+            f"{r['unit']:<10}  {float(r['ratio']):>6.2f}×"
+        )
     print(f"\nwritten to {args.out}")
     for f in failures:
         print(f"FAILED {f}", file=sys.stderr)

@@ -41,12 +41,20 @@ def _wait_for(port: int, timeout: float = 30.0) -> None:
 
 def main() -> int:
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(port)
-        os.environ.update(S3_ENDPOINT=f"127.0.0.1:{port}", S3_USE_HTTPS="0", AWS_ACCESS_KEY_ID="bench",
-                          AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1")
+        os.environ.update(
+            S3_ENDPOINT=f"127.0.0.1:{port}",
+            S3_USE_HTTPS="0",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench-secret",
+            AWS_REGION="us-east-1",
+        )
         from minio import Minio
 
         from mammosynth import storage
@@ -76,12 +84,21 @@ def main() -> int:
             base_again, ours_again = naive("naive"), ours("ours")
         mb = N_FILES * FILE_BYTES / 1e6
         entries = [
-            {"name": f"storage upload {N_FILES}x{FILE_BYTES // 1024}KiB to S3 (moto): 8 workers vs sequential",
-             "ours": round(ours_first, 3), "baseline": round(base_first, 3), "unit": "s",
-             "ratio": round(base_first / ours_first, 2), "mb": round(mb, 1)},
-            {"name": "storage re-upload of an unchanged folder: resume (skip by checksum) vs sequential",
-             "ours": round(ours_again, 3), "baseline": round(base_again, 3), "unit": "s",
-             "ratio": round(base_again / ours_again, 2)},
+            {
+                "name": f"storage upload {N_FILES}x{FILE_BYTES // 1024}KiB to S3 (moto): 8 workers vs sequential",
+                "ours": round(ours_first, 3),
+                "baseline": round(base_first, 3),
+                "unit": "s",
+                "ratio": round(base_first / ours_first, 2),
+                "mb": round(mb, 1),
+            },
+            {
+                "name": "storage re-upload of an unchanged folder: resume (skip by checksum) vs sequential",
+                "ours": round(ours_again, 3),
+                "baseline": round(base_again, 3),
+                "unit": "s",
+                "ratio": round(base_again / ours_again, 2),
+            },
         ]
         for entry in entries:
             print(json.dumps(entry))

@@ -12,6 +12,17 @@ from components.serving import deploy
 from components.tuning import tune
 
 __all__ = [
-    "assess_generator", "deploy", "evaluate", "ingest", "plan_arms", "preprocess", "report",
-    "select_model", "split", "synthesize", "train_arm", "train_gan", "tune",
+    "assess_generator",
+    "deploy",
+    "evaluate",
+    "ingest",
+    "plan_arms",
+    "preprocess",
+    "report",
+    "select_model",
+    "split",
+    "synthesize",
+    "train_arm",
+    "train_gan",
+    "tune",
 ]

@@ -7,8 +7,13 @@ from components.image import TRAINER_IMAGE
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def ingest(ingested_set: Output[Dataset], eda: Output[Markdown], source: str, preset: str = "embedded",
-           overrides: str = "{}"):
+def ingest(
+    ingested_set: Output[Dataset],
+    eda: Output[Markdown],
+    source: str,
+    preset: str = "embedded",
+    overrides: str = "{}",
+):
     """Read CBIS-DDSM (or, for source="embedded", the generated phantom) into a de-identified set.
 
     Args:
@@ -24,8 +29,9 @@ def ingest(ingested_set: Output[Dataset], eda: Output[Markdown], source: str, pr
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def split(split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str = "embedded",
-          overrides: str = "{}"):
+def split(
+    split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
+):
     """Assign patient-level train/val/test splits (official test split kept)."""
     from mammosynth.config import load_config
     from mammosynth.data.split import run_split
@@ -36,8 +42,9 @@ def split(split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str 
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def preprocess(prepared_set: Output[Dataset], split_set: Input[Dataset], preset: str = "embedded",
-               overrides: str = "{}"):
+def preprocess(
+    prepared_set: Output[Dataset], split_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
+):
     """Window, normalise and resize every image into fixed-size training shards."""
     from mammosynth.config import load_config
     from mammosynth.preprocess import run_preprocess

@@ -7,32 +7,49 @@ from components.image import TRAINER_IMAGE
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def train_gan(generator: Output[Model], prepared_set: Input[Dataset], preset: str = "embedded",
-              overrides: str = "{}"):
+def train_gan(
+    generator: Output[Model], prepared_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
+):
     """Train the conditional GAN on the real training split, checkpointing as it goes."""
     from mammosynth import study
 
-    generator.metadata.update(study.train_gan_step(prepared_set.path, generator.path, preset=preset,
-                                                   overrides=overrides))
+    generator.metadata.update(
+        study.train_gan_step(prepared_set.path, generator.path, preset=preset, overrides=overrides)
+    )
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def synthesize(synthetic_set: Output[Dataset], generator: Input[Model], prepared_set: Input[Dataset],
-               preset: str = "embedded", overrides: str = "{}"):
+def synthesize(
+    synthetic_set: Output[Dataset],
+    generator: Input[Model],
+    prepared_set: Input[Dataset],
+    preset: str = "embedded",
+    overrides: str = "{}",
+):
     """Sample a synthetic training set per class, sized for the largest synthetic:real ratio."""
     from mammosynth import study
 
-    synthetic_set.metadata.update(study.synthesize_step(generator.path, prepared_set.path,
-                                                        synthetic_set.path, preset=preset,
-                                                        overrides=overrides))
+    synthetic_set.metadata.update(
+        study.synthesize_step(
+            generator.path, prepared_set.path, synthetic_set.path, preset=preset, overrides=overrides
+        )
+    )
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def assess_generator(report_card: Output[Artifact], generator: Input[Model], prepared_set: Input[Dataset],
-                     synthetic_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"):
+def assess_generator(
+    report_card: Output[Artifact],
+    generator: Input[Model],
+    prepared_set: Input[Dataset],
+    synthetic_set: Input[Dataset],
+    preset: str = "embedded",
+    overrides: str = "{}",
+):
     """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity."""
     from mammosynth import study
 
-    report_card.metadata.update(study.assess_generator_step(prepared_set.path, synthetic_set.path,
-                                                            report_card.path, preset=preset,
-                                                            overrides=overrides))
+    report_card.metadata.update(
+        study.assess_generator_step(
+            prepared_set.path, synthetic_set.path, report_card.path, preset=preset, overrides=overrides
+        )
+    )

@@ -7,8 +7,12 @@ from components.image import TRAINER_IMAGE
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def deploy(final_model: Input[Model], model_uri: str = "", namespace: str = "mammosynth",
-           service_name: str = "mammosynth") -> str:
+def deploy(
+    final_model: Input[Model],
+    model_uri: str = "",
+    namespace: str = "mammosynth",
+    service_name: str = "mammosynth",
+) -> str:
     """Export both serving layouts to model_uri and apply the InferenceService (skipped outside a cluster).
 
     Returns:
@@ -16,5 +20,6 @@ def deploy(final_model: Input[Model], model_uri: str = "", namespace: str = "mam
     """
     from mammosynth import study
 
-    return study.deploy_step(final_model.path, model_uri=model_uri, namespace=namespace,
-                             service_name=service_name)
+    return study.deploy_step(
+        final_model.path, model_uri=model_uri, namespace=namespace, service_name=service_name
+    )

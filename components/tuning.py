@@ -7,8 +7,13 @@ from components.image import TRAINER_IMAGE
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: str = "embedded",
-         overrides: str = "{}", trainer_image: str = ""):
+def tune(
+    best_params: Output[Artifact],
+    prepared_set: Input[Dataset],
+    preset: str = "embedded",
+    overrides: str = "{}",
+    trainer_image: str = "",
+):
     """Search the classifier's hyperparameters; write the best ones as a JSON object.
 
     Args:
@@ -22,8 +27,9 @@ def tune(best_params: Output[Artifact], prepared_set: Input[Dataset], preset: st
 
     from mammosynth import study
 
-    params = study.tune_step(prepared_set.path, prepared_set.uri, preset=preset, overrides=overrides,
-                             image=trainer_image)
+    params = study.tune_step(
+        prepared_set.path, prepared_set.uri, preset=preset, overrides=overrides, image=trainer_image
+    )
     with open(best_params.path, "w") as fh:
         fh.write(params)
     best_params.metadata.update(json.loads(params))

@@ -46,8 +46,9 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
     return target
 
 
-def run_local(*, source: str, preset: str, overrides: str, runs_dir: Path, work_dir: Path,
-              run_id: str | None = None) -> Path:
+def run_local(
+    *, source: str, preset: str, overrides: str, runs_dir: Path, work_dir: Path, run_id: str | None = None
+) -> Path:
     """Run the whole study through kfp.local and publish its run folder. Returns runs/<run-id>."""
     from kfp import local
 
@@ -96,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
 
     load_config(args.preset, args.overrides)  # fail fast on a bad preset/override, before any work
     started = time.monotonic()
-    target = run_local(source=args.source, preset=args.preset, overrides=args.overrides,
-                       runs_dir=args.runs_dir, work_dir=args.work_dir)
+    target = run_local(
+        source=args.source,
+        preset=args.preset,
+        overrides=args.overrides,
+        runs_dir=args.runs_dir,
+        work_dir=args.work_dir,
+    )
     _print_summary(target)
-    print(f"\nstudy finished in {time.monotonic() - started:.0f} s; results in {target}/ "
-          f"(runs/latest -> {target.name}): report.md, report.html, metrics.json, model/")
+    print(
+        f"\nstudy finished in {time.monotonic() - started:.0f} s; results in {target}/ "
+        f"(runs/latest -> {target.name}): report.md, report.html, metrics.json, model/"
+    )
     return 0
 
 

@@ -5,7 +5,6 @@ The same function runs on a laptop through `kfp.local` (`make run`) and compiles
 `kfp.local` ignores them.
 """
 
-
 import os
 
 from kfp import dsl, kubernetes
@@ -42,8 +41,10 @@ def _storage_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
     kubernetes.use_secret_as_env(
         task,
         secret_name=STORAGE_SECRET,
-        secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        secret_key_to_env={
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
     )
     kubernetes.use_config_map_as_env(
         task,
@@ -72,8 +73,13 @@ def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
     description="Does conditional-GAN synthetic data improve a CBIS-DDSM mass classifier? "
     "Patient-level split, several seeds per arm, CIs and paired tests.",
 )
-def study_pipeline(source: str = "embedded", preset: str = "embedded", overrides: str = "{}",
-                   model_uri: str = "", namespace: str = "mammosynth") -> dsl.Artifact:
+def study_pipeline(
+    source: str = "embedded",
+    preset: str = "embedded",
+    overrides: str = "{}",
+    model_uri: str = "",
+    namespace: str = "mammosynth",
+) -> dsl.Artifact:
     """Run the whole study.
 
     Args:
@@ -89,44 +95,81 @@ def study_pipeline(source: str = "embedded", preset: str = "embedded", overrides
     # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
     ingest_task = _cpu(ingest(source=source, preset=preset, overrides=overrides))
     # Step 2: patient-level split.
-    split_task = _cpu(split(ingested_set=ingest_task.outputs["ingested_set"], preset=preset,
-                            overrides=overrides))
+    split_task = _cpu(
+        split(ingested_set=ingest_task.outputs["ingested_set"], preset=preset, overrides=overrides)
+    )
     # Step 3: preprocess into training shards.
-    prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], preset=preset,
-                                overrides=overrides))
+    prep_task = _cpu(
+        preprocess(split_set=split_task.outputs["split_set"], preset=preset, overrides=overrides)
+    )
     prepared = prep_task.outputs["prepared_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
-    tune_task = _cpu(tune(prepared_set=prepared, preset=preset, overrides=overrides,
-                          trainer_image=TRAINER_IMAGE))
+    tune_task = _cpu(
+        tune(prepared_set=prepared, preset=preset, overrides=overrides, trainer_image=TRAINER_IMAGE)
+    )
     # Step 5: conditional GAN on the real training split.
     gan_task = _gpu(train_gan(prepared_set=prepared, preset=preset, overrides=overrides))
     # Step 6: synthetic set per class, then the generator's report card.
-    synth_task = _cpu(synthesize(generator=gan_task.outputs["generator"], prepared_set=prepared,
-                                 preset=preset, overrides=overrides))
-    card_task = _cpu(assess_generator(generator=gan_task.outputs["generator"], prepared_set=prepared,
-                                      synthetic_set=synth_task.outputs["synthetic_set"], preset=preset,
-                                      overrides=overrides))
+    synth_task = _cpu(
+        synthesize(
+            generator=gan_task.outputs["generator"], prepared_set=prepared, preset=preset, overrides=overrides
+        )
+    )
+    card_task = _cpu(
+        assess_generator(
+            generator=gan_task.outputs["generator"],
+            prepared_set=prepared,
+            synthetic_set=synth_task.outputs["synthetic_set"],
+            preset=preset,
+            overrides=overrides,
+        )
+    )
     # Step 7: every arm over every seed, in parallel on the GPU pool. (best_params travels as an
     # artifact: kfp.local 2.17 resolves an outer task's *parameter* output inside ParallelFor to the
     # loop item.)
     plan_task = plan_arms(preset=preset, overrides=overrides)
     with dsl.ParallelFor(plan_task.output, parallelism=ARM_PARALLELISM) as arm:
-        arm_task = _gpu(train_arm(prepared_set=prepared, synthetic_set=synth_task.outputs["synthetic_set"],
-                                  arm=arm, best_params=tune_task.outputs["best_params"], preset=preset,
-                                  overrides=overrides))
+        arm_task = _gpu(
+            train_arm(
+                prepared_set=prepared,
+                synthetic_set=synth_task.outputs["synthetic_set"],
+                arm=arm,
+                best_params=tune_task.outputs["best_params"],
+                preset=preset,
+                overrides=overrides,
+            )
+        )
     # Step 8: statistics over arms and seeds.
-    eval_task = _cpu(evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides))
+    eval_task = _cpu(
+        evaluate(
+            arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides
+        )
+    )
     # Step 9: the final classifier, chosen on validation AUC.
-    select_task = _cpu(select_model(
-        arm_results=dsl.Collected(arm_task.outputs["arm_result"]), evaluation=eval_task.outputs["evaluation"]))
+    select_task = _cpu(
+        select_model(
+            arm_results=dsl.Collected(arm_task.outputs["arm_result"]),
+            evaluation=eval_task.outputs["evaluation"],
+        )
+    )
     # Step 10: the report.
-    report_task = _cpu(report(evaluation=eval_task.outputs["evaluation"],
-                              report_card=card_task.outputs["report_card"],
-                              final_model=select_task.outputs["final_model"], prepared_set=prepared,
-                              split_set=split_task.outputs["split_set"],
-                              synthetic_set=synth_task.outputs["synthetic_set"], preset=preset,
-                              overrides=overrides, source=source))
+    report_task = _cpu(
+        report(
+            evaluation=eval_task.outputs["evaluation"],
+            report_card=card_task.outputs["report_card"],
+            final_model=select_task.outputs["final_model"],
+            prepared_set=prepared,
+            split_set=split_task.outputs["split_set"],
+            synthetic_set=synth_task.outputs["synthetic_set"],
+            preset=preset,
+            overrides=overrides,
+            source=source,
+        )
+    )
     # Step 11: serve it (export + InferenceService; a printed plan outside a cluster).
-    _cpu(deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
-         cpu="1", memory="2G")
+    _cpu(
+        deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
+        cpu="1",
+        memory="2G",
+    )
     return report_task.outputs["run_dir"]

@@ -38,6 +38,11 @@ def s3_env(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     bucket = f"test-{uuid.uuid4().hex[:12]}"
-    Minio(s3_server, access_key="testing-access-key", secret_key="testing-secret-key", secure=False,
-          region="us-east-1").make_bucket(bucket)
+    Minio(
+        s3_server,
+        access_key="testing-access-key",
+        secret_key="testing-secret-key",
+        secure=False,
+        region="us-east-1",
+    ).make_bucket(bucket)
     yield bucket

@@ -24,14 +24,32 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
     spec, _ = compiled
     assert spec["pipelineInfo"]["name"] == "mammosynth-study"
     executors = spec["deploymentSpec"]["executors"]
-    stages = {"ingest", "split", "preprocess", "tune", "train-gan", "synthesize", "assess-generator",
-              "plan-arms", "train-arm", "evaluate", "select-model", "report", "deploy"}
+    stages = {
+        "ingest",
+        "split",
+        "preprocess",
+        "tune",
+        "train-gan",
+        "synthesize",
+        "assess-generator",
+        "plan-arms",
+        "train-arm",
+        "evaluate",
+        "select-model",
+        "report",
+        "deploy",
+    }
     assert {f"exec-{s}" for s in stages} == set(executors)
     for name, ex in executors.items():
         assert ex["container"]["image"].startswith("ghcr.io/mammosynth/trainer"), name
         assert "pip install" not in " ".join(ex["container"]["command"]), f"{name} installs packages"
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
-        "source", "preset", "overrides", "model_uri", "namespace"}
+        "source",
+        "preset",
+        "overrides",
+        "model_uri",
+        "namespace",
+    }
 
 
 def test_gpus_node_pool_and_tolerations_exactly_on_gpu_steps(compiled):
@@ -75,21 +93,44 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
     from mammosynth.data import phantom
 
     cfg = load_config("tiny")
-    raw = phantom.generate(tmp_path / "raw", n_patients=cfg.phantom.n_patients, seed=cfg.seed,
-                           crop_size=cfg.phantom.crop_size)
+    raw = phantom.generate(
+        tmp_path / "raw", n_patients=cfg.phantom.n_patients, seed=cfg.seed, crop_size=cfg.phantom.crop_size
+    )
     source = f"s3://{s3_env}/cbis-ddsm"
     storage.upload_dir(raw, source)
     runs = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "run", "--preset", "tiny", "--source", source,
-         "--runs-dir", str(runs), "--work-dir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "--preset",
+            "tiny",
+            "--source",
+            source,
+            "--runs-dir",
+            str(runs),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     latest = runs / "latest"
     assert latest.is_symlink()
-    for name in ("report.md", "report.html", "metrics.json", "model/model.json", "model/model.keras",
-                 "model/saved_model/1/saved_model.pb", "report_card.json"):
+    for name in (
+        "report.md",
+        "report.html",
+        "metrics.json",
+        "model/model.json",
+        "model/model.keras",
+        "model/saved_model/1/saved_model.pb",
+        "report_card.json",
+    ):
         assert (latest / name).exists(), name
     metrics = json.loads((latest / "metrics.json").read_text())
     assert set(metrics["arms"]) == {"real", "real+synthetic"}
@@ -98,7 +139,10 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
         assert len(arm["per_seed"]) == 2  # tiny preset: 2 seeds
     assert metrics["seed"] == 2026 and metrics["split_sizes"]["test"]
     assert any(c["baseline"] == "real" and "p_value" in c for c in metrics["comparisons"])
-    assert {p.name for p in (latest / "figures").glob("*.png")} >= {"roc_curves.png", "confusion_matrices.png"}
+    assert {p.name for p in (latest / "figures").glob("*.png")} >= {
+        "roc_curves.png",
+        "confusion_matrices.png",
+    }
     report = (latest / "report.md").read_text()
     assert source in report  # the report names the data it used
     assert "results in" in proc.stdout

@@ -38,8 +38,11 @@ def test_colour_and_single_channel_inputs_agree_with_gray():
 
 @pytest.mark.parametrize(
     ("bad", "match"),
-    [(np.zeros((4, 4, 4, 4)), "expected a 2-D image"), (np.zeros((1, 10)), "too small"),
-     (np.full((8, 8), np.nan), "NaN")],
+    [
+        (np.zeros((4, 4, 4, 4)), "expected a 2-D image"),
+        (np.zeros((1, 10)), "too small"),
+        (np.full((8, 8), np.nan), "NaN"),
+    ],
 )
 def test_bad_arrays_say_what_is_wrong(bad, match):
     with pytest.raises(ValueError, match=match):

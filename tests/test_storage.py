@@ -81,8 +81,12 @@ def test_s3_directory_round_trip(s3_env, tmp_path):
     files = _make_tree(src, big=True)
     uri = f"s3://{s3_env}/raw/cbis"
     stats = storage.upload_dir(src, uri, workers=3)
-    assert stats == {"files": len(files), "uploaded": len(files), "skipped": 0,
-                     "bytes": sum(map(len, files.values()))}
+    assert stats == {
+        "files": len(files),
+        "uploaded": len(files),
+        "skipped": 0,
+        "bytes": sum(map(len, files.values())),
+    }
     assert storage.list_files(uri) == sorted(files)
     assert storage.exists(uri) and storage.exists(f"{uri}/images/a.png")
     assert not storage.exists(f"{uri}/images/a.pn") and not storage.exists(f"s3://{s3_env}/ra")
@@ -183,7 +187,9 @@ def test_interrupted_publish_leaves_no_set_and_rerun_completes(base_uri, tmp_pat
     manifest = storage.publish_set(src, base_uri, kind="synthetic", workers=1)
     assert manifest["uri"] == set_uri and not manifest["reused"]
     assert len(calls) == len(files) - 2  # the two objects already up were not sent again
-    assert storage.open_set(set_uri, tmp_path / "out2").joinpath("meta.json").read_bytes() == files["meta.json"]
+    assert (
+        storage.open_set(set_uri, tmp_path / "out2").joinpath("meta.json").read_bytes() == files["meta.json"]
+    )
 
 
 def test_verify_reports_corrupt_missing_and_extra(base_uri, tmp_path):
@@ -198,7 +204,9 @@ def test_verify_reports_corrupt_missing_and_extra(base_uri, tmp_path):
     result = storage.verify_set(set_uri)
     assert not result.ok and result.missing == [] and result.extra == []
     assert [p for p, _ in result.corrupt] == ["images/a.png", "train-00000.npz"]
-    assert "size" in dict(result.corrupt)["images/a.png"] and "sha256" in dict(result.corrupt)["train-00000.npz"]
+    assert (
+        "size" in dict(result.corrupt)["images/a.png"] and "sha256" in dict(result.corrupt)["train-00000.npz"]
+    )
     with pytest.raises(StorageError, match="refusing to open set"):
         storage.open_set(set_uri, tmp_path / "o")
 
@@ -241,7 +249,9 @@ def test_cli_reports_errors_on_stderr_with_exit_1(s3_env, monkeypatch, capsys):
 
 
 def test_missing_bucket_and_missing_endpoint(s3_env, monkeypatch):
-    with pytest.raises(StorageError, match="bucket 'no-such-bucket-q' does not exist.*create it .* or fix the URI"):
+    with pytest.raises(
+        StorageError, match="bucket 'no-such-bucket-q' does not exist.*create it .* or fix the URI"
+    ):
         storage.list_files("s3://no-such-bucket-q/data")
     with pytest.raises(StorageError, match="does not exist"):
         storage.write_bytes("s3://no-such-bucket-q/data/x", b"1")
@@ -271,12 +281,22 @@ def moto_iam_auth(s3_server):
     import boto3
     import requests
 
-    iam = boto3.client("iam", endpoint_url=f"http://{s3_server}", region_name="us-east-1",
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=f"http://{s3_server}",
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
     user = f"storage-test-{time.monotonic_ns()}"
     iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="s3-all", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="s3-all",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
     key = iam.create_access_key(UserName=user)["AccessKey"]
     requests.post(f"http://{s3_server}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
     try:
@@ -310,8 +330,10 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch, caplog):
 
     monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
     settings = storage._S3Settings("minio:9000", False, True, "us-east-1", None, None)
-    failures = [u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
-                ServerError("server failed with HTTP status code 503", 503)]
+    failures = [
+        u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+        ServerError("server failed with HTTP status code 503", 503),
+    ]
 
     def flaky():
         if failures:
@@ -353,8 +375,12 @@ def test_cli_upload_resumes_ls_and_verify(s3_env, tmp_path, capsys, caplog):
     sets_uri = f"s3://{s3_env}/sets"
     assert storage.main(["ls", sets_uri]) == 0
     assert "no sets" in capsys.readouterr().out
-    assert storage.main(["publish", str(src), sets_uri, "--kind", "raw",
-                         "--lineage", json.dumps({"source": dest})]) == 0
+    assert (
+        storage.main(
+            ["publish", str(src), sets_uri, "--kind", "raw", "--lineage", json.dumps({"source": dest})]
+        )
+        == 0
+    )
     set_uri = capsys.readouterr().out.strip()
     assert set_uri.startswith(f"{sets_uri}/raw-")
     assert storage.main(["ls", sets_uri]) == 0

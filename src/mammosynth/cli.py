@@ -30,8 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, STAGES))
-    lines = ["usage: mammosynth <stage> [options]   (mammosynth <stage> --help for each)", "",
-             "stages:"]
+    lines = ["usage: mammosynth <stage> [options]   (mammosynth <stage> --help for each)", "", "stages:"]
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in STAGES.items()]
     return "\n".join(lines)
 

@@ -93,8 +93,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized so `make run` takes ~7 minutes on 2 cores: a narrow simple CNN, no early stop before the
     # last epoch (small CNNs here sit at chance for several epochs before they learn).
     "embedded": {
-        "classifier": {"epochs": 10, "batch_size": 16, "patience": 10,
-                       "hparams": {"filters": [8, 16, 32], "dense_units": 64}},
+        "classifier": {
+            "epochs": 10,
+            "batch_size": 16,
+            "patience": 10,
+            "hparams": {"filters": [8, 16, 32], "dense_units": 64},
+        },
         "tune": {"n_trials": 2, "epochs_per_trial": 6},
         # A short run needs a faster learning rate: at 2e-4 the generator is still noise at 600 steps.
         "gan": {"steps": 800, "learning_rate": 1e-3, "checkpoint_every": 200},
@@ -103,10 +107,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cbis-ddsm": {
         "image_size": 224,
         "seeds": [0, 1, 2, 3, 4],
-        "arms": ["real", "real+aug", "real+synthetic@0.25", "real+synthetic@0.5",
-                 "real+synthetic@1.0", "real+aug+synthetic", "tstr"],
-        "classifier": {"model": "inception_resnet_v2", "epochs": 40, "batch_size": 32,
-                       "learning_rate": 1e-4, "patience": 8},
+        "arms": [
+            "real",
+            "real+aug",
+            "real+synthetic@0.25",
+            "real+synthetic@0.5",
+            "real+synthetic@1.0",
+            "real+aug+synthetic",
+            "tstr",
+        ],
+        "classifier": {
+            "model": "inception_resnet_v2",
+            "epochs": 40,
+            "batch_size": 32,
+            "learning_rate": 1e-4,
+            "patience": 8,
+        },
         "tune": {"backend": "katib", "n_trials": 24, "epochs_per_trial": 10},
         "gan": {"steps": 40000, "batch_size": 64, "latent_dim": 128, "checkpoint_every": 1000},
     },
@@ -120,9 +136,7 @@ def _merge(base: Any, overrides: dict[str, Any], where: str) -> Any:
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in known:
-            raise ValueError(
-                f"unknown config field {where}{key}; known fields: {', '.join(sorted(known))}"
-            )
+            raise ValueError(f"unknown config field {where}{key}; known fields: {', '.join(sorted(known))}")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):

@@ -43,9 +43,7 @@ def prepare_image(pixels: np.ndarray, image_size: int) -> np.ndarray:
     elif arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise ValueError(
-            f"expected a 2-D image or (H,W,1|3|4) array, got shape {tuple(np.shape(pixels))}"
-        )
+        raise ValueError(f"expected a 2-D image or (H,W,1|3|4) array, got shape {tuple(np.shape(pixels))}")
     if arr.size == 0 or min(arr.shape) < 2:
         raise ValueError(f"image too small to use: shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
@@ -100,8 +98,9 @@ def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         images = np.empty((len(rows), image_size, image_size, 1), np.uint16)
         for i, path in enumerate(rows["image_path"]):
             images[i] = shards.to_uint16(prepare_image(load_png16(split_dir / path), image_size))
-        shards.write_split(out, split, images, rows["label_id"].astype(int).to_numpy(),
-                           rows["image_id"].to_list())
+        shards.write_split(
+            out, split, images, rows["label_id"].astype(int).to_numpy(), rows["image_id"].to_list()
+        )
         log.info("preprocess: %s split, %d images at %d²", split, len(rows), image_size)
     return shards.write_meta(out, image_size, {"source": str(split_dir)})
 

@@ -63,10 +63,25 @@ RETRY_BASE_DELAY_S = 0.25
 CHUNK = 1 << 20
 _TMP_SUFFIX = ".mstmp"
 
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-                     "InvalidSecurity", "AccessDenied"}
-_TRANSIENT_CODES = {"SlowDown", "SlowDownRead", "SlowDownWrite", "InternalError", "ServiceUnavailable",
-                    "RequestTimeout", "RequestTimeTooSkewed", "OperationAborted", "XMinioServerNotInitialized"}
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "InvalidSecurity",
+    "AccessDenied",
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "SlowDownRead",
+    "SlowDownWrite",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "OperationAborted",
+    "XMinioServerNotInitialized",
+}
 
 
 class StorageError(RuntimeError):
@@ -87,7 +102,9 @@ def _local_path(uri: str | os.PathLike) -> Path:
         parsed = urlparse(text)
         return Path(unquote(parsed.netloc + parsed.path))
     if "://" in text:
-        raise StorageError(f"unsupported URI scheme in {text!r}: use a local path, file:// or s3://bucket/prefix")
+        raise StorageError(
+            f"unsupported URI scheme in {text!r}: use a local path, file:// or s3://bucket/prefix"
+        )
     return Path(text)
 
 
@@ -131,8 +148,10 @@ def _s3_settings() -> _S3Settings:
     raw = os.environ.get("S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or ""
     raw = raw.strip()
     if not raw:
-        raise StorageError("S3_ENDPOINT is not set: set it to MinIO's host:port "
-                           "(e.g. minio-service.kubeflow:9000) and S3_USE_HTTPS=0/1")
+        raise StorageError(
+            "S3_ENDPOINT is not set: set it to MinIO's host:port "
+            "(e.g. minio-service.kubeflow:9000) and S3_USE_HTTPS=0/1"
+        )
     secure_default = True
     if "://" in raw:
         scheme, raw = raw.split("://", 1)
@@ -163,17 +182,23 @@ def _client_for(settings: _S3Settings):
         maxsize=32,
         cert_reqs="CERT_REQUIRED" if settings.verify else "CERT_NONE",
     )
-    return Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
-                 secure=settings.secure, region=settings.region, http_client=http,
-                 cert_check=settings.verify)
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        secure=settings.secure,
+        region=settings.region,
+        http_client=http,
+        cert_check=settings.verify,
+    )
 
 
 def _is_connection_error(exc: BaseException) -> bool:
     import urllib3.exceptions as u3
 
-    return isinstance(exc, (u3.NewConnectionError, u3.ConnectTimeoutError, u3.MaxRetryError,
-                            ConnectionRefusedError)) or (
-        isinstance(exc, u3.ProtocolError) and "refused" in str(exc).lower())
+    return isinstance(
+        exc, (u3.NewConnectionError, u3.ConnectTimeoutError, u3.MaxRetryError, ConnectionRefusedError)
+    ) or (isinstance(exc, u3.ProtocolError) and "refused" in str(exc).lower())
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -196,14 +221,20 @@ def _translate(exc: BaseException, settings: _S3Settings, what: str, uri: str) -
     where = f"S3 endpoint {settings.endpoint} ({'https' if settings.secure else 'http'})"
     if isinstance(exc, S3Error):
         if exc.code in _CREDENTIAL_CODES:
-            hint = ("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set" if not settings.access_key
-                    else "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+            hint = (
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set"
+                if not settings.access_key
+                else "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            )
             extra = " and the key's bucket policy" if exc.code == "AccessDenied" else ""
-            return StorageError(f"{where} rejected the credentials while trying to {what} {uri} "
-                                f"({exc.code}): {hint}{extra}")
+            return StorageError(
+                f"{where} rejected the credentials while trying to {what} {uri} ({exc.code}): {hint}{extra}"
+            )
         if exc.code == "NoSuchBucket":
-            return StorageError(f"bucket {exc.bucket_name or _split_s3(uri)[0]!r} does not exist at {where}: "
-                                f"create it (mc mb) or fix the URI {uri}")
+            return StorageError(
+                f"bucket {exc.bucket_name or _split_s3(uri)[0]!r} does not exist at {where}: "
+                f"create it (mc mb) or fix the URI {uri}"
+            )
         if exc.code in {"NoSuchKey", "ResourceNotFound"}:
             return FileNotFoundError(f"{uri} does not exist at {where}")
         return StorageError(f"{where} refused to {what} {uri}: {exc.code}: {exc.message}")
@@ -211,17 +242,23 @@ def _translate(exc: BaseException, settings: _S3Settings, what: str, uri: str) -
 
     if isinstance(exc, (u3.HTTPError, ConnectionError, TimeoutError)):
         if isinstance(exc, u3.SSLError) or "ssl" in str(exc).lower():
-            return StorageError(f"TLS handshake with S3_ENDPOINT={settings.endpoint} failed ({exc}): "
-                                f"check S3_USE_HTTPS (now {int(settings.secure)}) and S3_VERIFY_SSL")
-        return StorageError(f"S3_ENDPOINT={settings.endpoint} unreachable after {RETRY_ATTEMPTS} tries "
-                            f"while trying to {what} {uri} ({type(exc).__name__}): check S3_ENDPOINT "
-                            f"/ S3_USE_HTTPS and that MinIO is running")
+            return StorageError(
+                f"TLS handshake with S3_ENDPOINT={settings.endpoint} failed ({exc}): "
+                f"check S3_USE_HTTPS (now {int(settings.secure)}) and S3_VERIFY_SSL"
+            )
+        return StorageError(
+            f"S3_ENDPOINT={settings.endpoint} unreachable after {RETRY_ATTEMPTS} tries "
+            f"while trying to {what} {uri} ({type(exc).__name__}): check S3_ENDPOINT "
+            f"/ S3_USE_HTTPS and that MinIO is running"
+        )
     from minio.error import InvalidResponseError
 
     if isinstance(exc, InvalidResponseError) and getattr(exc, "_code", 500) < 500:
-        return StorageError(f"{where} answered HTTP {exc._code} without an S3 error body while trying to "
-                            f"{what} {uri}: check that S3_ENDPOINT is MinIO's S3 API (usually port 9000, "
-                            f"not the console) and S3_USE_HTTPS")
+        return StorageError(
+            f"{where} answered HTTP {exc._code} without an S3 error body while trying to "
+            f"{what} {uri}: check that S3_ENDPOINT is MinIO's S3 API (usually port 9000, "
+            f"not the console) and S3_USE_HTTPS"
+        )
     return StorageError(f"{where} failed to {what} {uri}: {type(exc).__name__}: {exc}")
 
 
@@ -235,13 +272,22 @@ def _retry(settings: _S3Settings, what: str, uri: str, fn: Callable[[], T]) -> T
         except Exception as exc:  # urllib3 and minio errors share no base class narrower than this
             if isinstance(exc, (StorageError, FileNotFoundError)):
                 raise
-            transient = _is_transient(exc) and not (isinstance(exc, S3Error) and exc.code in _CREDENTIAL_CODES)
+            transient = _is_transient(exc) and not (
+                isinstance(exc, S3Error) and exc.code in _CREDENTIAL_CODES
+            )
             if not transient and not isinstance(exc, MinioException) and not _is_connection_error(exc):
                 raise  # a bug or a local I/O error: not ours to reword
             if transient and attempt < RETRY_ATTEMPTS:
                 delay = RETRY_BASE_DELAY_S * 2 ** (attempt - 1)
-                log.warning("%s %s: %s (attempt %d/%d), retrying in %.2fs", what, uri, type(exc).__name__,
-                            attempt, RETRY_ATTEMPTS, delay)
+                log.warning(
+                    "%s %s: %s (attempt %d/%d), retrying in %.2fs",
+                    what,
+                    uri,
+                    type(exc).__name__,
+                    attempt,
+                    RETRY_ATTEMPTS,
+                    delay,
+                )
                 time.sleep(delay)
                 continue
             raise _translate(exc, settings, what, uri) from exc
@@ -307,9 +353,11 @@ class _LocalStore:
             return {"": _Entry(self.root.stat().st_size)}
         if not self.root.is_dir():
             return {}
-        return {p.relative_to(self.root).as_posix(): _Entry(p.stat().st_size)
-                for p in sorted(self.root.rglob("*"))
-                if p.is_file() and not p.name.endswith(_TMP_SUFFIX)}
+        return {
+            p.relative_to(self.root).as_posix(): _Entry(p.stat().st_size)
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and not p.name.endswith(_TMP_SUFFIX)
+        }
 
     def children(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
@@ -378,8 +426,13 @@ class _S3Store:
 
     def write(self, rel: str, data: bytes) -> None:
         meta = {SHA_META: hashlib.sha256(data).hexdigest()}
-        self._call("write", rel, lambda: self.client.put_object(
-            self.bucket, self.key(rel), io.BytesIO(data), len(data), metadata=meta))
+        self._call(
+            "write",
+            rel,
+            lambda: self.client.put_object(
+                self.bucket, self.key(rel), io.BytesIO(data), len(data), metadata=meta
+            ),
+        )
 
     def exists(self, rel: str) -> bool:
         # One LIST answers "object or non-empty prefix" and, unlike HEAD, says NoSuchBucket.
@@ -405,7 +458,7 @@ class _S3Store:
                 name = obj.object_name
                 if name.endswith("/"):
                     continue  # directory marker objects some tools create
-                out[name[len(base):]] = _Entry(int(obj.size or 0), (obj.etag or "").strip('"') or None)
+                out[name[len(base) :]] = _Entry(int(obj.size or 0), (obj.etag or "").strip('"') or None)
             if not out and self.prefix:
                 # The URI may name one object rather than a prefix.
                 for obj in self.client.list_objects(self.bucket, prefix=self.prefix):
@@ -419,15 +472,22 @@ class _S3Store:
         base = f"{self.prefix}/" if self.prefix else ""
 
         def _list() -> list[str]:
-            return sorted(o.object_name[len(base):].rstrip("/")
-                          for o in self.client.list_objects(self.bucket, prefix=base, recursive=False)
-                          if o.is_dir)
+            return sorted(
+                o.object_name[len(base) :].rstrip("/")
+                for o in self.client.list_objects(self.bucket, prefix=base, recursive=False)
+                if o.is_dir
+            )
 
         return self._call("list", "", _list)
 
     def put_file(self, rel: str, src: Path, sha256: str) -> None:
-        self._call("upload", rel, lambda: self.client.fput_object(
-            self.bucket, self.key(rel), str(src), metadata={SHA_META: sha256}))
+        self._call(
+            "upload",
+            rel,
+            lambda: self.client.fput_object(
+                self.bucket, self.key(rel), str(src), metadata={SHA_META: sha256}
+            ),
+        )
 
     def get_file(self, rel: str, dest: Path) -> str:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -545,8 +605,15 @@ class _Progress:
                 self.report()
 
     def report(self) -> None:
-        log.info("%s: %d/%d files (%d copied, %d already present, %.1f MB)", self.label, self.done,
-                 self.total, self.copied, self.skipped, self.bytes / 1e6)
+        log.info(
+            "%s: %d/%d files (%d copied, %d already present, %.1f MB)",
+            self.label,
+            self.done,
+            self.total,
+            self.copied,
+            self.skipped,
+            self.bytes / 1e6,
+        )
 
 
 def _put_file(store: _LocalStore | _S3Store, rel: str, src: Path, sha256: str) -> None:
@@ -554,8 +621,14 @@ def _put_file(store: _LocalStore | _S3Store, rel: str, src: Path, sha256: str) -
     store.put_file(rel, src, sha256)
 
 
-def _sync_up(files: dict[str, Path], store: _LocalStore | _S3Store, *, workers: int, progress_every: int,
-             digests: dict[str, tuple[int, str, str]] | None = None) -> dict[str, int]:
+def _sync_up(
+    files: dict[str, Path],
+    store: _LocalStore | _S3Store,
+    *,
+    workers: int,
+    progress_every: int,
+    digests: dict[str, tuple[int, str, str]] | None = None,
+) -> dict[str, int]:
     """Copy local ``files`` (rel → path) into ``store``, skipping those already there unchanged."""
     remote = store.list()
     progress = _Progress(f"upload {store.uri}", len(files), progress_every)
@@ -571,8 +644,12 @@ def _sync_up(files: dict[str, Path], store: _LocalStore | _S3Store, *, workers: 
 
     _run_parallel(sorted(files), _one, workers)
     progress.report()
-    return {"files": len(files), "uploaded": progress.copied, "skipped": progress.skipped,
-            "bytes": progress.bytes}
+    return {
+        "files": len(files),
+        "uploaded": progress.copied,
+        "skipped": progress.skipped,
+        "bytes": progress.bytes,
+    }
 
 
 def _local_files(local_dir: str | os.PathLike, exclude: Iterable[str] = ()) -> dict[str, Path]:
@@ -583,8 +660,9 @@ def _local_files(local_dir: str | os.PathLike, exclude: Iterable[str] = ()) -> d
     return {rel: root / rel for rel in _LocalStore(root).list() if rel not in skip}
 
 
-def upload_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, workers: int = 4,
-               progress_every: int = 100) -> dict[str, int]:
+def upload_dir(
+    local_dir: str | os.PathLike, uri: str | os.PathLike, *, workers: int = 4, progress_every: int = 100
+) -> dict[str, int]:
     """Copy a local directory tree to ``uri``; resumable.
 
     Files already present with the same size and content (S3: single-part ETag = MD5, else the
@@ -597,8 +675,9 @@ def upload_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, workers:
     return _sync_up(_local_files(local_dir), _store(uri), workers=workers, progress_every=progress_every)
 
 
-def download_dir(uri: str | os.PathLike, local_dir: str | os.PathLike, *, workers: int = 4,
-                 progress_every: int = 100) -> Path:
+def download_dir(
+    uri: str | os.PathLike, local_dir: str | os.PathLike, *, workers: int = 4, progress_every: int = 100
+) -> Path:
     """Copy every file under ``uri`` into ``local_dir`` (kept: files already there unchanged).
 
     Raises:
@@ -678,8 +757,10 @@ class VerifyResult:
         if self.error:
             return f"{self.uri}: NOT A VALID SET: {self.error}"
         state = "OK" if self.ok else "FAILED"
-        lines = [f"{self.uri}: {state} ({self.checked} files checked, {len(self.missing)} missing, "
-                 f"{len(self.corrupt)} corrupt, {len(self.extra)} extra)"]
+        lines = [
+            f"{self.uri}: {state} ({self.checked} files checked, {len(self.missing)} missing, "
+            f"{len(self.corrupt)} corrupt, {len(self.extra)} extra)"
+        ]
         lines += [f"  missing {p}" for p in self.missing[:20]]
         lines += [f"  corrupt {p}: {why}" for p, why in self.corrupt[:20]]
         lines += [f"  extra   {p}" for p in self.extra[:20]]
@@ -718,20 +799,32 @@ def _read_manifest(store: _LocalStore | _S3Store) -> dict[str, Any]:
     try:
         raw = store.read(SET_MANIFEST)
     except FileNotFoundError:
-        raise StorageError(f"{store.uri} has no {SET_MANIFEST}: not a published set (an interrupted "
-                           f"publish_set leaves none; re-run it)") from None
+        raise StorageError(
+            f"{store.uri} has no {SET_MANIFEST}: not a published set (an interrupted "
+            f"publish_set leaves none; re-run it)"
+        ) from None
     try:
         manifest = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise StorageError(f"{_join(store.uri, SET_MANIFEST)} is not valid JSON ({exc}): re-publish the set") from None
+        raise StorageError(
+            f"{_join(store.uri, SET_MANIFEST)} is not valid JSON ({exc}): re-publish the set"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != SET_FORMAT or "files" not in manifest:
-        raise StorageError(f"{_join(store.uri, SET_MANIFEST)} is not a {SET_FORMAT} manifest: re-publish the set")
+        raise StorageError(
+            f"{_join(store.uri, SET_MANIFEST)} is not a {SET_FORMAT} manifest: re-publish the set"
+        )
     return manifest
 
 
-def publish_set(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: str,
-                config: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
-                workers: int = 4) -> dict[str, Any]:
+def publish_set(
+    local_dir: str | os.PathLike,
+    uri: str | os.PathLike,
+    *,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    workers: int = 4,
+) -> dict[str, Any]:
     """Publish ``local_dir`` as an immutable set at ``<uri>/<kind>-<sha12>/``.
 
     Objects are uploaded first, ``_manifest.json`` last: an interrupted publish leaves no manifest
@@ -776,13 +869,25 @@ def publish_set(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: s
     stats = _sync_up(files, store, workers=workers, progress_every=100, digests=digests)
     # Last: the manifest is the commit record that turns uploaded objects into a set.
     store.write(SET_MANIFEST, json.dumps(manifest, indent=2).encode())
-    log.info("published %s (%d files, %d uploaded, %d already present)", set_uri, stats["files"],
-             stats["uploaded"], stats["skipped"])
+    log.info(
+        "published %s (%d files, %d uploaded, %d already present)",
+        set_uri,
+        stats["files"],
+        stats["uploaded"],
+        stats["skipped"],
+    )
     return {**manifest, "uri": set_uri, "reused": False}
 
 
-def _new_manifest(local_dir, kind: str, set_id: str, content: str, entries: list[dict[str, Any]],
-                  config: dict[str, Any] | None, lineage: dict[str, Any] | None) -> dict[str, Any]:
+def _new_manifest(
+    local_dir,
+    kind: str,
+    set_id: str,
+    content: str,
+    entries: list[dict[str, Any]],
+    config: dict[str, Any] | None,
+    lineage: dict[str, Any] | None,
+) -> dict[str, Any]:
     from mammosynth import __version__
 
     manifest = {
@@ -792,8 +897,11 @@ def _new_manifest(local_dir, kind: str, set_id: str, content: str, entries: list
         "content_sha256": content,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "mammosynth_version": __version__,
-        "counts": {"files": len(entries), "bytes": sum(e["size"] for e in entries),
-                   **_sample_counts(_local_path(local_dir))},
+        "counts": {
+            "files": len(entries),
+            "bytes": sum(e["size"] for e in entries),
+            **_sample_counts(_local_path(local_dir)),
+        },
         "config": config or {},
         "lineage": lineage or {},
         "files": entries,
@@ -801,8 +909,10 @@ def _new_manifest(local_dir, kind: str, set_id: str, content: str, entries: list
     try:
         json.dumps(manifest)
     except TypeError as exc:  # fail before uploading anything
-        raise StorageError(f"config/lineage for set {set_id} are not JSON-serialisable ({exc}): pass plain "
-                           f"dicts of str/int/float/list (e.g. dataclasses.asdict(config))") from None
+        raise StorageError(
+            f"config/lineage for set {set_id} are not JSON-serialisable ({exc}): pass plain "
+            f"dicts of str/int/float/list (e.g. dataclasses.asdict(config))"
+        ) from None
     return manifest
 
 
@@ -836,8 +946,7 @@ def verify_set(uri: str | os.PathLike, *, workers: int = 4) -> VerifyResult:
     return result
 
 
-def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None, *,
-             workers: int = 4) -> Path:
+def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None, *, workers: int = 4) -> Path:
     """A verified local copy of a published set.
 
     A local set is verified in place and its own path returned (``local_dir`` is ignored). An S3
@@ -853,21 +962,26 @@ def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None,
         if result.error:
             raise StorageError(result.error)
         if result.missing or result.corrupt:
-            raise StorageError(f"refusing to open set {uri}: it fails verification:\n{result.summary()}\n"
-                               f"re-publish it or restore the files")
+            raise StorageError(
+                f"refusing to open set {uri}: it fails verification:\n{result.summary()}\n"
+                f"re-publish it or restore the files"
+            )
         if result.extra:
             log.warning("set %s: %d files not in its manifest are ignored", uri, len(result.extra))
         return _local_path(uri)
     store = _S3Store(str(uri))
     manifest = _read_manifest(store)
-    dest = Path(local_dir) if local_dir is not None else (
-        _cache_root(None) / "s3" / store.bucket / store.prefix)
+    dest = (
+        Path(local_dir) if local_dir is not None else (_cache_root(None) / "s3" / store.bucket / store.prefix)
+    )
     present = store.list()
     listed = {f["path"]: f for f in manifest["files"]}
     missing = sorted(set(listed) - set(present))
     if missing:
-        raise StorageError(f"refusing to open set {uri}: {len(missing)} files in its manifest are missing "
-                           f"(first: {missing[:5]}); re-publish it")
+        raise StorageError(
+            f"refusing to open set {uri}: {len(missing)} files in its manifest are missing "
+            f"(first: {missing[:5]}); re-publish it"
+        )
     bad: list[str] = []
     bad_lock = threading.Lock()
 
@@ -882,9 +996,11 @@ def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None,
 
     _run_parallel(sorted(listed), _one, workers)
     if bad:
-        raise StorageError(f"refusing to open set {uri}: {len(bad)} files do not match their manifest "
-                           f"sha256 (first: {sorted(bad)[:5]}); run `mammosynth data verify {uri}` and "
-                           f"re-publish it")
+        raise StorageError(
+            f"refusing to open set {uri}: {len(bad)} files do not match their manifest "
+            f"sha256 (first: {sorted(bad)[:5]}); run `mammosynth data verify {uri}` and "
+            f"re-publish it"
+        )
     _atomic_write_bytes(dest / SET_MANIFEST, json.dumps(manifest, indent=2).encode())
     return dest
 
@@ -916,8 +1032,7 @@ def _fmt_samples(samples: dict[str, Any] | None) -> str:
     parts = []
     for split, labels in samples.items():
         if isinstance(labels, dict):
-            parts.append(f"{split}=" + "/".join(f"{n}" for n in labels.values()) +
-                         f" ({'/'.join(labels)})")
+            parts.append(f"{split}=" + "/".join(f"{n}" for n in labels.values()) + f" ({'/'.join(labels)})")
     return "  ".join(parts)
 
 
@@ -925,7 +1040,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammosynth data",
         description="Move and check dataset sets in MinIO (s3://bucket/prefix) or on disk. S3 settings "
-                    "come from S3_ENDPOINT, S3_USE_HTTPS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.")
+        "come from S3_ENDPOINT, S3_USE_HTTPS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upload", help="upload a local folder (e.g. CBIS-DDSM) as-is; resumable")
     up.add_argument("source", help="local folder")
@@ -951,19 +1067,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "upload":
-            stats = upload_dir(args.source, args.dest, workers=args.workers,
-                               progress_every=args.progress_every)
-            print(f"{args.dest}: {stats['files']} files, {stats['uploaded']} uploaded, "
-                  f"{stats['skipped']} already present, {stats['bytes'] / 1e6:.1f} MB sent")
+            stats = upload_dir(
+                args.source, args.dest, workers=args.workers, progress_every=args.progress_every
+            )
+            print(
+                f"{args.dest}: {stats['files']} files, {stats['uploaded']} uploaded, "
+                f"{stats['skipped']} already present, {stats['bytes'] / 1e6:.1f} MB sent"
+            )
             return 0
         if args.command == "publish":
             try:
                 lineage = json.loads(args.lineage)
             except json.JSONDecodeError as exc:
-                raise StorageError(f"--lineage is not JSON ({exc}): pass an object like "
-                                   "'{\"source\": \"s3://datasets/cbis-ddsm\"}'") from None
-            manifest = publish_set(args.source, args.dest, kind=args.kind, lineage=lineage,
-                                   workers=args.workers)
+                raise StorageError(
+                    f"--lineage is not JSON ({exc}): pass an object like "
+                    '\'{"source": "s3://datasets/cbis-ddsm"}\''
+                ) from None
+            manifest = publish_set(
+                args.source, args.dest, kind=args.kind, lineage=lineage, workers=args.workers
+            )
             print(f"{manifest['uri']}{' (already published)' if manifest['reused'] else ''}")
             return 0
         if args.command == "ls":
@@ -973,9 +1095,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             for s in sets:
                 counts = s.get("counts", {})
-                print(f"{s['uri']}  kind={s.get('kind')}  files={counts.get('files')}  "
-                      f"bytes={counts.get('bytes')}  created={s.get('created')}  "
-                      f"{_fmt_samples(counts.get('samples'))}".rstrip())
+                print(
+                    f"{s['uri']}  kind={s.get('kind')}  files={counts.get('files')}  "
+                    f"bytes={counts.get('bytes')}  created={s.get('created')}  "
+                    f"{_fmt_samples(counts.get('samples'))}".rstrip()
+                )
             return 0
         if args.command == "verify":
             sets = [args.uri]

@@ -35,8 +35,14 @@ def _sha256(path: Path) -> str:
 
 
 # Step 1 ---------------------------------------------------------------------------------------------
-def ingest_step(source: str, out_dir: str, eda_path: str | None = None, *, preset: str = "embedded",
-                overrides: str | dict | None = None) -> dict:
+def ingest_step(
+    source: str,
+    out_dir: str,
+    eda_path: str | None = None,
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
     """Ingest ``source`` (a folder, an s3:// prefix, or "embedded" for the phantom)."""
     from mammosynth.ingest import run_ingest
 
@@ -45,27 +51,47 @@ def ingest_step(source: str, out_dir: str, eda_path: str | None = None, *, prese
         if source == "embedded":
             from mammosynth.data import phantom
 
-            log.info("ingest: generating the embedded phantom (%d patients, seed %d)",
-                     cfg.phantom.n_patients, cfg.seed)
-            local = phantom.generate(Path(tmp) / "phantom", n_patients=cfg.phantom.n_patients,
-                                     seed=cfg.seed, crop_size=cfg.phantom.crop_size)
+            log.info(
+                "ingest: generating the embedded phantom (%d patients, seed %d)",
+                cfg.phantom.n_patients,
+                cfg.seed,
+            )
+            local = phantom.generate(
+                Path(tmp) / "phantom",
+                n_patients=cfg.phantom.n_patients,
+                seed=cfg.seed,
+                crop_size=cfg.phantom.crop_size,
+            )
         else:
             from mammosynth import storage
 
-            local = storage.localize(source, cache_dir=Path(tmp) / "cache") if storage.is_remote(source) \
+            local = (
+                storage.localize(source, cache_dir=Path(tmp) / "cache")
+                if storage.is_remote(source)
                 else Path(source)
+            )
         result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
     summary = Path(out_dir) / "eda" / "summary.md"
     if eda_path:
         Path(eda_path).parent.mkdir(parents=True, exist_ok=True)
-        text = summary.read_text() if summary.exists() else f"# Ingest\n\n```\n{json.dumps(result, indent=2, default=str)}\n```\n"
+        text = (
+            summary.read_text()
+            if summary.exists()
+            else f"# Ingest\n\n```\n{json.dumps(result, indent=2, default=str)}\n```\n"
+        )
         Path(eda_path).write_text(text)
     return result
 
 
 # Step 4 ---------------------------------------------------------------------------------------------
-def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embedded",
-              overrides: str | dict | None = None, image: str | None = None) -> str:
+def tune_step(
+    prepared_dir: str,
+    prepared_uri: str = "",
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+    image: str | None = None,
+) -> str:
     """Hyperparameter search; returns the best parameters as a JSON object string."""
     from mammosynth.tune import run_tune
 
@@ -73,27 +99,46 @@ def tune_step(prepared_dir: str, prepared_uri: str = "", *, preset: str = "embed
     if cfg.tune.n_trials <= 0:
         return "{}"
     with tempfile.TemporaryDirectory(prefix="mammosynth-tune-") as tmp:
-        result = run_tune(prepared_dir, Path(tmp) / "best_params.json", backend=cfg.tune.backend,
-                          n_trials=cfg.tune.n_trials, epochs_per_trial=cfg.tune.epochs_per_trial,
-                          seed=cfg.seed, model=cfg.classifier.model, batch_size=cfg.classifier.batch_size,
-                          learning_rate=cfg.classifier.learning_rate, dropout=cfg.classifier.dropout,
-                          **cfg.classifier.hparams,
-                          data_uri=prepared_uri or prepared_dir, timeout_s=cfg.tune.timeout_s,
-                          algorithm=cfg.tune.algorithm, image=image or None)
+        result = run_tune(
+            prepared_dir,
+            Path(tmp) / "best_params.json",
+            backend=cfg.tune.backend,
+            n_trials=cfg.tune.n_trials,
+            epochs_per_trial=cfg.tune.epochs_per_trial,
+            seed=cfg.seed,
+            model=cfg.classifier.model,
+            batch_size=cfg.classifier.batch_size,
+            learning_rate=cfg.classifier.learning_rate,
+            dropout=cfg.classifier.dropout,
+            **cfg.classifier.hparams,
+            data_uri=prepared_uri or prepared_dir,
+            timeout_s=cfg.tune.timeout_s,
+            algorithm=cfg.tune.algorithm,
+            image=image or None,
+        )
     log.info("tune: best %s = %.4f with %s", "val_auc", result.best_value, result.best_params)
     return json.dumps(result.best_params, sort_keys=True)
 
 
 # Steps 5–6 ------------------------------------------------------------------------------------------
-def train_gan_step(prepared_dir: str, out_dir: str, *, preset: str = "embedded",
-                   overrides: str | dict | None = None) -> dict:
+def train_gan_step(
+    prepared_dir: str, out_dir: str, *, preset: str = "embedded", overrides: str | dict | None = None
+) -> dict:
     from mammosynth.gan import train_gan
 
     cfg = _cfg(preset, overrides)
     g = cfg.gan
-    result = train_gan(prepared_dir, out_dir, kind=g.kind, steps=g.steps, batch_size=g.batch_size,
-                       latent_dim=g.latent_dim, learning_rate=g.learning_rate, seed=cfg.seed,
-                       checkpoint_every=g.checkpoint_every)
+    result = train_gan(
+        prepared_dir,
+        out_dir,
+        kind=g.kind,
+        steps=g.steps,
+        batch_size=g.batch_size,
+        latent_dim=g.latent_dim,
+        learning_rate=g.learning_rate,
+        seed=cfg.seed,
+        checkpoint_every=g.checkpoint_every,
+    )
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
 
 
@@ -106,8 +151,14 @@ def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
     return dict.fromkeys(CLASS_NAMES, per_class)
 
 
-def synthesize_step(generator_dir: str, prepared_dir: str, out_dir: str, *, preset: str = "embedded",
-                    overrides: str | dict | None = None) -> dict:
+def synthesize_step(
+    generator_dir: str,
+    prepared_dir: str,
+    out_dir: str,
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
     from mammosynth.data import shards
     from mammosynth.synthesize import run_synthesize
 
@@ -115,14 +166,24 @@ def synthesize_step(generator_dir: str, prepared_dir: str, out_dir: str, *, pres
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
     counts = synthetic_counts(cfg, n_train)
     generator = Path(generator_dir) / "generator"  # train_gan keeps checkpoints beside the final generator
-    meta = run_synthesize(generator if generator.is_dir() else generator_dir, out_dir, n_per_class=counts,
-                          seed=cfg.seed + 1)
-    return {"n_per_class": json.dumps(counts), "n_real_train": n_train,
-            "image_size": int(meta.get("image_size", cfg.image_size))}
+    meta = run_synthesize(
+        generator if generator.is_dir() else generator_dir, out_dir, n_per_class=counts, seed=cfg.seed + 1
+    )
+    return {
+        "n_per_class": json.dumps(counts),
+        "n_real_train": n_train,
+        "image_size": int(meta.get("image_size", cfg.image_size)),
+    }
 
 
-def assess_generator_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, preset: str = "embedded",
-                          overrides: str | dict | None = None) -> dict:
+def assess_generator_step(
+    prepared_dir: str,
+    synthetic_dir: str,
+    out_dir: str,
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
     from mammosynth.quality import run_quality
 
     cfg = _cfg(preset, overrides)
@@ -143,9 +204,16 @@ def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) 
     return arms
 
 
-def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: str,
-                   best_params_path: str | None = None, preset: str = "embedded",
-                   overrides: str | dict | None = None) -> dict:
+def train_arm_step(
+    prepared_dir: str,
+    synthetic_dir: str,
+    out_dir: str,
+    *,
+    arm: str,
+    best_params_path: str | None = None,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
     from mammosynth.train import train_arm
 
     cfg = _cfg(preset, overrides)
@@ -153,12 +221,25 @@ def train_arm_step(prepared_dir: str, synthetic_dir: str, out_dir: str, *, arm: 
     params = {"learning_rate": c.learning_rate, "dropout": c.dropout, **c.hparams}
     if best_params_path and Path(best_params_path).exists():
         params.update(json.loads(Path(best_params_path).read_text() or "{}"))
-    result = train_arm(prepared_dir, out_dir, arm=arm, seeds=list(cfg.seeds), synthetic_dir=synthetic_dir,
-                       default_ratio=cfg.synthetic_ratio, model=c.model, epochs=c.epochs,
-                       batch_size=c.batch_size, patience=c.patience, **params)
-    return {"arm": arm, "seeds": json.dumps(list(cfg.seeds)),
-            "params": json.dumps(params, sort_keys=True, default=str),
-            "n_seeds": len(result.get("seeds", cfg.seeds))}
+    result = train_arm(
+        prepared_dir,
+        out_dir,
+        arm=arm,
+        seeds=list(cfg.seeds),
+        synthetic_dir=synthetic_dir,
+        default_ratio=cfg.synthetic_ratio,
+        model=c.model,
+        epochs=c.epochs,
+        batch_size=c.batch_size,
+        patience=c.patience,
+        **params,
+    )
+    return {
+        "arm": arm,
+        "seeds": json.dumps(list(cfg.seeds)),
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "n_seeds": len(result.get("seeds", cfg.seeds)),
+    }
 
 
 # Steps 8–9 ------------------------------------------------------------------------------------------
@@ -180,8 +261,9 @@ def final_arm(arm_dirs: list[str]) -> str:
     return str(best)
 
 
-def evaluate_step(arm_dirs: list[str], out_dir: str, *, preset: str = "embedded",
-                  overrides: str | dict | None = None) -> dict:
+def evaluate_step(
+    arm_dirs: list[str], out_dir: str, *, preset: str = "embedded", overrides: str | dict | None = None
+) -> dict:
     """Statistics over all arms; returns what the Kubeflow UI shows (scalars, ROC, confusion)."""
     import numpy as np
     import pandas as pd
@@ -191,8 +273,13 @@ def evaluate_step(arm_dirs: list[str], out_dir: str, *, preset: str = "embedded"
 
     cfg = _cfg(preset, overrides)
     chosen = final_arm(arm_dirs)
-    metrics = run_evaluate(arm_dirs, out_dir, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
-                           context={"preset": cfg.preset, "final_arm": _arm_name(chosen)})
+    metrics = run_evaluate(
+        arm_dirs,
+        out_dir,
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.seed,
+        context={"preset": cfg.preset, "final_arm": _arm_name(chosen)},
+    )
     scalars = {}
     for name, arm in metrics["arms"].items():
         scalars[f"{name}.auc"] = float(arm["auc"])
@@ -204,9 +291,11 @@ def evaluate_step(arm_dirs: list[str], out_dir: str, *, preset: str = "embedded"
     fpr, tpr, thr = roc_curve(y, p)
     thr = np.clip(thr, 0.0, 1.0)  # sklearn's first threshold is +inf
     cm = confusion_matrix(y, (p >= 0.5).astype(int), labels=[0, 1])
-    return {"scalars": scalars,
-            "roc": (fpr.tolist(), tpr.tolist(), thr.tolist()),
-            "confusion": (list(CLASS_NAMES), cm.tolist())}
+    return {
+        "scalars": scalars,
+        "roc": (fpr.tolist(), tpr.tolist(), thr.tolist()),
+        "confusion": (list(CLASS_NAMES), cm.tolist()),
+    }
 
 
 def select_model_step(arm_dirs: list[str], evaluation_dir: str, out_dir: str) -> dict:
@@ -243,10 +332,21 @@ def _pngs(folder: Path) -> dict[str, Path]:
     return {p.stem.replace("_", " "): p.resolve() for p in sorted(folder.glob("*.png"))}
 
 
-def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, report_card: str,
-                final_model: str, prepared_set: str, split_set: str, synthetic_set: str,
-                preset: str = "embedded", overrides: str | dict | None = None,
-                source: str = "embedded") -> dict:
+def report_step(
+    run_dir: str,
+    md_path: str,
+    html_path: str,
+    *,
+    evaluation: str,
+    report_card: str,
+    final_model: str,
+    prepared_set: str,
+    split_set: str,
+    synthetic_set: str,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+    source: str = "embedded",
+) -> dict:
     """Assemble the run folder: metrics.json, figures/, model/, report.md and report.html."""
     from mammosynth import figures as figs
     from mammosynth.data import shards
@@ -261,8 +361,8 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
     card = json.loads(card_path.read_text()) if card_path.exists() else None
     sample_grids = {
         "real (top) vs synthetic (bottom) per class": Path(report_card) / "samples_per_class.png",
-        "memorisation audit: synthetic images closest to a GAN-training image":
-            Path(report_card) / "closest_pairs.png",
+        "memorisation audit: synthetic images closest to a GAN-training image": Path(report_card)
+        / "closest_pairs.png",
     }
     sample_grids = {k: v for k, v in sample_grids.items() if v.exists()}
     data_figures = _pngs(Path(split_set) / "eda")
@@ -275,8 +375,12 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
         "seed (split, phantom)": cfg.seed,
         "seeds (repeats)": list(cfg.seeds),
         "arms": list(cfg.arms),
-        "final model": {"arm": model_meta.get("selected_arm"), "seed": model_meta.get("seed"),
-                        "selected by": model_meta.get("selected_by"), "path": "model/"},
+        "final model": {
+            "arm": model_meta.get("selected_arm"),
+            "seed": model_meta.get("seed"),
+            "selected by": model_meta.get("selected_by"),
+            "path": "model/",
+        },
         "data set sizes": shards.read_meta(prepared_set)["counts"],
         "synthetic set": shards.read_meta(synthetic_set).get("counts"),
         "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
@@ -287,18 +391,34 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
         },
         "versions": _versions(),
         "config": cfg.to_dict(),
-        "re-run": f"make run PRESET={cfg.preset}" if source == "embedded"
+        "re-run": f"make run PRESET={cfg.preset}"
+        if source == "embedded"
         else f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{json.dumps(overrides) if isinstance(overrides, dict) else (overrides or '{}')}'",
     }
-    metrics.update({"preset": cfg.preset, "seed": cfg.seed, "seeds": list(cfg.seeds),
-                    "split_sizes": context["data set sizes"], "final_arm": model_meta.get("selected_arm")})
+    metrics.update(
+        {
+            "preset": cfg.preset,
+            "seed": cfg.seed,
+            "seeds": list(cfg.seeds),
+            "split_sizes": context["data set sizes"],
+            "final_arm": model_meta.get("selected_arm"),
+        }
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     if card is not None:
         (out / "report_card.json").write_text(json.dumps(card, indent=2, default=str))
-    write_report(out, metrics=metrics, context=context, figures=figures, sample_grids=sample_grids,
-                 report_card=card, data_figures=data_figures)
-    (out / "run.json").write_text(json.dumps({"preset": cfg.preset, "source": source,
-                                              "config": cfg.to_dict()}, indent=2))
+    write_report(
+        out,
+        metrics=metrics,
+        context=context,
+        figures=figures,
+        sample_grids=sample_grids,
+        report_card=card,
+        data_figures=data_figures,
+    )
+    (out / "run.json").write_text(
+        json.dumps({"preset": cfg.preset, "source": source, "config": cfg.to_dict()}, indent=2)
+    )
     for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
@@ -306,8 +426,9 @@ def report_step(run_dir: str, md_path: str, html_path: str, *, evaluation: str, 
 
 
 # Step 11 --------------------------------------------------------------------------------------------
-def deploy_step(final_model: str, *, model_uri: str = "", namespace: str = "mammosynth",
-                service_name: str = "mammosynth") -> str:
+def deploy_step(
+    final_model: str, *, model_uri: str = "", namespace: str = "mammosynth", service_name: str = "mammosynth"
+) -> str:
     from mammosynth.deploy import deploy
 
     return str(deploy(final_model, model_uri=model_uri, namespace=namespace, name=service_name))

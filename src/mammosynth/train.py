@@ -345,8 +345,7 @@ def train_classifier(
     if resumed is not None:
         state = resumed
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    keeper = _make_best_keeper(patience, ckpt_dir, state,
-                               epochs // 2 if min_epochs is None else min_epochs)
+    keeper = _make_best_keeper(patience, ckpt_dir, state, epochs // 2 if min_epochs is None else min_epochs)
     if resumed is not None and (ckpt_dir / "best.weights.h5").exists():
         # Best weights so far live on disk; load them into memory via a throwaway copy of the net.
         keeper.best_weights = _weights_from(ckpt_dir / "best.weights.h5", net, strategy)

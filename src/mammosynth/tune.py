@@ -126,7 +126,11 @@ def _run_optuna(
     study = optuna.create_study(direction="maximize", sampler=sampler)
     # The configured values go first: the search can then only return something at least as good
     # as the defaults on its own objective, never a worse configuration found by chance.
-    baseline = {p.name: train_kwargs[p.name] for p in space if p.name in train_kwargs and _admits(p, train_kwargs[p.name])}
+    baseline = {
+        p.name: train_kwargs[p.name]
+        for p in space
+        if p.name in train_kwargs and _admits(p, train_kwargs[p.name])
+    }
     if baseline:
         study.enqueue_trial(baseline, skip_if_exists=True)
 
@@ -240,7 +244,9 @@ def run_tune(
 
         image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
         if not image:
-            raise ValueError("katib backend needs the trainer image: pass image= or set MAMMOSYNTH_TRAINER_IMAGE")
+            raise ValueError(
+                "katib backend needs the trainer image: pass image= or set MAMMOSYNTH_TRAINER_IMAGE"
+            )
         name = experiment_name or f"mammosynth-tune-{int(time.time())}"
         experiment = katib.build_experiment(
             name,

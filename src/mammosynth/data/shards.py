@@ -87,8 +87,13 @@ def write_meta(out_dir: str | os.PathLike, image_size: int, extra: dict[str, Any
     for split in splits(out):
         _, labels, _ = read_split(out, split, as_float=False)
         counts[split] = {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)}
-    meta = {"image_size": int(image_size), "channels": 1, "class_names": list(CLASS_NAMES),
-            "counts": counts, **(extra or {})}
+    meta = {
+        "image_size": int(image_size),
+        "channels": 1,
+        "class_names": list(CLASS_NAMES),
+        "counts": counts,
+        **(extra or {}),
+    }
     _atomic_write(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return meta
 
@@ -153,8 +158,9 @@ def _scan_labels(set_dir: str | os.PathLike, split: str) -> list[tuple[Path, np.
     return found
 
 
-def _select(scanned: list[tuple[Path, np.ndarray]], n: int | None, rng: np.random.Generator
-            ) -> list[tuple[Path, np.ndarray]]:
+def _select(
+    scanned: list[tuple[Path, np.ndarray]], n: int | None, rng: np.random.Generator
+) -> list[tuple[Path, np.ndarray]]:
     """Pick ``n`` rows (all when None) uniformly without replacement; returns (shard, row indices)."""
     sizes = [len(labels) for _, labels in scanned]
     total = sum(sizes)
@@ -179,13 +185,25 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Balanced class weights n / (2 n_c) (classes absent from ``labels`` get weight 1)."""
     labels = np.asarray(labels)
     n = max(len(labels), 1)
-    return {c: (n / (len(CLASS_NAMES) * int((labels == c).sum())) if (labels == c).any() else 1.0)
-            for c in range(len(CLASS_NAMES))}
+    return {
+        c: (n / (len(CLASS_NAMES) * int((labels == c).sum())) if (labels == c).any() else 1.0)
+        for c in range(len(CLASS_NAMES))
+    }
 
 
-def _pipeline(selection: list[tuple[Path, np.ndarray]], labels: np.ndarray, image_size: int, *,
-              batch_size: int, shuffle: bool, seed: int, augment, class_balance: str | None,
-              cache: bool, drop_remainder: bool):
+def _pipeline(
+    selection: list[tuple[Path, np.ndarray]],
+    labels: np.ndarray,
+    image_size: int,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    augment,
+    class_balance: str | None,
+    cache: bool,
+    drop_remainder: bool,
+):
     import tensorflow as tf
 
     if class_balance not in CLASS_BALANCE_MODES:
@@ -217,8 +235,10 @@ def _pipeline(selection: list[tuple[Path, np.ndarray]], labels: np.ndarray, imag
             with np.load(path, allow_pickle=False) as z:
                 images, lab = z["images"], z["labels"]
                 if images.shape[1:] != (image_size, image_size, 1):
-                    raise ValueError(f"{path}: images {images.shape[1:]} but the set's image_size is "
-                                     f"{image_size}; re-run preprocess with one image_size")
+                    raise ValueError(
+                        f"{path}: images {images.shape[1:]} but the set's image_size is "
+                        f"{image_size}; re-run preprocess with one image_size"
+                    )
                 for i in idx:
                     yield images[i], lab[i]
 
@@ -246,9 +266,19 @@ def _pipeline(selection: list[tuple[Path, np.ndarray]], labels: np.ndarray, imag
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def dataset(set_dir: str | os.PathLike, split: str, *, batch_size: int = 32, shuffle: bool = False,
-            seed: int = 0, augment=None, extra: list[tuple[str | os.PathLike, str, int | None]] | None = None,
-            cache: bool = True, class_balance: str | None = None, drop_remainder: bool = False):
+def dataset(
+    set_dir: str | os.PathLike,
+    split: str,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment=None,
+    extra: list[tuple[str | os.PathLike, str, int | None]] | None = None,
+    cache: bool = True,
+    class_balance: str | None = None,
+    drop_remainder: bool = False,
+):
     """A `tf.data.Dataset` of ``(images float32 (B,S,S,1) in [0,1], labels float32 (B,)[, weights])``.
 
     Shards stream one at a time, decoded rows are cached (as uint16), shuffled with ``seed``, batched,
@@ -274,8 +304,18 @@ def dataset(set_dir: str | os.PathLike, split: str, *, batch_size: int = 32, shu
     """
     sources = [(set_dir, split, None), *(extra or [])]
     selection, labels, size = _plan(sources, seed)
-    return _pipeline(selection, labels, size, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                     augment=augment, class_balance=class_balance, cache=cache, drop_remainder=drop_remainder)
+    return _pipeline(
+        selection,
+        labels,
+        size,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        class_balance=class_balance,
+        cache=cache,
+        drop_remainder=drop_remainder,
+    )
 
 
 def _plan(sources, seed: int):
@@ -286,8 +326,10 @@ def _plan(sources, seed: int):
     for set_dir, split, n in sources:
         s = int(read_meta(set_dir)["image_size"])
         if size is not None and s != size:
-            raise ValueError(f"{set_dir}: image_size {s} differs from {size} of the other set(s); "
-                             "prepare both sets at the same image size")
+            raise ValueError(
+                f"{set_dir}: image_size {s} differs from {size} of the other set(s); "
+                "prepare both sets at the same image size"
+            )
         size = s
         scanned = _scan_labels(set_dir, split)
         sel = _select(scanned, n, rng)
@@ -301,10 +343,21 @@ def count(set_dir: str | os.PathLike, split: str) -> int:
     return int(sum(len(labels) for _, labels in _scan_labels(set_dir, split)))
 
 
-def mixed_dataset(real_dir: str | os.PathLike | None, synthetic_dir: str | os.PathLike | None,
-                  ratio: float, *, use_real: bool = True, split: str = "train", batch_size: int = 32,
-                  shuffle: bool = True, seed: int = 0, augment=None, cache: bool = True,
-                  class_balance: str | None = None, drop_remainder: bool = False):
+def mixed_dataset(
+    real_dir: str | os.PathLike | None,
+    synthetic_dir: str | os.PathLike | None,
+    ratio: float,
+    *,
+    use_real: bool = True,
+    split: str = "train",
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int = 0,
+    augment=None,
+    cache: bool = True,
+    class_balance: str | None = None,
+    drop_remainder: bool = False,
+):
     """Real training rows plus synthetic rows at ``ratio`` synthetic:real.
 
     ``round(ratio × n_real)`` synthetic rows are sampled (seeded, without replacement) from the
@@ -334,11 +387,28 @@ def mixed_dataset(real_dir: str | os.PathLike | None, synthetic_dir: str | os.Pa
 
         logging.getLogger(__name__).warning(
             "synthetic set %s has %d images, %d requested (ratio %.3g × %d real): using all %d",
-            synthetic_dir, available, n_syn, ratio, n_real, available)
+            synthetic_dir,
+            available,
+            n_syn,
+            ratio,
+            n_real,
+            available,
+        )
     sources = ([(real_dir, split, None)] if use_real else []) + (
-        [(synthetic_dir, "train", used_syn)] if used_syn else [])
+        [(synthetic_dir, "train", used_syn)] if used_syn else []
+    )
     selection, labels, size = _plan(sources, seed)
-    ds = _pipeline(selection, labels, size, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                   augment=augment, class_balance=class_balance, cache=cache, drop_remainder=drop_remainder)
+    ds = _pipeline(
+        selection,
+        labels,
+        size,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        class_balance=class_balance,
+        cache=cache,
+        drop_remainder=drop_remainder,
+    )
     counts = {"n_real": n_real if use_real else 0, "n_synthetic": used_syn, "n_requested_synthetic": n_syn}
     return ds, counts

@@ -21,8 +21,9 @@ META_FILE = "model.json"
 SAVED_MODEL_DIR = "saved_model"
 
 
-def save_classifier(model, model_dir: str | os.PathLike, meta: dict[str, Any],
-                    export_saved_model: bool = True) -> Path:
+def save_classifier(
+    model, model_dir: str | os.PathLike, meta: dict[str, Any], export_saved_model: bool = True
+) -> Path:
     """Write a trained classifier atomically (a temp dir renamed into place).
 
     Args:
@@ -35,16 +36,24 @@ def save_classifier(model, model_dir: str | os.PathLike, meta: dict[str, Any],
 
     target = Path(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    full = {"name": "mammosynth", "version": "1", "channels": 1, "class_names": list(CLASS_NAMES),
-            "threshold": 0.5, "keras_version": keras.__version__, **meta}
+    full = {
+        "name": "mammosynth",
+        "version": "1",
+        "channels": 1,
+        "class_names": list(CLASS_NAMES),
+        "threshold": 0.5,
+        "keras_version": keras.__version__,
+        **meta,
+    }
     if "image_size" not in full:
         raise ValueError("model meta needs image_size")
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         model.save(tmp / MODEL_FILE)
         if export_saved_model:
-            model.export(str(tmp / SAVED_MODEL_DIR / str(full["version"])), format="tf_saved_model",
-                         verbose=False)
+            model.export(
+                str(tmp / SAVED_MODEL_DIR / str(full["version"])), format="tf_saved_model", verbose=False
+            )
         (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str))
         if target.exists():
             shutil.rmtree(target)
