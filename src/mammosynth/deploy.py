@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mammosynth import atomic
 from mammosynth.models.io import META_FILE, MODEL_FILE, SAVED_MODEL_DIR, load_meta
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,8 @@ def export_for_serving(model_dir: str | os.PathLike, out_uri: str | os.PathLike)
     else:
         target = _local(out)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
+        with atomic.replace_dir(target) as tmp:
             info = _build_layout(local_src, tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         log.info("deploy: wrote %d files to %s", len(info["files"]), target)
     return {"uri": out, "predictor_uri": out, "tensorflow_uri": f"{out}/{SAVED_MODEL_DIR}", **info}
 

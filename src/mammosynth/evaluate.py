@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mammosynth import stats
+from mammosynth.atomic import write_text as write_text_atomic
 from mammosynth.config import parse_arm
 
 log = logging.getLogger(__name__)
@@ -67,21 +67,6 @@ CONTRACT_KEYS = (
     "statistics",
     "provenance",
 )
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file via a temp file + rename, so readers never see half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
 
 
 def _json_safe(obj: Any) -> Any:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from mammosynth import atomic
+from mammosynth.atomic import write_text as _atomic_text
 from mammosynth.config import CLASS_NAMES
 from mammosynth.data import shards
 
@@ -39,14 +41,6 @@ GENERATOR_DIR = "generator"
 GENERATOR_FILE = "generator.keras"
 GAN_META = "gan.json"
 KEEP_CHECKPOINTS = 2
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _losses_csv(rows: list[dict[str, float]], fields: list[str]) -> str:
@@ -195,16 +189,9 @@ def save_generator(model, out_dir: str | os.PathLike, meta: dict[str, Any]) -> P
     """Write ``generator.keras`` + ``gan.json`` atomically (temp dir renamed into place)."""
     target = Path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic.replace_dir(target) as tmp:
         model.sampler().save(tmp / GENERATOR_FILE)
         (tmp / GAN_META).write_text(json.dumps(meta, indent=2, default=str))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

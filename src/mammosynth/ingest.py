@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mammosynth import __version__
+from mammosynth.atomic import write_bytes as _atomic_write_bytes
 from mammosynth.data import cbis
 from mammosynth.data.dicom import DicomError, DicomImage
 
@@ -65,18 +65,6 @@ INDEX_COLUMNS = [
 REJECT_COLUMNS = ["source", "row", "path", "reason"]
 IMAGE_KINDS = ("crop", "full")
 LOG_EVERY = 100
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _csv_bytes(columns: list[str], rows: Iterable[dict[str, Any]]) -> bytes:

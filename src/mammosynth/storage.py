@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from mammosynth import atomic
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -314,18 +316,6 @@ def _digest_file(path: Path) -> tuple[int, str, str]:
     return size, sha.hexdigest(), md5.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class _LocalStore:
     """A directory tree addressed by relative POSIX paths."""
 
@@ -340,7 +330,7 @@ class _LocalStore:
         return self.path(rel).read_bytes()
 
     def write(self, rel: str, data: bytes) -> None:
-        _atomic_write_bytes(self.path(rel), data)
+        atomic.write_bytes(self.path(rel), data, suffix=_TMP_SUFFIX)
 
     def exists(self, rel: str) -> bool:
         return self.path(rel).exists()
@@ -1001,7 +991,7 @@ def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None,
             f"sha256 (first: {sorted(bad)[:5]}); run `mammosynth data verify {uri}` and "
             f"re-publish it"
         )
-    _atomic_write_bytes(dest / SET_MANIFEST, json.dumps(manifest, indent=2).encode())
+    atomic.write_bytes(dest / SET_MANIFEST, json.dumps(manifest, indent=2).encode())
     return dest
 
 

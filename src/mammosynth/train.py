@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mammosynth import atomic
 from mammosynth.config import parse_arm
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ _SCHEDULE_KEYS = ("warmup_fraction", "unfreeze_fraction", "fine_tune_lr_factor")
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from mammosynth.data.shards import _atomic_write
-
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic.write_text(path, text)
 
 
 def _json(obj: Any) -> str:

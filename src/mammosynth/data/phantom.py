@@ -28,13 +28,14 @@ import functools
 import io
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from mammosynth.atomic import write_bytes as _atomic_bytes
 
 log = logging.getLogger(__name__)
 
@@ -336,18 +337,6 @@ def to_uint16(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _uid(rng: np.random.Generator) -> str:
     digits = "".join(str(int(d)) for d in rng.integers(0, 10, 38))
     return UID_ROOT + str(int(rng.integers(1, 10))) + digits.lstrip("0")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def dicom_bytes(

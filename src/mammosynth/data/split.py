@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mammosynth.atomic import write_text as _atomic_text
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +135,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)  # same filesystem: no copy of the pixels
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_split(

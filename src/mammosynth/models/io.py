@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from mammosynth import atomic
 from mammosynth.config import CLASS_NAMES
 
 MODEL_FILE = "model.keras"
@@ -47,20 +46,13 @@ def save_classifier(
     }
     if "image_size" not in full:
         raise ValueError("model meta needs image_size")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic.replace_dir(target) as tmp:
         model.save(tmp / MODEL_FILE)
         if export_saved_model:
             model.export(
                 str(tmp / SAVED_MODEL_DIR / str(full["version"])), format="tf_saved_model", verbose=False
             )
         (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
