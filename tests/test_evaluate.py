@@ -185,3 +185,15 @@ def test_main_cli(tmp_path, capsys):
     )
     assert rc == 0 and "real+aug vs real:" in capsys.readouterr().out
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["run"] == "cli"
+
+
+def test_conclusion_says_when_synthetic_data_hurts(tmp_path):
+    harm = evaluate.run_evaluate(
+        write_arm_dirs(tmp_path / "harm", {"real": 1.5, "real+synthetic": 0.3}),
+        tmp_path / "e_harm",
+        n_bootstrap=200,
+    )
+    comp = harm["comparisons"][0]
+    assert stats.is_significant_loss(comp)
+    headline = harm["conclusion"].split("\n\n")[0]
+    assert "No significant gain" in headline and "real+synthetic is significantly worse" in headline

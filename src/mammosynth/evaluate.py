@@ -501,6 +501,17 @@ def conclusion(metrics: Mapping[str, Any]) -> str:
                 f"{'the synthetic arm' if len(synth) == 1 else 'any synthetic arm'} "
                 f"({', '.join(c['arm'] for c in synth)})."
             )
+        losses = [c for c in synth if stats.is_significant_loss(c)]
+        if losses:
+            lines[-1] += (
+                " It hurts: "
+                + "; ".join(
+                    f"{c['arm']} is significantly worse ({_fmt(c['delta'], signed=True)} AUC vs {first_base}, "
+                    f"95% CI {_fmt(c['ci95'][0], signed=True)} to {_fmt(c['ci95'][1], signed=True)})"
+                    for c in losses
+                )
+                + "."
+            )
     n_test = (metrics.get("test_set") or {}).get("n")
     headline = []
     for name, arm in arms.items():
