@@ -8,13 +8,22 @@ from components.image import TRAINER_IMAGE
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_gan(
-    generator: Output[Model], prepared_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
+    generator: Output[Model],
+    prepared_set: Input[Dataset],
+    preset: str = "embedded",
+    overrides: str = "{}",
+    synthetic_set_uri: str = "",
 ):
-    """Train the conditional GAN on the real training split, checkpointing as it goes."""
+    """Train the conditional GAN on the real training split, checkpointing as it goes.
+
+    With ``synthetic_set_uri`` (a published synthetic set) nothing is trained: the run reuses that set.
+    """
     from mammosynth import study
 
     generator.metadata.update(
-        study.train_gan_step(prepared_set.path, generator.path, preset=preset, overrides=overrides)
+        study.train_gan_step(
+            prepared_set.path, generator.path, preset=preset, overrides=overrides, reuse_uri=synthetic_set_uri
+        )
     )
 
 
@@ -25,13 +34,25 @@ def synthesize(
     prepared_set: Input[Dataset],
     preset: str = "embedded",
     overrides: str = "{}",
+    synthetic_set_uri: str = "",
+    publish_uri: str = "",
 ):
-    """Sample a synthetic training set per class, sized for the largest synthetic:real ratio."""
+    """Sample a synthetic training set per class, sized for the largest synthetic:real ratio.
+
+    ``publish_uri`` also publishes it (content-addressed, with lineage) for later runs;
+    ``synthetic_set_uri`` reuses such a published set instead of sampling.
+    """
     from mammosynth import study
 
     synthetic_set.metadata.update(
         study.synthesize_step(
-            generator.path, prepared_set.path, synthetic_set.path, preset=preset, overrides=overrides
+            generator.path,
+            prepared_set.path,
+            synthetic_set.path,
+            preset=preset,
+            overrides=overrides,
+            reuse_uri=synthetic_set_uri,
+            publish_uri=publish_uri,
         )
     )
 

@@ -47,7 +47,14 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
 
 
 def run_local(
-    *, source: str, preset: str, overrides: str, runs_dir: Path, work_dir: Path, run_id: str | None = None
+    *,
+    source: str,
+    preset: str,
+    overrides: str,
+    runs_dir: Path,
+    work_dir: Path,
+    run_id: str | None = None,
+    **params: str,
 ) -> Path:
     """Run the whole study through kfp.local and publish its run folder. Returns runs/<run-id>."""
     from kfp import local
@@ -57,7 +64,7 @@ def run_local(
     run_id = run_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{preset}"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()))
     started = time.monotonic()
-    task = study_pipeline(source=source, preset=preset, overrides=overrides)
+    task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
     run_folder = Path(task.output.path)
     elapsed = time.monotonic() - started
     meta_path = run_folder / "run.json"
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--source", default="embedded", help='CBIS-DDSM folder / s3:// prefix, or "embedded"')
     run.add_argument("--preset", default="embedded", help="config preset (tiny, embedded, cbis-ddsm)")
     run.add_argument("--overrides", default="{}", help="JSON object of config overrides")
+    run.add_argument("--synthetic-publish-uri", default="", help="publish the synthetic set there (s3://...)")
+    run.add_argument("--synthetic-set-uri", default="", help="reuse this published synthetic set (no GAN)")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
     run.add_argument("--work-dir", type=Path, default=Path("build/local_outputs"))
     comp = sub.add_parser("compile", help="compile the pipeline to YAML for the Kubeflow UI")
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides=args.overrides,
         runs_dir=args.runs_dir,
         work_dir=args.work_dir,
+        synthetic_publish_uri=args.synthetic_publish_uri,
+        synthetic_set_uri=args.synthetic_set_uri,
     )
     _print_summary(target)
     print(

@@ -79,6 +79,8 @@ def study_pipeline(
     overrides: str = "{}",
     model_uri: str = "",
     namespace: str = "mammosynth",
+    synthetic_publish_uri: str = "",
+    synthetic_set_uri: str = "",
 ) -> dsl.Artifact:
     """Run the whole study.
 
@@ -88,6 +90,8 @@ def study_pipeline(
         overrides: JSON object of config overrides, e.g. '{"seeds": [0, 1, 2]}'.
         model_uri: where the deploy step exports the final classifier (s3://...); empty skips export.
         namespace: Kubernetes namespace of the InferenceService.
+        synthetic_publish_uri: publish the synthetic set there (s3://..., content-addressed, with lineage).
+        synthetic_set_uri: reuse this published synthetic set; the GAN is then not trained.
 
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
@@ -107,12 +111,21 @@ def study_pipeline(
     tune_task = _cpu(
         tune(prepared_set=prepared, preset=preset, overrides=overrides, trainer_image=TRAINER_IMAGE)
     )
-    # Step 5: conditional GAN on the real training split.
-    gan_task = _gpu(train_gan(prepared_set=prepared, preset=preset, overrides=overrides))
-    # Step 6: synthetic set per class, then the generator's report card.
+    # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
+    gan_task = _gpu(
+        train_gan(
+            prepared_set=prepared, preset=preset, overrides=overrides, synthetic_set_uri=synthetic_set_uri
+        )
+    )
+    # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
     synth_task = _cpu(
         synthesize(
-            generator=gan_task.outputs["generator"], prepared_set=prepared, preset=preset, overrides=overrides
+            generator=gan_task.outputs["generator"],
+            prepared_set=prepared,
+            preset=preset,
+            overrides=overrides,
+            synthetic_set_uri=synthetic_set_uri,
+            publish_uri=synthetic_publish_uri,
         )
     )
     card_task = _cpu(

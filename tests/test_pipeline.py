@@ -47,6 +47,8 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
         "source",
         "preset",
         "overrides",
+        "synthetic_publish_uri",
+        "synthetic_set_uri",
         "model_uri",
         "namespace",
     }
@@ -109,6 +111,8 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
             "tiny",
             "--source",
             source,
+            "--synthetic-publish-uri",
+            f"s3://{s3_env}/synthetic",
             "--runs-dir",
             str(runs),
             "--work-dir",
@@ -145,6 +149,9 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
     }
     report = (latest / "report.md").read_text()
     assert source in report  # the report names the data it used
+    published = storage.list_sets(f"s3://{s3_env}/synthetic")
+    assert len(published) == 1 and published[0]["kind"] == "synthetic"
+    assert storage.verify_set(published[0]["uri"]).ok
     assert "results in" in proc.stdout
 
 

@@ -47,3 +47,45 @@ def test_publish_run_copies_and_repoints_latest(tmp_path):
     assert (first / "metrics.json").exists() and (second / "metrics.json").exists()
     assert (runs / "latest").resolve() == second.resolve()
     assert not list(runs.glob(".*tmp"))
+
+
+def test_a_published_synthetic_set_is_reused_without_training_a_gan(tmp_path, s3_env):
+    import numpy as np
+
+    from mammosynth import storage
+    from mammosynth.data import shards
+    from mammosynth.study import synthesize_step, train_gan_step
+
+    prepared = tmp_path / "prepared"
+    rng = np.random.default_rng(0)
+    shards.write_split(prepared, "train", rng.random((6, 32, 32, 1)), [0, 1] * 3, [f"r{i}" for i in range(6)])
+    shards.write_meta(prepared, 32)
+    synthetic = tmp_path / "synthetic"
+    shards.write_split(
+        synthetic, "train", rng.random((4, 32, 32, 1)), [0, 0, 1, 1], [f"s{i}" for i in range(4)]
+    )
+    shards.write_meta(synthetic, 32, {"lineage": {"generator": "test"}})
+    uri = storage.publish_set(synthetic, f"s3://{s3_env}/synthetic", kind="synthetic")["uri"]
+
+    info = train_gan_step(str(prepared), str(tmp_path / "gan"), preset="tiny", reuse_uri=uri)
+    assert info == {"reused_synthetic_set": uri}
+    assert not (tmp_path / "gan" / "generator").exists()  # nothing trained
+    out = tmp_path / "reused"
+    meta = synthesize_step(str(tmp_path / "gan"), str(prepared), str(out), preset="tiny", reuse_uri=uri)
+    assert meta["reused_from"] == uri
+    images, labels, ids = shards.read_split(out, "train")
+    assert list(ids) == [f"s{i}" for i in range(4)] and labels.tolist() == [0, 0, 1, 1]
+
+    shards.write_meta(prepared, 64)  # a run at another image size must not silently mix sizes
+    with pytest.raises(ValueError, match="same image_size"):
+        synthesize_step(
+            str(tmp_path / "gan"), str(prepared), str(tmp_path / "bad"), preset="tiny", reuse_uri=uri
+        )
+    with pytest.raises(Exception, match="manifest"):
+        synthesize_step(
+            str(tmp_path / "gan"),
+            str(prepared),
+            str(tmp_path / "none"),
+            preset="tiny",
+            reuse_uri=f"s3://{s3_env}/nothing-here",
+        )

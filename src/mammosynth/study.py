@@ -122,11 +122,24 @@ def tune_step(
 
 # Steps 5–6 ------------------------------------------------------------------------------------------
 def train_gan_step(
-    prepared_dir: str, out_dir: str, *, preset: str = "embedded", overrides: str | dict | None = None
+    prepared_dir: str,
+    out_dir: str,
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+    reuse_uri: str = "",
 ) -> dict:
+    """Train the GAN, or — when ``reuse_uri`` names a published synthetic set — skip training and
+    record which set the run reuses (its lineage says which generator made it)."""
+    cfg = _cfg(preset, overrides)
+    if reuse_uri:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "reused.json").write_text(json.dumps({"synthetic_set_uri": reuse_uri}, indent=2))
+        log.info("train_gan: reusing the published synthetic set %s; no GAN trained", reuse_uri)
+        return {"reused_synthetic_set": reuse_uri}
     from mammosynth.gan import train_gan
 
-    cfg = _cfg(preset, overrides)
     g = cfg.gan
     result = train_gan(
         prepared_dir,
@@ -158,21 +171,46 @@ def synthesize_step(
     *,
     preset: str = "embedded",
     overrides: str | dict | None = None,
+    reuse_uri: str = "",
+    publish_uri: str = "",
 ) -> dict:
+    """Sample the synthetic set (publishing it with its lineage when ``publish_uri`` is given), or copy
+    the verified published set ``reuse_uri`` so a run can reuse it without retraining the GAN."""
     from mammosynth.data import shards
-    from mammosynth.synthesize import run_synthesize
 
     cfg = _cfg(preset, overrides)
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
+    if reuse_uri:
+        from mammosynth import storage
+
+        with tempfile.TemporaryDirectory(prefix="mammosynth-reuse-") as tmp:
+            local = storage.open_set(reuse_uri, Path(tmp) / "set")  # refuses unverified sets
+            meta = shards.read_meta(local)
+            want = shards.read_meta(prepared_dir)["image_size"]
+            if meta["image_size"] != want:
+                raise ValueError(
+                    f"synthetic set {reuse_uri} has {meta['image_size']}px images, the prepared set "
+                    f"{want}px: reuse a set made at the same image_size or drop synthetic_set_uri"
+                )
+            shutil.copytree(local, out_dir, dirs_exist_ok=True)
+        log.info("synthesize: reused %s (%s)", reuse_uri, meta["counts"])
+        return {"reused_from": reuse_uri, "n_real_train": n_train, "image_size": int(meta["image_size"])}
+    from mammosynth.synthesize import run_synthesize
+
     counts = synthetic_counts(cfg, n_train)
     generator = Path(generator_dir) / "generator"  # train_gan keeps checkpoints beside the final generator
     meta = run_synthesize(
-        generator if generator.is_dir() else generator_dir, out_dir, n_per_class=counts, seed=cfg.seed + 1
+        generator if generator.is_dir() else generator_dir,
+        out_dir,
+        n_per_class=counts,
+        seed=cfg.seed + 1,
+        publish_uri=publish_uri or None,
     )
     return {
         "n_per_class": json.dumps(counts),
         "n_real_train": n_train,
         "image_size": int(meta.get("image_size", cfg.image_size)),
+        "published_uri": meta.get("published_uri", ""),
     }
 
 
