@@ -313,7 +313,7 @@ def test_bad_credentials_give_a_clear_error(s3_env, moto_iam_auth, monkeypatch):
     storage.write_bytes(f"{uri}/ok", b"1")  # the real key works: auth is enforced, not blanket-denied
     assert storage.list_files(uri) == ["ok"]
 
-    for bad_key, bad_secret in [(key_id, "wrong-secret-value"), ("AKIANOSUCHKEY0000000", secret)]:
+    for bad_key, bad_secret in [(key_id, "wrong-secret-value"), ("NOSUCHKEY-MAMMOSYNTH-TEST", secret)]:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", bad_key)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bad_secret)
         start = time.monotonic()
