@@ -224,7 +224,8 @@ def render_view(
     if margin == "CIRCUMSCRIBED-ILL_DEFINED":
         # Part of the border sharp, part blurred.
         edge_map = 0.6 + 0.25 * radius * (0.5 + 0.5 * np.cos(theta - rng.uniform(0, 2 * np.pi)))
-    body = 1.0 / (1.0 + np.exp(-(1.0 - d) * radius / edge_map))
+    with np.errstate(over="ignore"):  # far outside the lesion exp overflows to inf: body is then 0
+        body = 1.0 / (1.0 + np.exp(-(1.0 - d) * radius / edge_map))
     dome = body * (0.65 + 0.35 * np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0)))
 
     shape_name = lesion.shape
