@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +63,14 @@ def run_local(
     from pipelines.study import study_pipeline
 
     run_id = run_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{preset}"
+    # Expected locally, said once here instead of per task: the trainer image is not pulled (this
+    # interpreter has the same packages), and GPU/CPU/memory settings only apply in the cluster.
+    log.info(
+        "kfp.local: components run in this interpreter instead of the trainer image; "
+        "resource, GPU and node-pool settings apply only in the cluster"
+    )
+    warnings.filterwarnings("ignore", message=r"You may be attemping to run a task", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=r"Task '.*': settings \[", category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()))
     started = time.monotonic()
     task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
