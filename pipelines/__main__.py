@@ -18,6 +18,8 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mammosynth.logs import setup_logging
+
 log = logging.getLogger("mammosynth.run")
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compile", help="compile the pipeline to YAML for the Kubeflow UI")
     comp.add_argument("--out", type=Path, default=Path("build/mammosynth-study.yaml"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "compile":
         print(f"compiled pipeline written to {compile_pipeline(args.out)}")
         return 0

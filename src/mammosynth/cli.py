@@ -7,8 +7,9 @@ trials and KFP containers call) and ``mammosynth <stage>`` are the same code.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
+
+from mammosynth.logs import setup_logging
 
 STAGES: dict[str, tuple[str, str]] = {
     "phantom": ("mammosynth.data.phantom", "write the embedded CBIS-DDSM-like dataset"),
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"mammosynth: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     module = importlib.import_module(STAGES[stage][0])
     return int(module.main(rest) or 0)
 

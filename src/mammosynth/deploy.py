@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mammosynth import atomic
+from mammosynth import atomic, storage
 from mammosynth.models.io import META_FILE, MODEL_FILE, SAVED_MODEL_DIR, load_meta
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,6 @@ CUSTOM_RUNTIME = "mammosynth-server"
 DEFAULT_SERVICE_ACCOUNT = "mammosynth-kserve"
 DEFAULT_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 RUNTIMES = ("custom", "tensorflow")
-
-
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def _local(uri: str | os.PathLike) -> Path:
-    return Path(str(uri).removeprefix("file://"))
 
 
 def _numeric_version(meta: dict[str, Any]) -> str:
@@ -107,23 +99,15 @@ def export_for_serving(model_dir: str | os.PathLike, out_uri: str | os.PathLike)
     Raises:
         FileNotFoundError: ``model_dir`` is not a model directory.
     """
-    src = str(model_dir)
-    if _is_remote(src):
-        from mammosynth import storage
-
-        local_src = Path(storage.localize(src))
-    else:
-        local_src = _local(src)
+    local_src = storage.localize(model_dir)  # local paths as they are; s3:// fetched into the cache
     out = str(out_uri).rstrip("/")
-    if _is_remote(out):
-        from mammosynth import storage
-
+    if storage.is_remote(out):
         with tempfile.TemporaryDirectory(prefix="mammosynth-export-") as tmp:
             info = _build_layout(local_src, Path(tmp))
             stats = storage.upload_dir(tmp, out)
         log.info("deploy: uploaded %d of %d files to %s", stats.get("uploaded", 0), len(info["files"]), out)
     else:
-        target = _local(out)
+        target = storage.localize(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic.replace_dir(target) as tmp:
             info = _build_layout(local_src, tmp)

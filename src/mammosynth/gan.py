@@ -34,6 +34,7 @@ from mammosynth import atomic
 from mammosynth.atomic import write_text as _atomic_text
 from mammosynth.config import CLASS_NAMES
 from mammosynth.data import shards
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +477,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     summary = train_gan(
         args.prepared_dir,
         args.out_dir,

@@ -32,6 +32,7 @@ from mammosynth import __version__
 from mammosynth.atomic import write_bytes as _atomic_write_bytes
 from mammosynth.data import cbis
 from mammosynth.data.dicom import DicomError, DicomImage
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -436,5 +437,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     sys.exit(main())

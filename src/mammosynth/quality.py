@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mammosynth.config import CLASS_NAMES
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -608,7 +609,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     card = run_quality(
         args.prepared_dir,
         args.synthetic_dir,

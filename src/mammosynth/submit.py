@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mammosynth.config import PRESETS, load_config
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -199,5 +200,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     sys.exit(main())

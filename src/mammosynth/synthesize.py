@@ -19,6 +19,7 @@ import numpy as np
 
 from mammosynth.config import CLASS_NAMES
 from mammosynth.data import shards
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     real_counts = None
     if args.real_dir:
         real_counts = shards.read_meta(args.real_dir).get("counts", {}).get("train")

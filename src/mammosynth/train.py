@@ -33,6 +33,7 @@ import numpy as np
 
 from mammosynth import atomic
 from mammosynth.config import parse_arm
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -579,10 +580,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    setup_logging()
     from mammosynth import storage
 
     data = os.fspath(storage.localize(args.data))

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mammosynth.logs import setup_logging
+
 log = logging.getLogger(__name__)
 
 BEST_PARAMS_FILE = "best_params.json"
@@ -320,10 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     from mammosynth.config import load_config
 
     args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    setup_logging()
     try:
         cfg = load_config(args.preset, args.overrides)
         t = cfg.tune

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from mammosynth.atomic import write_bytes as _atomic_bytes
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -580,5 +581,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     sys.exit(main())

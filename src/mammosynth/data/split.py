@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mammosynth.atomic import write_text as _atomic_text
+from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -232,5 +233,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     sys.exit(main())
