@@ -305,6 +305,11 @@ class _Entry:
     etag: str | None = None  # S3 only
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a local file, read in chunks (what manifests record)."""
+    return _digest_file(Path(path))[1]
+
+
 def _digest_file(path: Path) -> tuple[int, str, str]:
     """(size, sha256, md5) of a local file in one pass."""
     sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0

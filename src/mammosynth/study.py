@@ -7,7 +7,6 @@ core function and returns the small dict the component records as artifact metad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mammosynth import __version__
+from mammosynth import __version__, storage
 from mammosynth.config import CLASS_NAMES, StudyConfig, load_config, parse_arm
 
 log = logging.getLogger(__name__)
@@ -24,14 +23,6 @@ log = logging.getLogger(__name__)
 
 def _cfg(preset: str, overrides: str | dict | None) -> StudyConfig:
     return load_config(preset, overrides)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # Step 1 ---------------------------------------------------------------------------------------------
@@ -63,13 +54,8 @@ def ingest_step(
                 crop_size=cfg.phantom.crop_size,
             )
         else:
-            from mammosynth import storage
-
-            local = (
-                storage.localize(source, cache_dir=Path(tmp) / "cache")
-                if storage.is_remote(source)
-                else Path(source)
-            )
+            # A local folder is used in place; an s3:// prefix is fetched into this run's temp dir.
+            local = storage.localize(source, cache_dir=Path(tmp) / "cache")
         result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
     summary = Path(out_dir) / "eda" / "summary.md"
     if eda_path:
@@ -181,8 +167,6 @@ def synthesize_step(
     cfg = _cfg(preset, overrides)
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
     if reuse_uri:
-        from mammosynth import storage
-
         with tempfile.TemporaryDirectory(prefix="mammosynth-reuse-") as tmp:
             local = storage.open_set(reuse_uri, Path(tmp) / "set")  # refuses unverified sets
             meta = shards.read_meta(local)
@@ -423,9 +407,9 @@ def report_step(
         "synthetic set": shards.read_meta(synthetic_set).get("counts"),
         "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
         "input hashes (sha256)": {
-            "index.csv": _sha256(Path(split_set) / "index.csv"),
-            "prepared meta.json": _sha256(Path(prepared_set) / "meta.json"),
-            "synthetic meta.json": _sha256(Path(synthetic_set) / "meta.json"),
+            "index.csv": storage.sha256_file(Path(split_set) / "index.csv"),
+            "prepared meta.json": storage.sha256_file(Path(prepared_set) / "meta.json"),
+            "synthetic meta.json": storage.sha256_file(Path(synthetic_set) / "meta.json"),
         },
         "versions": _versions(),
         "config": cfg.to_dict(),
