@@ -14,7 +14,7 @@ import pytest
 from mammosynth import storage
 from mammosynth.storage import StorageError
 
-_REAL_PUT_FILE = storage._put_file
+_REAL_PUT_FILE = storage.sync._put_file
 
 
 def _make_tree(root: Path, seed: int = 0, big: bool = False) -> dict[str, bytes]:
@@ -46,7 +46,7 @@ def base_uri(request, tmp_path) -> str:
 
 def _count_puts(monkeypatch, fail_after: int | None = None) -> list[str]:
     calls: list[str] = []
-    real = _REAL_PUT_FILE  # not storage._put_file: that may be an earlier, failing patch
+    real = _REAL_PUT_FILE  # not storage.sync._put_file: that may be an earlier, failing patch
 
     def _put(store, rel, src, sha):
         if fail_after is not None and len(calls) >= fail_after:
@@ -54,7 +54,7 @@ def _count_puts(monkeypatch, fail_after: int | None = None) -> list[str]:
         calls.append(rel)
         real(store, rel, src, sha)
 
-    monkeypatch.setattr(storage, "_put_file", _put)
+    monkeypatch.setattr(storage.sync, "_put_file", _put)
     return calls
 
 
@@ -148,7 +148,7 @@ def test_publish_open_and_republish_is_noop(base_uri, tmp_path, monkeypatch):
     assert again["created"] == manifest["created"]
     # A published set that lost an object is repaired by re-publishing, manifest unchanged.
     if storage.is_remote(base_uri):
-        storage._store(manifest["uri"]).delete("images/a.png")
+        storage.store_for(manifest["uri"]).delete("images/a.png")
     else:
         Path(manifest["uri"], "images", "a.png").unlink()
     repaired = storage.publish_set(src, base_uri, kind="prepared")
@@ -214,7 +214,7 @@ def test_verify_reports_corrupt_missing_and_extra(base_uri, tmp_path):
     storage.write_bytes(f"{set_uri}/images/a.png", files["images/a.png"])
     storage.write_bytes(f"{set_uri}/stray.txt", b"?")
     if storage.is_remote(set_uri):
-        storage._store(set_uri).delete("empty.txt")
+        storage.store_for(set_uri).delete("empty.txt")
     else:
         Path(set_uri, "empty.txt").unlink()
     result = storage.verify_set(set_uri)
@@ -241,7 +241,7 @@ def test_unreachable_endpoint_fails_fast_and_names_the_variable(s3_env, monkeypa
 
 
 def test_cli_reports_errors_on_stderr_with_exit_1(s3_env, monkeypatch, capsys):
-    monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setattr(storage.s3, "RETRY_BASE_DELAY_S", 0.01)
     monkeypatch.setenv("S3_ENDPOINT", f"127.0.0.1:{_free_closed_port()}")
     assert storage.main(["ls", f"s3://{s3_env}/sets"]) == 1
     err = capsys.readouterr().err
@@ -328,8 +328,8 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch, caplog):
     import urllib3.exceptions as u3
     from minio.error import ServerError
 
-    monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
-    settings = storage._S3Settings("minio:9000", False, True, "us-east-1", None, None)
+    monkeypatch.setattr(storage.s3, "RETRY_BASE_DELAY_S", 0.01)
+    settings = storage.s3._S3Settings("minio:9000", False, True, "us-east-1", None, None)
     failures = [
         u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
         ServerError("server failed with HTTP status code 503", 503),
@@ -341,20 +341,20 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch, caplog):
         return "ok"
 
     with caplog.at_level(logging.WARNING, logger="mammosynth.storage"):
-        assert storage._retry(settings, "read", "s3://b/k", flaky) == "ok"
+        assert storage.s3._retry(settings, "read", "s3://b/k", flaky) == "ok"
     assert caplog.text.count("retrying") == 2
 
     def always_reset():
         raise u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
 
     with pytest.raises(StorageError, match="S3_ENDPOINT=minio:9000 unreachable after 4 tries"):
-        storage._retry(settings, "read", "s3://b/k", always_reset)
+        storage.s3._retry(settings, "read", "s3://b/k", always_reset)
 
     def bug():
         raise KeyError("not a storage problem")
 
     with pytest.raises(KeyError):  # programming errors are not retried or reworded
-        storage._retry(settings, "read", "s3://b/k", bug)
+        storage.s3._retry(settings, "read", "s3://b/k", bug)
 
 
 # ------------------------------------------------------------------------------------------- CLI
