@@ -18,6 +18,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mammosynth import atomic
 from mammosynth.logs import setup_logging
 
 log = logging.getLogger("mammosynth.run")
@@ -37,10 +38,8 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
     """Copy a finished run folder to runs/<run-id>/ atomically and repoint runs/latest."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     target = runs_dir / run_id
-    tmp = runs_dir / f".{run_id}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_folder, tmp)
-    os.replace(tmp, target)
+    with atomic.replace_dir(target) as tmp:
+        shutil.copytree(run_folder, tmp, dirs_exist_ok=True)
     link_tmp = runs_dir / ".latest.tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()

@@ -7,25 +7,18 @@ every set carries a picture of what it contains next to its data.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from mammosynth import atomic
 
 LABELS = ("benign", "malignant")
 COLOURS = {"benign": "#4C72B0", "malignant": "#C44E52"}
 
 
 def _save(fig, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"))
 
 
 def _by_label(index: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -167,9 +160,6 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
         ]
 
     summary_path = out / "summary.md"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".summary.md.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(summary))
-    os.replace(tmp, summary_path)
+    atomic.write_text(summary_path, "\n".join(summary))
     written.append(summary_path)
     return written

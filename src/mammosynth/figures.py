@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from mammosynth import stats  # noqa: E402
+from mammosynth import atomic, stats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,11 @@ def _colours(n: int) -> list:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    atomic.write_with(
+        path,
+        lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png", metadata={"Software": None}),
+    )
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -181,9 +181,8 @@ def _grid_png(images: np.ndarray, rows: int, path: Path) -> None:
         r, c = divmod(i, cols)
         canvas[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = gray[i]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    grid = Image.fromarray(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8))
+    atomic.write_with(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 def save_generator(model, out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:

@@ -27,13 +27,13 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mammosynth import atomic
 from mammosynth.config import CLASS_NAMES
 from mammosynth.logs import setup_logging
 
@@ -461,9 +461,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def _savefig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
 
 
 def _mosaic_figure(
@@ -552,10 +550,7 @@ def write_report_card(
     plt.close(fig)
 
     public = {**_public(card), "figures": ["samples_per_class.png", "closest_pairs.png"]}
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".report_card.json.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(public, fh, indent=2)
-    os.replace(tmp, out / "report_card.json")
+    atomic.write_text(out / "report_card.json", json.dumps(public, indent=2))
     return public
 
 
