@@ -99,7 +99,7 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
         tmp_path / "raw", n_patients=cfg.phantom.n_patients, seed=cfg.seed, crop_size=cfg.phantom.crop_size
     )
     source = f"s3://{s3_env}/cbis-ddsm"
-    storage.upload_dir(raw, source)
+    storage.upload_source(raw, source)  # with its _manifest.json: ingest refuses an upload without one
     runs = tmp_path / "runs"
     proc = subprocess.run(
         [

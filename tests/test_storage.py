@@ -391,7 +391,11 @@ def test_cli_upload_resumes_ls_and_verify(s3_env, tmp_path, capsys, caplog):
     storage.write_bytes(f"{set_uri}/images/a.png", b"x" * len(files["images/a.png"]))
     assert storage.main(["verify", set_uri]) == 1
     assert "corrupt images/a.png" in capsys.readouterr().out
-    assert storage.main(["verify", dest]) == 1  # an unpublished folder is not a set
+    assert storage.main(["verify", dest]) == 0  # `data upload` wrote a manifest: the upload verifies
+    assert f"{dest}: OK ({len(files)} files checked" in capsys.readouterr().out
+    bare = f"s3://{s3_env}/bare"
+    storage.upload_dir(src, bare)  # the library copy writes no manifest: not a set
+    assert storage.main(["verify", bare]) == 1
     assert "not a published set" in capsys.readouterr().out
 
 
@@ -420,3 +424,163 @@ def test_endpoint_that_is_not_s3_says_so(s3_env, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------- raw uploads (12.6)
+
+
+def _manifest_at(uri: str) -> dict:
+    return json.loads(storage.read_bytes(f"{uri}/{storage.SET_MANIFEST}"))
+
+
+def test_data_upload_writes_manifest_last_resumes_after_a_kill_and_verifies(
+    s3_env, tmp_path, monkeypatch, capsys
+):
+    src = tmp_path / "CBIS-DDSM"
+    files = _make_tree(src, seed=4, big=True)
+    dest = f"s3://{s3_env}/cbis-ddsm"
+    first = _count_puts(monkeypatch, fail_after=3)
+    with pytest.raises(ConnectionAbortedError):  # killed midway: 3 objects up, no manifest
+        storage.main(["upload", str(src), dest, "--workers", "1"])
+    assert 0 < len(storage.list_files(dest)) < len(files)
+    assert storage.SET_MANIFEST not in storage.list_files(dest)
+    capsys.readouterr()
+    assert storage.main(["verify", dest]) == 1
+    assert "no _manifest.json" in capsys.readouterr().out
+    with pytest.raises(StorageError, match=r"run `mammosynth data upload <folder> s3://.*` again to finish"):
+        storage.localize_source(dest, cache_dir=tmp_path / "cache")
+
+    calls = _count_puts(monkeypatch)  # the re-run after the kill
+    assert storage.main(["upload", str(src), dest, "--workers", "2"]) == 0
+    assert len(first) == 3 and sorted(calls) == sorted(set(files) - set(first))  # only what was missing
+    assert "_manifest.json written" in capsys.readouterr().out
+    manifest = _manifest_at(dest)
+    assert manifest["format"] == storage.SET_FORMAT and manifest["kind"] == "upload"
+    assert {f["path"]: f["size"] for f in manifest["files"]} == {k: len(v) for k, v in files.items()}
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
+        k: storage.sha256_file(src / k) for k in files
+    }
+    assert manifest["counts"]["files"] == len(files)
+    assert manifest["counts"]["bytes"] == sum(map(len, files.values()))
+    assert storage.main(["verify", dest]) == 0
+    assert (
+        f"{dest}: OK ({len(files)} files checked, 0 missing, 0 corrupt, 0 extra)" in capsys.readouterr().out
+    )
+
+    calls.clear()  # a second run uploads nothing and rewrites nothing
+    assert storage.main(["upload", str(src), dest]) == 0
+    assert calls == [] and "0 uploaded" in capsys.readouterr().out
+    assert _manifest_at(dest)["created"] == manifest["created"]
+
+    digest = storage.source_digest(dest)
+    assert digest == manifest["content_sha256"] == storage.source_digest(src)
+    local = storage.localize_source(dest, cache_dir=tmp_path / "cache")
+    assert {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()} == {
+        **files,
+        storage.SET_MANIFEST: storage.read_bytes(f"{dest}/{storage.SET_MANIFEST}"),
+    }
+
+
+def test_a_corrupted_upload_is_refused_and_a_reupload_repairs_it(s3_env, tmp_path):
+    src = tmp_path / "raw"
+    files = _make_tree(src, seed=5)
+    dest = f"s3://{s3_env}/raw"
+    storage.upload_source(src, dest)
+    bad = bytearray(files["train-00000.npz"])
+    bad[7] ^= 0x01  # same size
+    storage.write_bytes(f"{dest}/train-00000.npz", bytes(bad))
+    with pytest.raises(
+        StorageError, match=r"refusing to open upload .*do not match.*again to finish the upload"
+    ):
+        storage.localize_source(dest, cache_dir=tmp_path / "c")
+    stats = storage.upload_source(src, dest)
+    assert stats["uploaded"] == 1 and stats["manifest_written"]
+    assert storage.verify_set(dest).ok
+    assert (
+        storage.localize_source(dest, cache_dir=tmp_path / "c") / "train-00000.npz"
+    ).read_bytes() == bytes(files["train-00000.npz"])
+
+
+def test_ingest_from_s3_refuses_an_upload_without_a_verifying_manifest(s3_env, tmp_path):
+    from mammosynth import study
+    from mammosynth.config import load_config
+    from mammosynth.data import phantom
+
+    cfg = load_config("tiny")
+    raw = phantom.generate(tmp_path / "raw", n_patients=8, seed=cfg.seed, crop_size=cfg.phantom.crop_size)
+    source = f"s3://{s3_env}/cbis-ddsm"
+    storage.upload_dir(raw, source)  # every object, but no manifest: cannot be told from a half upload
+    with pytest.raises(StorageError) as err:
+        study.ingest_step(source, str(tmp_path / "ingested"), preset="tiny")
+    assert f"{source} has no _manifest.json" in str(err.value)
+    assert f"run `mammosynth data upload <folder> {source}` again to finish the upload" in str(err.value)
+    assert not (tmp_path / "ingested").exists()
+
+    assert storage.main(["upload", str(raw), source]) == 0
+    result = study.ingest_step(source, str(tmp_path / "ingested"), preset="tiny")
+    assert (tmp_path / "ingested" / "index.csv").is_file() and result
+
+
+# -------------------------------------------------------------------------- repairs (15.5)
+
+
+def test_republish_repairs_a_same_size_corrupted_object(base_uri, tmp_path, monkeypatch):
+    src = tmp_path / "prepared"
+    files = _make_tree(src, seed=6)
+    set_uri = storage.publish_set(src, base_uri, kind="prepared")["uri"]
+    bad = bytearray(files["images/a.png"])
+    bad[0] ^= 0xFF  # same size: only a checksum tells
+    storage.write_bytes(f"{set_uri}/images/a.png", bytes(bad))
+    assert not storage.verify_set(set_uri).ok
+    calls = _count_puts(monkeypatch)
+    again = storage.publish_set(src, base_uri, kind="prepared")
+    assert not again["reused"] and calls == ["images/a.png"]
+    assert storage.verify_set(set_uri).ok
+    assert storage.read_bytes(f"{set_uri}/images/a.png") == files["images/a.png"]
+
+
+def test_republish_replaces_an_invalid_json_manifest_and_logs_why(base_uri, tmp_path, monkeypatch, caplog):
+    src = tmp_path / "synthetic"
+    files = _make_tree(src, seed=7)
+    set_uri = storage.publish_set(src, base_uri, kind="synthetic")["uri"]
+    storage.write_bytes(f"{set_uri}/{storage.SET_MANIFEST}", b'{"format": "mammosynth-set/1", "fil')
+    assert "is not valid JSON" in storage.verify_set(set_uri).error
+    calls = _count_puts(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="mammosynth.storage"):
+        again = storage.publish_set(src, base_uri, kind="synthetic")
+    assert "is not valid JSON" in caplog.text and "treated as absent" in caplog.text
+    assert again["uri"] == set_uri and not again["reused"] and calls == []
+    assert storage.verify_set(set_uri).ok
+    assert (storage.open_set(set_uri, tmp_path / "o") / "meta.json").read_bytes() == files["meta.json"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda m: m["files"][0].update(size="big"), "files[0].size='big' is not a byte count"),
+        (lambda m: m.update(files="all of them"), "'files' is str, expected a list"),
+        (lambda m: m["files"].__setitem__(1, "a.png"), "files[1] is str, expected an object"),
+        (lambda m: m["files"][0].update(path="../../escaped"), "is not a relative path inside the set"),
+        (lambda m: m["files"][2].update(sha256=None), "files[2].sha256=None is not a sha256"),
+    ],
+)
+def test_a_malformed_manifest_gives_a_clear_error_and_republish_repairs_it(
+    base_uri, tmp_path, capsys, damage, reason
+):
+    src = tmp_path / "ingested"
+    _make_tree(src, seed=8)
+    set_uri = storage.publish_set(src, base_uri, kind="ingested")["uri"]
+    manifest = _manifest_at(set_uri)
+    damage(manifest)
+    storage.write_bytes(f"{set_uri}/{storage.SET_MANIFEST}", json.dumps(manifest).encode())
+
+    result = storage.verify_set(set_uri)
+    assert not result.ok and "is malformed" in result.error and reason in result.error
+    with pytest.raises(StorageError, match="is malformed.*re-publish the set"):
+        storage.open_set(set_uri, tmp_path / "o")
+    assert storage.main(["verify", set_uri]) == 1
+    out = capsys.readouterr()
+    assert reason in out.out and "Traceback" not in out.out + out.err
+    assert storage.list_sets(base_uri) == []  # skipped with a warning, not a crash
+    assert not storage.publish_set(src, base_uri, kind="ingested")["reused"]
+    assert storage.verify_set(set_uri).ok

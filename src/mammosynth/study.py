@@ -55,7 +55,7 @@ def ingest_step(
             )
         else:
             # A local folder is used in place; an s3:// prefix is fetched into this run's temp dir.
-            local = storage.localize(source, cache_dir=Path(tmp) / "cache")
+            local = storage.localize_source(source, cache_dir=Path(tmp) / "cache")
         result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
     summary = Path(out_dir) / "eda" / "summary.md"
     if eda_path:

@@ -8,7 +8,8 @@ Stages call the same functions whatever the URI scheme: ``read_bytes``, ``write_
 - `local`: local paths and ``file://`` (`LocalStore`); `s3`: MinIO settings from the environment,
   the client, retries (`S3Store`); a new backend is one class registered for its scheme;
 - `sync`: whole-file access, resumable upload/download, `localize`;
-- `sets`: published, content-addressed sets; `cli`: the ``mammosynth data`` command.
+- `sets`: published, content-addressed sets; `uploads`: raw source uploads with a manifest, and
+  reading a source only when its manifest verifies; `cli`: the ``mammosynth data`` command.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mammosynth.storage.cli import main
 from mammosynth.storage.sets import (
     SET_FORMAT,
     SET_MANIFEST,
+    ManifestError,
     VerifyResult,
     list_sets,
     open_set,
@@ -42,10 +44,12 @@ from mammosynth.storage.sync import (
     upload_dir,
     write_bytes,
 )
+from mammosynth.storage.uploads import localize_source, source_digest, upload_source
 
 __all__ = [
     "SET_FORMAT",
     "SET_MANIFEST",
+    "ManifestError",
     "Store",
     "StorageError",
     "VerifyResult",
@@ -55,14 +59,17 @@ __all__ = [
     "list_files",
     "list_sets",
     "localize",
+    "localize_source",
     "main",
     "open_set",
     "publish_set",
     "read_bytes",
     "register_store",
     "sha256_file",
+    "source_digest",
     "store_for",
     "upload_dir",
+    "upload_source",
     "verify_set",
     "write_bytes",
 ]

@@ -9,7 +9,8 @@ from typing import Any
 
 from mammosynth.storage.base import StorageError, join
 from mammosynth.storage.sets import SET_MANIFEST, list_sets, publish_set, verify_set
-from mammosynth.storage.sync import exists, upload_dir
+from mammosynth.storage.sync import exists
+from mammosynth.storage.uploads import upload_source
 
 
 def _fmt_samples(samples: dict[str, Any] | None) -> str:
@@ -29,7 +30,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "come from S3_ENDPOINT, S3_USE_HTTPS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upload", help="upload a local folder (e.g. CBIS-DDSM) as-is; resumable")
+    up = sub.add_parser(
+        "upload", help="upload a local folder (e.g. CBIS-DDSM) as-is, then its _manifest.json; resumable"
+    )
     up.add_argument("source", help="local folder")
     up.add_argument("dest", help="destination URI, e.g. s3://datasets/cbis-ddsm")
     up.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
@@ -42,7 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
     ls = sub.add_parser("ls", help="list sets at or directly under a URI, with counts")
     ls.add_argument("uri")
-    ver = sub.add_parser("verify", help="recompute checksums of a set (or of every set under a URI)")
+    ver = sub.add_parser(
+        "verify", help="recompute checksums of an upload or a set (or of every set under a URI)"
+    )
     ver.add_argument("uri")
     ver.add_argument("--workers", type=int, default=8, help="parallel reads (default 8)")
     return parser
@@ -53,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "upload":
-            stats = upload_dir(
+            stats = upload_source(
                 args.source, args.dest, workers=args.workers, progress_every=args.progress_every
             )
             print(
                 f"{args.dest}: {stats['files']} files, {stats['uploaded']} uploaded, "
-                f"{stats['skipped']} already present, {stats['bytes'] / 1e6:.1f} MB sent"
+                f"{stats['skipped']} already present, {stats['bytes'] / 1e6:.1f} MB sent; "
+                f"{SET_MANIFEST} {'written' if stats['manifest_written'] else 'already complete'} "
+                f"(content sha256 {stats['content_sha256'][:12]})"
             )
             return 0
         if args.command == "publish":

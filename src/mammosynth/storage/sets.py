@@ -104,26 +104,78 @@ def _sample_counts(root: Path) -> dict[str, Any]:
     return {}
 
 
+class ManifestError(StorageError):
+    """A ``_manifest.json`` exists but cannot be used: not JSON, or not the expected structure.
+
+    Attributes:
+        detail: what is wrong, without the advice that ends the message.
+    """
+
+    def __init__(self, detail: str, fix: str = "re-publish the set"):
+        super().__init__(f"{detail}: {fix}")
+        self.detail = detail
+
+
+_SHA_HEX = frozenset("0123456789abcdef")
+
+
 def _read_manifest(store: Store) -> dict[str, Any]:
-    """The set manifest, or StorageError saying why this is not a set."""
+    """The set manifest, checked field by field.
+
+    Raises:
+        StorageError: there is no manifest (not a set, or an interrupted publish/upload).
+        ManifestError: the manifest is not valid JSON or a field has the wrong type.
+    """
     try:
         raw = store.read(SET_MANIFEST)
     except FileNotFoundError:
         raise StorageError(
             f"{store.uri} has no {SET_MANIFEST}: not a published set (an interrupted "
-            f"publish_set leaves none; re-run it)"
+            f"publish_set or `mammosynth data upload` leaves none; re-run it)"
         ) from None
+    where = join(store.uri, SET_MANIFEST)
     try:
         manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise StorageError(
-            f"{join(store.uri, SET_MANIFEST)} is not valid JSON ({exc}): re-publish the set"
-        ) from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ManifestError(f"{where} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != SET_FORMAT or "files" not in manifest:
-        raise StorageError(
-            f"{join(store.uri, SET_MANIFEST)} is not a {SET_FORMAT} manifest: re-publish the set"
-        )
+        raise ManifestError(f"{where} is not a {SET_FORMAT} manifest")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ManifestError(f"{where} is malformed: {problem}")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's fields, or None."""
+    files = manifest["files"]
+    if not isinstance(files, list):
+        return f"'files' is {type(files).__name__}, expected a list"
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            return f"files[{i}] is {type(entry).__name__}, expected an object"
+        path, size, sha = entry.get("path"), entry.get("size"), entry.get("sha256")
+        if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
+            return f"files[{i}].path={path!r} is not a relative path inside the set"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return f"files[{i}].size={size!r} is not a byte count"
+        if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _SHA_HEX:
+            return f"files[{i}].sha256={sha!r} is not a sha256 hex digest"
+    for key, kind in (("content_sha256", str), ("counts", dict), ("kind", str), ("created", str)):
+        if key in manifest and not isinstance(manifest[key], kind):
+            return f"{key!r} is {type(manifest[key]).__name__}, expected {kind.__name__}"
+    return None
+
+
+def _usable_manifest(store: Store) -> dict[str, Any] | None:
+    """The manifest, or None if absent or unusable (the reason logged): re-publishing replaces it."""
+    if not store.exists(SET_MANIFEST):
+        return None
+    try:
+        return _read_manifest(store)
+    except ManifestError as exc:
+        log.warning("%s; it is treated as absent and will be rewritten", exc)
+        return None
 
 
 def publish_set(
@@ -138,8 +190,10 @@ def publish_set(
     """Publish ``local_dir`` as an immutable set at ``<uri>/<kind>-<sha12>/``.
 
     Objects are uploaded first, ``_manifest.json`` last: an interrupted publish leaves no manifest
-    (``open_set`` refuses it) and a re-run uploads only what is missing. If the manifest already
-    exists the content is identical by construction and nothing is written.
+    (``open_set`` refuses it) and a re-run uploads only what is missing. Re-publishing compares
+    every object's checksum with the local file and replaces corrupt or missing ones; if all match
+    and the manifest is there, nothing is written. A manifest that cannot be read (not JSON,
+    malformed) is treated as absent, with the reason logged, and rewritten.
 
     Args:
         local_dir: directory to publish (a ``_manifest.json`` inside it is ignored).
@@ -163,20 +217,24 @@ def publish_set(
     set_id = f"{kind}-{content[:12]}"
     set_uri = join(str(uri), set_id)
     store = store_for(set_uri)
-    existing = _read_manifest(store) if store.exists(SET_MANIFEST) else None
+    existing = _usable_manifest(store)
     if existing is not None and existing.get("content_sha256") == content:
-        present = store.list()
-        if all(e["path"] in present and present[e["path"]].size == e["size"] for e in entries):
-            log.info("set %s already published: nothing to do", set_uri)
-            return {**existing, "uri": set_uri, "reused": True}
-        # Objects went missing after publishing: restore them, keep the original manifest.
-        log.warning("set %s is published but incomplete: re-uploading its missing objects", set_uri)
         manifest = existing
     else:
         if existing is not None:
             log.warning("%s has a manifest for other content: replacing it", set_uri)
         manifest = _new_manifest(local_dir, kind, set_id, content, entries, config, lineage)
+    # Checksums, not sizes, decide what is already there: corrupt or missing objects are replaced.
     stats = _sync_up(files, store, workers=workers, progress_every=100, digests=digests)
+    if manifest is existing and not stats["uploaded"]:
+        log.info("set %s already published: nothing to do", set_uri)
+        return {**existing, "uri": set_uri, "reused": True}
+    if manifest is existing:
+        log.warning(
+            "set %s was published but %d objects were missing or corrupt: replaced them",
+            set_uri,
+            stats["uploaded"],
+        )
     # Last: the manifest is the commit record that turns uploaded objects into a set.
     store.write(SET_MANIFEST, json.dumps(manifest, indent=2).encode())
     log.info(
@@ -282,13 +340,40 @@ def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None,
     store = store_for(uri)
     manifest = _read_manifest(store)
     dest = Path(local_dir) if local_dir is not None else _cache_root(None) / store.cache_path()
+    return fetch_verified(
+        store, manifest, dest, workers=workers, fix=f"run `mammosynth data verify {uri}` and re-publish it"
+    )
+
+
+def fetch_verified(
+    store: Store, manifest: dict[str, Any], dest: Path, *, workers: int, fix: str, what: str = "set"
+) -> Path:
+    """Download every file ``manifest`` lists from ``store`` into ``dest``, each checked on arrival.
+
+    Files already in ``dest`` with the right sha256 are not fetched again; the manifest is written
+    beside them last.
+
+    Args:
+        store: where the set or upload lives.
+        manifest: its checked manifest (`_read_manifest`).
+        dest: local folder to fill.
+        workers: parallel downloads.
+        fix: what the user should do if files are missing or corrupt (ends the error message).
+        what: what ``store`` holds, for the error message (``set``, ``upload``).
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        StorageError: files listed in the manifest are missing or do not match their sha256.
+    """
     present = store.list()
     listed = {f["path"]: f for f in manifest["files"]}
     missing = sorted(set(listed) - set(present))
     if missing:
         raise StorageError(
-            f"refusing to open set {uri}: {len(missing)} files in its manifest are missing "
-            f"(first: {missing[:5]}); re-publish it"
+            f"refusing to open {what} {store.uri}: {len(missing)} files in its manifest are missing "
+            f"(first: {missing[:5]}); {fix}"
         )
     bad: list[str] = []
     bad_lock = threading.Lock()
@@ -305,9 +390,8 @@ def open_set(uri: str | os.PathLike, local_dir: str | os.PathLike | None = None,
     _run_parallel(sorted(listed), _one, workers)
     if bad:
         raise StorageError(
-            f"refusing to open set {uri}: {len(bad)} files do not match their manifest "
-            f"sha256 (first: {sorted(bad)[:5]}); run `mammosynth data verify {uri}` and "
-            f"re-publish it"
+            f"refusing to open {what} {store.uri}: {len(bad)} files do not match their manifest "
+            f"sha256 (first: {sorted(bad)[:5]}); {fix}"
         )
     atomic.write_bytes(dest / SET_MANIFEST, json.dumps(manifest, indent=2).encode())
     return dest
