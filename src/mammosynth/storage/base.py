@@ -1,5 +1,4 @@
-"""What every store shares: the error type, URI parsing, file digests, the `Store` protocol and its
-registry by URI scheme.
+"""What every store shares: errors, URIs, digests, the `Store` protocol and its registry by scheme.
 
 A backend is one class implementing `Store`, registered with `register_store` for its scheme (see
 `local` and `s3`); every function of the package reaches it through `store_for`.

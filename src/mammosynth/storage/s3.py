@@ -243,6 +243,7 @@ class S3Store:
     remote = True
 
     def __init__(self, uri: str):
+        """Open ``s3://bucket/prefix`` with the client the environment configures."""
         self.uri = str(uri).rstrip("/")
         self.bucket, self.prefix = split_s3(self.uri)
         self.settings = _s3_settings()
@@ -253,12 +254,15 @@ class S3Store:
         return "/".join(p for p in ("s3", self.bucket, self.prefix) if p)
 
     def key(self, rel: str) -> str:
+        """The object key of ``rel``."""
         return "/".join(p for p in (self.prefix, rel) if p)
 
     def _call(self, what: str, rel: str, fn: Callable[[], T]) -> T:
         return _retry(self.settings, what, join(self.uri, rel), fn)
 
     def read(self, rel: str) -> bytes:
+        """The whole content; FileNotFoundError if absent."""
+
         def _get() -> bytes:
             resp = self.client.get_object(self.bucket, self.key(rel))
             try:
@@ -270,6 +274,7 @@ class S3Store:
         return self._call("read", rel, _get)
 
     def write(self, rel: str, data: bytes) -> None:
+        """Replace the content whole (a reader never sees half of it)."""
         meta = {SHA_META: hashlib.sha256(data).hexdigest()}
         self._call(
             "write",
@@ -280,6 +285,7 @@ class S3Store:
         )
 
     def exists(self, rel: str) -> bool:
+        """True for an existing file/object or a non-empty directory/prefix."""
         # One LIST answers "object or non-empty prefix" and, unlike HEAD, says NoSuchBucket.
         key = self.key(rel)
 
@@ -292,9 +298,11 @@ class S3Store:
         return self._call("check", rel, _probe)
 
     def delete(self, rel: str) -> None:
+        """Remove one file/object (no error if absent)."""
         self._call("delete", rel, lambda: self.client.remove_object(self.bucket, self.key(rel)))
 
     def list(self) -> dict[str, Entry]:
+        """Every file under the URI, recursively, by relative path."""
         base = f"{self.prefix}/" if self.prefix else ""
 
         def _list() -> dict[str, Entry]:
@@ -314,6 +322,7 @@ class S3Store:
         return self._call("list", "", _list)
 
     def children(self) -> list[str]:
+        """Names of the direct sub-directories/prefixes."""
         base = f"{self.prefix}/" if self.prefix else ""
 
         def _list() -> list[str]:
@@ -326,6 +335,7 @@ class S3Store:
         return self._call("list", "", _list)
 
     def put_file(self, rel: str, src: Path, sha256: str) -> None:
+        """Upload a local file whose sha256 is known."""
         self._call(
             "upload",
             rel,
@@ -357,6 +367,8 @@ class S3Store:
         return self._call("download", rel, _get)
 
     def sha256(self, rel: str) -> str:
+        """sha256 of the stored content (recomputed, not trusted from metadata)."""
+
         def _hash() -> str:
             sha = hashlib.sha256()
             resp = self.client.get_object(self.bucket, self.key(rel))
@@ -371,11 +383,13 @@ class S3Store:
         return self._call("read", rel, _hash)
 
     def stored_sha256(self, rel: str) -> str | None:
+        """The sha256 recorded as object metadata at upload, or None."""
         stat = self._call("stat", rel, lambda: self.client.stat_object(self.bucket, self.key(rel)))
         meta = {k.lower(): v for k, v in (stat.metadata or {}).items()}
         return meta.get(f"x-amz-meta-{SHA_META}")
 
     def same(self, rel: str, entry: Entry, size: int, sha256: str, md5: str) -> bool:
+        """True if the stored ``rel`` (listed as ``entry``) has this size and content."""
         if entry.size != size:
             return False
         if entry.etag and "-" not in entry.etag:

@@ -2,7 +2,7 @@
 
 ``publish_set(local_dir, uri, kind=...)`` publishes a directory as an immutable, content-addressed
 set at ``<uri>/<kind>-<sha12>/``, where ``sha12`` is the first 12 hex digits of the SHA-256 over the
-sorted ``path\\tsha256`` lines of its files (data only: config and lineage do not change the
+sorted ``path<TAB>sha256`` lines of its files (data only: config and lineage do not change the
 address). Objects are written first and the set manifest ``_manifest.json`` last, so a set either
 has a manifest that lists every object, or it is not a set and ``open_set`` refuses it. The
 manifest is not called ``manifest.json`` because an ingested set already carries its own
@@ -64,6 +64,7 @@ class VerifyResult:
     manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     def summary(self) -> str:
+        """One line per problem (at most 20 of each kind), headed by the verdict."""
         if self.error:
             return f"{self.uri}: NOT A VALID SET: {self.error}"
         state = "OK" if self.ok else "FAILED"
@@ -112,6 +113,7 @@ class ManifestError(StorageError):
     """
 
     def __init__(self, detail: str, fix: str = "re-publish the set"):
+        """Build the error from what is wrong (``detail``) and what fixes it (``fix``)."""
         super().__init__(f"{detail}: {fix}")
         self.detail = detail
 
