@@ -584,3 +584,26 @@ def test_a_malformed_manifest_gives_a_clear_error_and_republish_repairs_it(
     assert storage.list_sets(base_uri) == []  # skipped with a warning, not a crash
     assert not storage.publish_set(src, base_uri, kind="ingested")["reused"]
     assert storage.verify_set(set_uri).ok
+
+
+def test_a_new_scheme_is_one_registered_store(tmp_path, monkeypatch):
+    """The registry by scheme is the only dispatch: a store registered for mem:// serves every function."""
+    from mammosynth.storage import base
+
+    class MemStore(storage.local.LocalStore):
+        remote = False
+
+        def __init__(self, uri):
+            self.uri = str(uri)
+            self.root = tmp_path / "mem" / self.uri.split("://", 1)[1]
+
+    monkeypatch.setitem(base._STORES, "mem", MemStore)
+    storage.write_bytes("mem://box/a.bin", b"xyz")
+    assert storage.read_bytes("mem://box/a.bin") == b"xyz" and storage.list_files("mem://box") == ["a.bin"]
+    assert (tmp_path / "mem" / "box" / "a.bin").read_bytes() == b"xyz"
+    assert not storage.is_remote("mem://box") and storage.is_remote("s3://b/k")
+    src = tmp_path / "src"
+    _make_tree(src, seed=9)
+    assert storage.verify_set(storage.publish_set(src, "mem://sets", kind="raw")["uri"]).ok
+    with pytest.raises(StorageError, match="unsupported URI scheme"):
+        storage.exists("gs://bucket/x")
