@@ -474,6 +474,8 @@ def test_data_upload_writes_manifest_last_resumes_after_a_kill_and_verifies(
 
     digest = storage.source_digest(dest)
     assert digest == manifest["content_sha256"] == storage.source_digest(src)
+    with pytest.raises(StorageError, match="is not a folder"):
+        storage.source_digest(tmp_path / "nowhere")
     local = storage.localize_source(dest, cache_dir=tmp_path / "cache")
     assert {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()} == {
         **files,

@@ -143,5 +143,7 @@ def source_digest(uri: str | os.PathLike) -> str:
     if is_remote(uri):
         manifest = _upload_manifest(str(uri).rstrip("/"))
         return manifest.get("content_sha256") or _content_sha(manifest["files"])
+    if not local_path(uri).is_dir():
+        raise StorageError(f"source {uri} is not a folder: pass the dataset folder or its s3:// upload")
     files = _local_files(uri, exclude={SET_MANIFEST})
     return _content_sha([{"path": rel, "sha256": digest_file(path)[1]} for rel, path in files.items()])
