@@ -273,9 +273,10 @@ def caption(key: str, metrics: Mapping[str, Any]) -> str:
         f"thin lines = single seeds ({seeds}).",
         "confusion": f"Confusion matrices of each arm's seed ensemble at threshold "
         f"{float(metrics.get('threshold', 0.5)):g} on {on}; counts and row shares ({seeds}).",
-        "forest": "Δ AUC of each arm against its matched baseline with 95% CIs: DeLong on the seed "
+        "forest": f"Δ AUC of each arm against its matched baseline on {on} with 95% CIs: DeLong on the seed "
         f"ensemble (test-case variability) and the across-seed t-interval (training variability) ({seeds}).",
-        "seed_auc": f"Test AUC of every seed (dots) and the mean over seeds with its 95% t-interval ({seeds}).",
+        "seed_auc": f"AUC on {on} of every seed (dots) and the mean over seeds with its 95% t-interval "
+        f"({seeds}).",
     }
     return texts[key]
 
