@@ -196,3 +196,11 @@ def test_warning_memorisation_far_floor_phantom_and_seeds():
         "overall": {"fid_synthetic_vs_heldout": 25.0, "fid_floor_heldout_halves": 20.0},
     }
     assert clinical.warnings(_metrics({"0": healthy}), report_card=calm, phantom=False) == []
+
+
+def test_warning_when_only_one_memorisation_audit_fired():
+    card = {"memorisation": {"memorisation_suspected": False, "fired": ["pixels"]}}
+    w = clinical.warnings(
+        _metrics({"0": {"sensitivity": 0.7, "specificity": 0.7}}, n_seeds=3), report_card=card
+    )
+    assert [x["kind"] for x in w] == ["memorisation_one_audit"] and "pixels fired" in w[0]["message"]

@@ -499,7 +499,16 @@ def _collapsed_seeds(
 def _memorisation(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     mem = card.get("memorisation") or {}
     if not mem.get("memorisation_suspected"):
-        return []
+        fired = mem.get("fired") or []
+        if not fired:
+            return []
+        return [
+            _warning(
+                "memorisation_one_audit",
+                f"memorisation audit in {fired[0]} fired, the other did not: not called suspected "
+                "(both must agree); judge the closest-pairs figures",
+            )
+        ]
     share = mem.get("share_flagged")
     fired = mem.get("fired")
     which = f"; fired: {', '.join(fired)}" if fired else ""
@@ -557,7 +566,8 @@ def warnings(
     * ``collapsed_seed``: a seed's sensitivity or specificity at the threshold is ≤ ``collapse_tol``,
       or (with ``probs``) the SD of its probabilities is below ``prob_std_tol``; one row per seed.
     * ``memorisation_suspected``: the report card's ``memorisation.memorisation_suspected`` (which
-      audit fired is named when the card says, see `mammosynth.quality`).
+      audit fired is named when the card says, see `mammosynth.quality.combine_memorisation`);
+      ``memorisation_one_audit`` when only one of the pixel / feature audits fired.
     * ``generator_far_from_floor``: the card's overall FID or KID (synthetic vs held-out real) is
       more than ``far_factor`` times its real-vs-real floor.
 
