@@ -204,3 +204,49 @@ def test_warning_when_only_one_memorisation_audit_fired():
         _metrics({"0": {"sensitivity": 0.7, "specificity": 0.7}}, n_seeds=3), report_card=card
     )
     assert [x["kind"] for x in w] == ["memorisation_one_audit"] and "pixels fired" in w[0]["message"]
+
+
+def test_evaluation_readout_from_evaluate_files(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 60
+    ids = [f"img-{i:03d}" for i in range(n)]
+    y = np.repeat([0, 1], n // 2)
+    rows = []
+    for arm in ("real", "real+gan"):
+        for seed in ("0", "1", "2"):
+            p = np.clip(rng.normal(0.4 + 0.2 * y, 0.15), 0, 1)
+            rows += [
+                {"arm": arm, "seed": seed, "image_id": i, "label_id": t, "prob": q}
+                for i, t, q in zip(ids, y, p, strict=True)
+            ]
+    pred = pd.DataFrame(rows).sample(frac=1, random_state=0)  # row order must not matter
+    pred.to_csv(tmp_path / "test_predictions.csv", index=False)
+    meta = _meta().sample(n, replace=True, random_state=1).reset_index(drop=True)
+    meta.insert(0, "image_id", ids)
+    meta.to_csv(tmp_path / "index.csv", index=False)
+    per_seed = {s: {"sensitivity": 0.6, "specificity": 0.6} for s in ("0", "1", "2")}
+    metrics = {
+        "source": "embedded",
+        "threshold": 0.5,
+        "n_bootstrap": 100,
+        "bootstrap_seed": 0,
+        "arms": {
+            "real": {"n_seeds": 3, "per_seed": per_seed},
+            "real+gan": {"n_seeds": 3, "per_seed": per_seed},
+        },
+        "comparisons": [{"arm": "real+gan", "baseline": "real"}],
+    }
+    out = clinical.evaluation_readout(
+        metrics, tmp_path / "test_predictions.csv", index_csv=tmp_path / "index.csv"
+    )
+    assert list(out["arms"]) == ["real", "real+gan"] and out["arms"]["real"]["seeds"] == ["0", "1", "2"]
+    ids_back, y_back, probs = clinical.load_predictions(tmp_path / "test_predictions.csv")
+    assert ids_back == sorted(ids) and y_back.tolist() == y.tolist()
+    est = out["arms"]["real"]["ensemble"]["operating_points"]["sens_at_spec"]["estimate"]
+    ens = np.mean([probs["real"][s] for s in ("0", "1", "2")], axis=0)
+    assert est == clinical.sensitivity_at_specificity(y_back, ens)
+    sub = out["subgroup_comparisons"][0]
+    assert (sub["arm"], sub["baseline"]) == ("real+gan", "real") and {"n", "too_small", "delta"} <= set(
+        sub["rows"][0]
+    )
+    assert [w["kind"] for w in out["warnings"]] == ["phantom_data"]

@@ -612,3 +612,93 @@ def warnings(
         out += _memorisation(report_card)
         out += _far_from_floor(report_card, far_factor)
     return out
+
+
+# --------------------------------------------------------------------------- from evaluate's outputs
+def load_predictions(
+    predictions_csv: str | Path,
+) -> tuple[list[str], np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """Read evaluate's long ``test_predictions.csv`` into ``(image_ids, y, {arm: {seed: scores}})``.
+
+    Rows are ordered by ``image_id`` (as `mammosynth.figures.load_probs` does), so ids, labels and
+    every arm's scores line up.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: no rows, or arms/seeds that do not share the same images.
+    """
+    path = Path(predictions_csv)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run `mammosynth evaluate` first (it writes this file)")
+    df = pd.read_csv(path, dtype={"image_id": str, "arm": str, "seed": str})
+    if df.empty:
+        raise ValueError(f"{path}: no predictions")
+    ids, y, probs = None, None, {}
+    for (arm, seed), rows in df.groupby(["arm", "seed"], sort=False):
+        rows = rows.sort_values("image_id", kind="stable")
+        these = rows["image_id"].tolist()
+        if ids is None:
+            ids, y = these, rows["label_id"].to_numpy(int)
+        elif these != ids:
+            raise ValueError(f"{path}: arm {arm} seed {seed} was scored on other images than the first arm")
+        probs.setdefault(str(arm), {})[str(seed)] = rows["prob"].to_numpy(float)
+    return ids, y, probs
+
+
+def evaluation_readout(
+    metrics: Mapping[str, Any],
+    predictions_csv: str | Path,
+    *,
+    index_csv: str | Path | None = None,
+    report_card: Mapping[str, Any] | None = None,
+    phantom: bool | None = None,
+    n_boot: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Everything this module computes for one evaluation, ready for the report.
+
+    Args:
+        metrics: evaluate's metrics dict (arms, comparisons, threshold, n_bootstrap, bootstrap_seed).
+        predictions_csv: evaluate's ``test_predictions.csv``.
+        index_csv: the ingested set's ``index.csv`` for subgroups (``None``: no subgroups).
+        report_card: the generator's report card, for the warnings.
+        phantom: embedded phantom data (``None``: inferred from ``metrics["source"]``).
+        n_boot: bootstrap resamples (default: ``metrics["n_bootstrap"]``).
+        seed: bootstrap seed (default: ``metrics["bootstrap_seed"]``).
+
+    Returns:
+        ``{"arms": {arm: arm_readout(...)}, "subgroup_comparisons": [{"arm", "baseline", "rows":
+        subgroup_delta(...)}], "warnings": warnings(...), "min_subgroup_size", "n_boot", "seed"}``.
+    """
+    ids, y, probs = load_predictions(predictions_csv)
+    threshold = float(metrics.get("threshold", 0.5))
+    n_boot = int(n_boot if n_boot is not None else metrics.get("n_bootstrap", 2000))
+    seed = int(seed if seed is not None else metrics.get("bootstrap_seed", 0))
+    meta = load_metadata(index_csv, ids) if index_csv is not None else None
+    order = [a for a in (metrics.get("arms") or {}) if a in probs] or list(probs)
+    arms = {
+        a: arm_readout(y, probs[a], metadata=meta, threshold=threshold, n_boot=n_boot, seed=seed)
+        for a in order
+    }
+    subgroup_comparisons = []
+    if meta is not None:
+        for comp in metrics.get("comparisons") or []:
+            a, b = comp["arm"], comp["baseline"]
+            if a in probs and b in probs:
+                rows = subgroup_delta(
+                    y,
+                    stats.seed_ensemble(probs[a]),
+                    stats.seed_ensemble(probs[b]),
+                    meta,
+                    n_boot=min(n_boot, 1000),
+                    seed=seed,
+                )
+                subgroup_comparisons.append({"arm": a, "baseline": b, "rows": rows})
+    return {
+        "arms": arms,
+        "subgroup_comparisons": subgroup_comparisons,
+        "warnings": warnings(metrics, report_card=report_card, probs=probs, phantom=phantom),
+        "min_subgroup_size": MIN_SUBGROUP_SIZE,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
