@@ -142,3 +142,41 @@ def test_forest_figure_still_renders(study, tmp_path):
     ]
     path = figures.forest_figure(comps, tmp_path / "forest.png")
     assert path.read_bytes()[:8] == PNG
+
+
+def test_render_clinical_from_evaluate_files(study, tmp_path):
+    y, probs, meta = study
+    ids = [f"img-{i:03d}" for i in range(len(y))]
+    rows = [
+        {"arm": a, "seed": s, "image_id": i, "label_id": t, "prob": q}
+        for a, by_seed in probs.items()
+        for s, p in by_seed.items()
+        for i, t, q in zip(ids, y, p, strict=True)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "test_predictions.csv", index=False)
+    meta.assign(image_id=ids).to_csv(tmp_path / "index.csv", index=False)
+    arm_dir = tmp_path / "arms" / "real"
+    for s in ("0", "1"):
+        (arm_dir / f"seed-{s}").mkdir(parents=True)
+        (arm_dir / f"seed-{s}" / "history.json").write_text(
+            json.dumps([{"loss": 0.7, "val_loss": 0.8, "auc": 0.6, "val_auc": 0.55}] * 3)
+        )
+    (arm_dir / "arm.json").write_text(json.dumps({"arm": "real"}))
+    metrics = {
+        "arms": {a: {"n_seeds": 2, "per_seed": {}} for a in probs},
+        "n_bootstrap": 50,
+        "comparisons": [],
+    }
+    readout = clinical.evaluation_readout(
+        metrics, tmp_path / "test_predictions.csv", index_csv=tmp_path / "index.csv"
+    )
+    figs = figures.render_clinical(
+        tmp_path / "figs", tmp_path / "test_predictions.csv", readout, arm_dirs=[arm_dir], n_boot=50
+    )
+    assert set(figs) == set(figures.CLINICAL_FIGURE_FILES) - {"gan_curves"}
+    for key, fig in figs.items():
+        assert (
+            fig.path.name == figures.CLINICAL_FIGURE_FILES[key]
+            and fig.path.read_bytes()[:8] == PNG
+            and fig.caption
+        )

@@ -598,3 +598,61 @@ def gan_figure(gan_dir: str | os.PathLike, path: str | os.PathLike, *, max_sampl
         + "."
     )
     return Figure(_save(fig, Path(path)), text)
+
+
+def render_clinical(
+    out_dir: str | os.PathLike,
+    predictions_csv: str | os.PathLike,
+    readout: Mapping[str, Any],
+    *,
+    arm_dirs: Sequence[str | os.PathLike] = (),
+    gan_dir: str | os.PathLike | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict[str, Figure]:
+    """Render the clinical figures (`CLINICAL_FIGURE_FILES`) an evaluation supports into ``out_dir``.
+
+    Args:
+        out_dir: folder for the PNGs.
+        predictions_csv: evaluate's ``test_predictions.csv``.
+        readout: `mammosynth.clinical.evaluation_readout` of the same evaluation.
+        arm_dirs: arm dirs whose ``seed-*/history.json`` give learning curves (arm name = ``arm.json``'s
+            ``arm``, else the folder name); none: no learning curves.
+        gan_dir: the GAN run dir (``losses.csv``, ``samples/``); ``None``: no GAN figure.
+        n_boot: bootstrap resamples of the ROC band.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{figure key: Figure(path, caption)}`` for the figures written.
+    """
+    import json
+
+    from mammosynth import clinical
+
+    out = Path(out_dir)
+    _, y, probs = clinical.load_predictions(predictions_csv)
+    arms = {a: probs[a] for a in readout["arms"] if a in probs}
+    files = CLINICAL_FIGURE_FILES
+    figs = {
+        "roc_band": roc_band_figure(y, arms, out / files["roc_band"], n_boot=n_boot, seed=seed),
+        "reliability": reliability_figure(readout["arms"], out / files["reliability"]),
+        "pr": pr_figure(y, arms, out / files["pr"]),
+    }
+    subs = {a: r["subgroups"] for a, r in readout["arms"].items() if r.get("subgroups")}
+    if subs:
+        figs["subgroups"] = subgroup_figure(subs, out / files["subgroups"])
+    histories = {}
+    for d in arm_dirs:
+        arm_json = Path(d) / "arm.json"
+        name = (
+            json.loads(arm_json.read_text()).get("arm", Path(d).name) if arm_json.exists() else Path(d).name
+        )
+        try:
+            histories[name] = load_histories(d)
+        except FileNotFoundError as err:
+            log.warning("learning curves: %s", err)
+    if histories:
+        figs["learning_curves"] = learning_curves_figure(histories, out / files["learning_curves"])
+    if gan_dir is not None:
+        figs["gan_curves"] = gan_figure(gan_dir, out / files["gan_curves"])
+    return figs
