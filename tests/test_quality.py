@@ -127,3 +127,56 @@ def test_ssim_identity_and_difference():
     noise = np.random.default_rng(0).uniform(0, 1, x.shape)
     assert ssim(x, noise).max() < 0.5
     assert mean_pairwise_ssim(np.repeat(x[:1], 5, axis=0)) == pytest.approx(1.0)
+
+
+def test_feature_memorisation_audit_flags_planted_copies():
+    from mammosynth.quality import memorisation_audit_features
+
+    rng = np.random.default_rng(5)
+    scale = np.array([1.0, 100.0, 0.01, 10.0] * 4)  # z-scoring keeps one dimension from dominating
+    train, heldout, novel = (rng.standard_normal((n, 16)) * scale for n in (80, 40, 60))
+    clean = memorisation_audit_features(train, heldout, novel, space="toy")
+    assert not clean["memorisation_suspected"] and clean["space"].startswith("toy, z-scored")
+    planted = novel.copy()
+    planted[:20] = train[:20] * (1 + 1e-4)
+    audit = memorisation_audit_features(train, heldout, planted)
+    assert audit["memorisation_suspected"] and set(range(20)) <= set(audit["flagged_indices"])
+    assert audit["_nearest_train"][:20].tolist() == list(range(20))
+
+
+def test_memorisation_suspected_only_when_pixels_and_features_agree():
+    from mammosynth.quality import MEMORISATION_RULE, combine_memorisation
+
+    def audit(fired):
+        return {
+            "memorisation_suspected": fired,
+            "share_flagged": 0.175,
+            "threshold": 1.0,
+            "_d_train": [0.1],
+            "_nearest_train": [0],
+        }
+
+    both = combine_memorisation(audit(True), audit(True))
+    assert both["memorisation_suspected"] and both["fired"] == ["pixels", "features"]
+    pixel_only = combine_memorisation(audit(True), audit(False))  # e.g. a blob "closest" to a spiculated star
+    assert not pixel_only["memorisation_suspected"] and pixel_only["fired"] == ["pixels"]
+    assert pixel_only["pixel_suspected"] and not pixel_only["feature_suspected"]
+    assert pixel_only["decision_rule"] == MEMORISATION_RULE and "_d_train" not in pixel_only["feature_space"]
+    assert combine_memorisation(audit(False), audit(False))["fired"] == []
+
+
+def test_report_card_shows_feature_space_pairs(tmp_path):
+    from mammosynth.quality import write_report_card
+
+    tr_x, tr_y = _blobs(40, seed=40)
+    ho_x, ho_y = _blobs(24, seed=41)
+    card = write_report_card(tr_x, tr_y, ho_x, ho_y, tr_x[:20] + 0.002, tr_y[:20], tmp_path / "card")
+    mem = card["memorisation"]
+    assert mem["fired"] == ["pixels", "features"] and mem["memorisation_suspected"]  # real copies: both agree
+    assert "closest_pairs_features.png" in card["figures"]
+    assert (tmp_path / "card" / "closest_pairs_features.png").stat().st_size > 1000
+    on_disk = json.loads((tmp_path / "card" / "report_card.json").read_text())
+    assert (
+        "_feature_d_train" not in on_disk["memorisation"]
+        and on_disk["memorisation"]["feature_space"]["n_flagged"] == 20
+    )

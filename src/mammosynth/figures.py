@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -142,8 +142,11 @@ def forest_figure(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathL
     ax.axvline(0, color="grey", ls="--", lw=0.8)
     ax.set_yticks(range(len(comparisons)), labels[::-1])
     ax.set(xlabel="Δ AUC (arm − baseline), 95% CI", title="Does the arm beat its baseline?")
-    if comparisons:
-        ax.legend(fontsize=7, loc="best")
+    # at most ~5 signed ticks (long CIs made the default ticks run together)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=5, symmetric=False))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.2f}" if abs(v) > 1e-9 else "0"))
+    if comparisons:  # below the axes, never on top of a whisker
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
     else:
         ax.text(0.5, 0.5, "no comparisons (one arm only)", ha="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -232,3 +235,425 @@ def render_all(
         written["forest"] = str(forest_figure(metrics["comparisons"], out / FIGURE_FILES["forest"]))
     log.info("wrote %d figure(s) to %s", len(written), out)
     return written
+
+
+# --------------------------------------------------------------------------- clinical figures
+class Figure(NamedTuple):
+    """A rendered figure and the caption a report prints under it (what it shows, which arms/seeds)."""
+
+    path: Path
+    caption: str
+
+
+CLINICAL_FIGURE_FILES = {
+    "roc_band": "roc_bootstrap_bands.png",
+    "reliability": "reliability_diagram.png",
+    "pr": "pr_curves.png",
+    "subgroups": "subgroup_auc_forest.png",
+    "learning_curves": "learning_curves.png",
+    "gan_curves": "gan_training.png",
+}
+
+
+def _seeds_text(probs: Mapping[str, Mapping[Any, Any]]) -> str:
+    return "; ".join(f"{arm}: seeds {', '.join(map(str, by_seed))}" for arm, by_seed in probs.items())
+
+
+def caption(key: str, metrics: Mapping[str, Any]) -> str:
+    """Caption of one of the evaluation figures in `FIGURE_FILES`, from evaluate's metrics dict.
+
+    Raises:
+        KeyError: ``key`` is not in `FIGURE_FILES`.
+    """
+    arms = metrics.get("arms") or {}
+    seeds = "; ".join(f"{a}: {len(v.get('per_seed') or {})} seed(s)" for a, v in arms.items())
+    n = (metrics.get("test_set") or {}).get("n")
+    on = f"the real test set ({n} images)" if n else "the real test set"
+    texts = {
+        "roc": f"ROC curves on {on}: thick line = seed ensemble (probabilities averaged over seeds), "
+        f"thin lines = single seeds ({seeds}).",
+        "confusion": f"Confusion matrices of each arm's seed ensemble at threshold "
+        f"{float(metrics.get('threshold', 0.5)):g} on {on}; counts and row shares ({seeds}).",
+        "forest": f"Δ AUC of each arm against its matched baseline on {on} with 95% CIs: DeLong on the seed "
+        f"ensemble (test-case variability) and the across-seed t-interval (training variability) ({seeds}).",
+        "seed_auc": f"AUC on {on} of every seed (dots) and the mean over seeds with its 95% t-interval "
+        f"({seeds}).",
+    }
+    return texts[key]
+
+
+def roc_band_figure(
+    y: np.ndarray,
+    probs: Mapping[str, Mapping[Any, np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> Figure:
+    """ROC of each arm's seed ensemble with a pointwise 95% bootstrap band (`clinical.roc_band`).
+
+    Args:
+        y: 0/1 labels of the shared test set.
+        probs: ``{arm: {seed: scores}}`` aligned with ``y``.
+        path: output PNG.
+        n_boot: bootstrap resamples (stratified, seeded).
+        seed: bootstrap RNG seed.
+    """
+    from mammosynth import clinical
+
+    fig, ax = plt.subplots(figsize=(5.8, 5.2))
+    for colour, (arm, by_seed) in zip(_colours(len(probs)), probs.items(), strict=True):
+        ens = stats.seed_ensemble(by_seed)
+        band = clinical.roc_band(y, ens, n_boot=n_boot, seed=seed)
+        auc = stats.binary_metrics(y, ens)["auc"]
+        ax.fill_between(band["fpr"], band["lo"], band["hi"], color=colour, alpha=0.18, step="post", lw=0)
+        ax.step(band["fpr"], band["tpr"], where="post", color=colour, lw=2, label=f"{arm} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(
+        xlabel="1 − specificity",
+        ylabel="sensitivity",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC, seed ensemble, 95% bootstrap band",
+    )
+    ax.legend(loc="lower right", fontsize=7)
+    text = (
+        f"ROC of each arm's seed ensemble on the real test set ({len(y)} images) with a pointwise 95% "
+        f"stratified bootstrap band over test cases ({n_boot} resamples, seed {seed}); {_seeds_text(probs)}."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def reliability_figure(readouts: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Figure:
+    """Reliability diagram of each arm's seed ensemble, with the cases per bin underneath.
+
+    Args:
+        readouts: ``{arm: clinical.arm_readout(...)}``.
+        path: output PNG.
+    """
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5.8, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
+    width = 1.0 / max(len(readouts), 1)
+    for i, (colour, (arm, r)) in enumerate(zip(_colours(len(readouts)), readouts.items(), strict=True)):
+        cal = r["ensemble"]["calibration"]
+        bins = [b for b in cal["reliability"] if b["n"]]
+        ax.plot(
+            [b["mean_prob"] for b in bins],
+            [b["frac_malignant"] for b in bins],
+            "o-",
+            color=colour,
+            label=f"{arm} (Brier {cal['brier']:.3f}, ECE {cal['ece']:.3f})",
+        )
+        all_bins = cal["reliability"]
+        step = all_bins[0]["hi"] - all_bins[0]["lo"]
+        hist.bar(
+            [b["lo"] + step * width * (i + 0.5) for b in all_bins],
+            [b["n"] for b in all_bins],
+            width=step * width,
+            color=colour,
+        )
+    ax.set(ylabel="share malignant", xlim=(0, 1), ylim=(0, 1), title="Reliability (seed ensemble)")
+    ax.legend(fontsize=7, loc="upper left")
+    hist.set(xlabel="predicted P(malignant)", ylabel="cases")
+    fig.tight_layout()
+    first = next(iter(readouts.values()), {})
+    binning = (first.get("ensemble") or {}).get("calibration", {}).get("ece_binning", "")
+    seeds = "; ".join(f"{a}: seeds {', '.join(r['seeds'])}" for a, r in readouts.items())
+    text = (
+        "Reliability diagram: share of malignant cases against the mean predicted probability per bin "
+        f"({binning}), for each arm's seed ensemble; bars give the cases per bin; {seeds}."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def pr_figure(
+    y: np.ndarray, probs: Mapping[str, Mapping[Any, np.ndarray]], path: str | os.PathLike
+) -> Figure:
+    """Precision–recall curve of each arm's seed ensemble with its average precision."""
+    from mammosynth import clinical
+
+    fig, ax = plt.subplots(figsize=(5.8, 5.0))
+    prevalence = float(np.mean(y))
+    for colour, (arm, by_seed) in zip(_colours(len(probs)), probs.items(), strict=True):
+        pr = clinical.pr_curve(y, stats.seed_ensemble(by_seed))
+        ax.step(
+            pr["recall"],
+            pr["precision"],
+            where="post",
+            color=colour,
+            lw=2,
+            label=f"{arm} (AP {pr['average_precision']:.3f})",
+        )
+    ax.axhline(prevalence, ls="--", color="grey", lw=0.8, label=f"chance (prevalence {prevalence:.2f})")
+    ax.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Precision–recall",
+    )
+    ax.legend(fontsize=7, loc="lower left")
+    text = (
+        f"Precision–recall curves of each arm's seed ensemble on the real test set ({len(y)} images, "
+        f"{prevalence:.0%} malignant); AP = step-wise average precision; {_seeds_text(probs)}."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def subgroup_figure(subgroups: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Figure:
+    """Forest plot of subgroup AUCs (95% bootstrap CI) per arm; ``too_small`` levels greyed, not hidden.
+
+    Args:
+        subgroups: ``{arm: clinical.subgroup_auc(...) rows}`` (same factors/levels for every arm).
+        path: output PNG.
+    """
+    arms = list(subgroups)
+    rows = list(next(iter(subgroups.values()), []))
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * max(len(rows), 1) + 1.6))
+    offsets = np.linspace(-0.25, 0.25, len(arms)) if len(arms) > 1 else [0.0]
+    for colour, off, arm in zip(_colours(len(arms)), offsets, arms, strict=True):
+        for i, r in enumerate(subgroups[arm]):
+            ypos = len(rows) - 1 - i + off
+            if r["auc"] is None:
+                continue
+            lo, hi = r["ci95"]
+            if lo is None:
+                ax.plot(r["auc"], ypos, "o", mfc="white", color="lightgrey", ms=4)
+            else:
+                ax.errorbar(
+                    r["auc"],
+                    ypos,
+                    xerr=[[r["auc"] - lo], [hi - r["auc"]]],
+                    fmt="o",
+                    ms=4,
+                    color=colour,
+                    capsize=2,
+                )
+        ax.plot([], [], "o", color=colour, label=arm)
+    ax.plot([], [], "o", mfc="white", color="lightgrey", label="too small: no CI")
+    labels = []
+    for r in rows:
+        mark = " — too small" if r["too_small"] else ""
+        labels.append(f"{r['factor']}={r['level']} (n={r['n']}, {r['n_malignant']} mal.){mark}")
+    ax.set_yticks(range(len(rows)), labels[::-1], fontsize=7)
+    for tick, r in zip(ax.get_yticklabels(), rows[::-1], strict=True):
+        if r["too_small"]:
+            tick.set_color("grey")
+    lows = [
+        v for r in (x for a in arms for x in subgroups[a]) for v in (r["ci95"][0], r["auc"]) if v is not None
+    ]
+    left = max(0.0, min(lows, default=0.0) - 0.05)
+    if left < 0.5:
+        ax.axvline(0.5, color="grey", ls="--", lw=0.8)
+    for i in range(1, len(rows)):  # a rule between factors
+        if rows[i]["factor"] != rows[i - 1]["factor"]:
+            ax.axhline(len(rows) - i - 0.5, color="lightgrey", lw=0.6)
+    ax.set(xlabel="AUC (seed ensemble), 95% bootstrap CI", xlim=(left, 1.0), title="AUC by subgroup")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    small = sum(r["too_small"] for r in rows)
+    text = (
+        f"AUC of each arm's seed ensemble within each subgroup level ({', '.join(arms)}), 95% stratified "
+        f"bootstrap CIs; n = images in the level; {small} level(s) below the minimum size are greyed "
+        "(AUC shown where both classes occur, no CI)."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def load_histories(arm_dir: str | os.PathLike) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch Keras logs of every seed of an arm dir: ``{seed: [{"loss", "val_auc", ...}, ...]}``.
+
+    Raises:
+        FileNotFoundError: the arm dir holds no ``seed-*/history.json``.
+    """
+    import json
+
+    root = Path(arm_dir)
+    out = {}
+    for f in sorted(root.glob("seed-*/history.json")):
+        out[f.parent.name.removeprefix("seed-")] = json.loads(f.read_text())
+    if not out:
+        raise FileNotFoundError(f"{root}: no seed-*/history.json (written by `mammosynth train`)")
+    return out
+
+
+def _curve_band(by_seed: Mapping[str, Sequence[Mapping[str, float]]], key: str):
+    """Per-epoch mean, min and max over the seeds that ran that epoch (early stopping ends some sooner)."""
+    n = max((len(h) for h in by_seed.values()), default=0)
+    cols = [[h[e][key] for h in by_seed.values() if e < len(h) and key in h[e]] for e in range(n)]
+    keep = [e for e in range(n) if cols[e]]
+    if not keep:
+        return None
+    return (
+        np.array(keep) + 1,
+        np.array([np.mean(cols[e]) for e in keep]),
+        np.array([np.min(cols[e]) for e in keep]),
+        np.array([np.max(cols[e]) for e in keep]),
+    )
+
+
+def learning_curves_figure(
+    histories: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]], path: str | os.PathLike
+) -> Figure:
+    """Train/val loss and AUC per epoch per arm: mean over seeds, shaded min–max range.
+
+    Args:
+        histories: ``{arm: load_histories(arm_dir)}``.
+        path: output PNG.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
+    for colour, (arm, by_seed) in zip(_colours(len(histories)), histories.items(), strict=True):
+        for ax, metric in zip(axes, ("loss", "auc"), strict=True):
+            for key, ls, lab in ((metric, "--", "train"), (f"val_{metric}", "-", "val")):
+                band = _curve_band(by_seed, key)
+                if band is None:
+                    continue
+                ep, mean, lo, hi = band
+                ax.fill_between(ep, lo, hi, color=colour, alpha=0.15, lw=0)
+                ax.plot(ep, mean, ls=ls, color=colour, lw=1.6, label=f"{arm} {lab} ({len(by_seed)} seeds)")
+    axes[0].set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss")
+    axes[1].set(xlabel="epoch", ylabel="AUC", title="AUC")
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    seeds = "; ".join(f"{a}: seeds {', '.join(s)}" for a, s in histories.items())
+    text = (
+        "Learning curves per arm: training (dashed) and validation (solid) loss and AUC per epoch, mean "
+        "over seeds with the min–max range shaded; an epoch averages only the seeds that reached it "
+        f"(early stopping); {seeds}."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def _png_aspect(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height / max(im.width, 1)
+
+
+def gan_figure(gan_dir: str | os.PathLike, path: str | os.PathLike, *, max_samples: int = 6) -> Figure:
+    """GAN training: losses and discriminator outputs per step from ``losses.csv``, and a strip of the
+    fixed-noise sample grids ``samples/step-*.png`` (evenly spaced, last step included).
+
+    Args:
+        gan_dir: the GAN run dir written by `mammosynth.gan.train_gan`.
+        path: output PNG.
+        max_samples: most sample grids in the strip.
+
+    Raises:
+        FileNotFoundError: no ``losses.csv`` in ``gan_dir``.
+    """
+    from PIL import Image
+
+    root = Path(gan_dir)
+    if not (root / "losses.csv").exists():
+        raise FileNotFoundError(f"{root}/losses.csv missing: is this a `mammosynth train-gan` output dir?")
+    losses = pd.read_csv(root / "losses.csv")
+    grids = sorted(root.glob("samples/step-*.png"))
+    if len(grids) > max_samples:
+        grids = [grids[i] for i in np.unique(np.linspace(0, len(grids) - 1, max_samples).round().astype(int))]
+    d_out = [c for c in ("d_real", "d_fake") if c in losses]
+    loss_cols = [c for c in losses.columns if c != "step" and c not in d_out]
+    n_top = 2 if d_out else 1
+    # the strip: two grids per row, each as tall as its aspect needs (a grid is 2 rows x many columns)
+    cols = min(len(grids), 2)
+    strip_rows = -(-len(grids) // cols) if grids else 0
+    aspect = _png_aspect(grids[0]) if grids else 0.0
+    strip_h = strip_rows * (10 / max(cols, 1)) * aspect + 0.35 * strip_rows
+    fig = plt.figure(figsize=(10, 3.6 + strip_h + (0.4 if grids else 0)))
+    ratios = [3.6, strip_h] if grids else [1]
+    top = fig.add_gridspec(2 if grids else 1, n_top, height_ratios=ratios, hspace=0.3)
+    ax = fig.add_subplot(top[0, 0])
+    for c in loss_cols:
+        ax.plot(losses["step"], losses[c], lw=1.3, label=c)
+    ax.set(xlabel="step", ylabel="loss", title="Losses")
+    ax.legend(fontsize=7)
+    if d_out:
+        ax2 = fig.add_subplot(top[0, 1])
+        for c in d_out:
+            ax2.plot(losses["step"], losses[c], lw=1.3, label=c)
+        ax2.axhline(0.5, color="grey", ls="--", lw=0.8)
+        ax2.set(xlabel="step", ylabel="mean D output", ylim=(0, 1), title="Discriminator on real / fake")
+        ax2.legend(fontsize=7)
+    if grids:
+        strip = top[1, :].subgridspec(strip_rows, cols, wspace=0.04, hspace=0.35)
+        for k, g in enumerate(grids):
+            sub = fig.add_subplot(strip[k // cols, k % cols])
+            sub.imshow(np.asarray(Image.open(g).convert("L")), cmap="gray", vmin=0, vmax=255)
+            sub.set_xticks([])
+            sub.set_yticks([])
+            sub.set_title(f"step {int(g.stem.rsplit('-', 1)[-1])}", fontsize=8)
+    text = (
+        f"GAN training ({root.name}): {', '.join(loss_cols)} per logged step"
+        + (f", mean discriminator output on real and fake batches ({', '.join(d_out)})" if d_out else "")
+        + (
+            f"; fixed-noise samples at {len(grids)} steps (rows: benign, malignant)"
+            if grids
+            else "; no sample grids found"
+        )
+        + "."
+    )
+    return Figure(_save(fig, Path(path)), text)
+
+
+def render_clinical(
+    out_dir: str | os.PathLike,
+    predictions_csv: str | os.PathLike,
+    readout: Mapping[str, Any],
+    *,
+    arm_dirs: Sequence[str | os.PathLike] = (),
+    gan_dir: str | os.PathLike | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict[str, Figure]:
+    """Render the clinical figures (`CLINICAL_FIGURE_FILES`) an evaluation supports into ``out_dir``.
+
+    Args:
+        out_dir: folder for the PNGs.
+        predictions_csv: evaluate's ``test_predictions.csv``.
+        readout: `mammosynth.clinical.evaluation_readout` of the same evaluation.
+        arm_dirs: arm dirs whose ``seed-*/history.json`` give learning curves (arm name = ``arm.json``'s
+            ``arm``, else the folder name); none: no learning curves.
+        gan_dir: the GAN run dir (``losses.csv``, ``samples/``); ``None``: no GAN figure.
+        n_boot: bootstrap resamples of the ROC band.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{figure key: Figure(path, caption)}`` for the figures written.
+    """
+    import json
+
+    from mammosynth import clinical
+
+    out = Path(out_dir)
+    _, y, probs = clinical.load_predictions(predictions_csv)
+    arms = {a: probs[a] for a in readout["arms"] if a in probs}
+    files = CLINICAL_FIGURE_FILES
+    figs = {
+        "roc_band": roc_band_figure(y, arms, out / files["roc_band"], n_boot=n_boot, seed=seed),
+        "reliability": reliability_figure(readout["arms"], out / files["reliability"]),
+        "pr": pr_figure(y, arms, out / files["pr"]),
+    }
+    subs = {a: r["subgroups"] for a, r in readout["arms"].items() if r.get("subgroups")}
+    if subs:
+        figs["subgroups"] = subgroup_figure(subs, out / files["subgroups"])
+    histories = {}
+    for d in arm_dirs:
+        arm_json = Path(d) / "arm.json"
+        name = (
+            json.loads(arm_json.read_text()).get("arm", Path(d).name) if arm_json.exists() else Path(d).name
+        )
+        try:
+            histories[name] = load_histories(d)
+        except FileNotFoundError as err:
+            log.warning("learning curves: %s", err)
+    if histories:
+        figs["learning_curves"] = learning_curves_figure(histories, out / files["learning_curves"])
+    if gan_dir is not None:
+        figs["gan_curves"] = gan_figure(gan_dir, out / files["gan_curves"])
+    return figs

@@ -339,6 +339,95 @@ def memorisation_audit(
     }
 
 
+MEMORISATION_RULE = (
+    "an audit fires when its binomial test of the flagged share against alpha gives p < 0.01 and the share "
+    "exceeds 2*alpha; memorisation is 'suspected' only when the pixel and the feature audit both fire "
+    "(one alone is reported as 'fired' for a reader to judge from the closest pairs)"
+)
+
+
+def memorisation_audit_features(
+    f_train: np.ndarray,
+    f_heldout: np.ndarray,
+    f_synthetic: np.ndarray,
+    alpha: float = 0.05,
+    seed: int = 0,
+    space: str = "features",
+) -> dict[str, Any]:
+    """The memorisation audit of `memorisation_audit`, in a feature space instead of pixels.
+
+    Features are z-scored with the training images' mean and SD (so no dimension dominates by
+    scale), then the same floor, threshold and binomial test apply. Pixel L2 calls two blurry blobs
+    close and a blob and a spiculated star of similar brightness close too; features (the report
+    card's) see shape and texture, so the two audits fail in different ways.
+
+    Args:
+        f_train, f_heldout, f_synthetic: (N, D) features of the GAN's training, held-out and
+            synthetic images.
+        alpha: quantile of the held-out floor below which a synthetic image is flagged.
+        seed: seed of the size-matched training subset.
+        space: name of the extractor, for the output.
+
+    Returns:
+        Same keys as `memorisation_audit` (``_d_train``/``_nearest_train`` private).
+    """
+    from scipy import stats
+
+    mu, sd = f_train.mean(axis=0), f_train.std(axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    tr, ho, sy = ((np.asarray(f, np.float64) - mu) / sd for f in (f_train, f_heldout, f_synthetic))
+    d_st = _pairwise(sy, tr)
+    d_train, nearest_train = d_st.min(axis=1), d_st.argmin(axis=1)
+    d_heldout = _pairwise(sy, ho).min(axis=1)
+    floor = _pairwise(ho, tr).min(axis=1)
+    matched = np.random.default_rng(seed).choice(len(tr), min(len(tr), len(ho)), replace=False)
+    threshold = float(np.quantile(floor, alpha))
+    flagged = np.flatnonzero(d_train < threshold)
+    share = len(flagged) / len(sy)
+    test = stats.binomtest(len(flagged), len(sy), alpha, alternative="greater")
+    return {
+        "space": f"{space}, z-scored by the training images, L2",
+        "alpha": alpha,
+        "threshold": threshold,
+        "share_flagged": float(share),
+        "expected_share": alpha,
+        "p_value": float(test.pvalue),
+        "memorisation_suspected": bool(test.pvalue < 0.01 and share > 2 * alpha),
+        "n_flagged": int(len(flagged)),
+        "flagged_indices": flagged.tolist(),
+        "median_d_train": float(np.median(d_train)),
+        "median_d_heldout": float(np.median(d_heldout)),
+        "median_floor": float(np.median(floor)),
+        "share_closer_to_train_size_matched": float((d_st[:, matched].min(axis=1) < d_heldout).mean()),
+        "expected_share_closer_size_matched": 0.5,
+        "_d_train": d_train,
+        "_nearest_train": nearest_train,
+    }
+
+
+def combine_memorisation(pixel: dict[str, Any], feature: dict[str, Any]) -> dict[str, Any]:
+    """One memorisation verdict from the pixel and the feature audit (rule: `MEMORISATION_RULE`).
+
+    Returns:
+        The pixel audit's fields, with ``memorisation_suspected`` = both fired, ``pixel_suspected``,
+        ``feature_suspected``, ``fired`` (names of the audits that fired), ``decision_rule``,
+        ``feature_space`` (the feature audit's public fields) and its private arrays as
+        ``_feature_d_train`` / ``_feature_nearest_train``.
+    """
+    fired = [n for n, a in (("pixels", pixel), ("features", feature)) if a["memorisation_suspected"]]
+    return {
+        **pixel,
+        "memorisation_suspected": len(fired) == 2,
+        "pixel_suspected": bool(pixel["memorisation_suspected"]),
+        "feature_suspected": bool(feature["memorisation_suspected"]),
+        "fired": fired,
+        "decision_rule": MEMORISATION_RULE,
+        "feature_space": {k: v for k, v in feature.items() if not k.startswith("_")},
+        "_feature_d_train": feature["_d_train"],
+        "_feature_nearest_train": feature["_nearest_train"],
+    }
+
+
 # --------------------------------------------------------------------------- the card
 def _check(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = _as_gray(images)
@@ -446,7 +535,10 @@ def report_card(
             np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]]), seed=seed
         )
         card["per_class"][cname] = entry
-    card["memorisation"] = memorisation_audit(tr_x, ho_x, sy_x, alpha=alpha, seed=seed)
+    card["memorisation"] = combine_memorisation(
+        memorisation_audit(tr_x, ho_x, sy_x, alpha=alpha, seed=seed),
+        memorisation_audit_features(f_tr, f_ho, f_sy, alpha=alpha, seed=seed, space=name),
+    )
     return card
 
 
@@ -548,8 +640,23 @@ def write_report_card(
     )
     _savefig(fig, out / "closest_pairs.png")
     plt.close(fig)
+    figs = ["samples_per_class.png", "closest_pairs.png"]
+    if "_feature_d_train" in mem:  # the same pairs view in the feature space, for a human to judge
+        order = np.argsort(mem["_feature_d_train"])[:n_show]
+        rows = [
+            [sy_x[i, ..., 0] for i in order],
+            [tr_x[mem["_feature_nearest_train"][i], ..., 0] for i in order],
+        ]
+        dists = [f"d={mem['_feature_d_train'][i]:.1f}" for i in order]
+        title = f"closest pairs in {card['features']} features (flagged below d={mem['feature_space']['threshold']:.1f})"
+        fig = _mosaic_figure(
+            plt, rows, ["synthetic", "nearest\ntrain"], tr_x.shape[1], n_show, title, col_labels=dists
+        )
+        _savefig(fig, out / "closest_pairs_features.png")
+        plt.close(fig)
+        figs.append("closest_pairs_features.png")
 
-    public = {**_public(card), "figures": ["samples_per_class.png", "closest_pairs.png"]}
+    public = {**_public(card), "figures": figs}
     atomic.write_text(out / "report_card.json", json.dumps(public, indent=2))
     return public
 
