@@ -26,9 +26,10 @@ def tiny() -> bool:
 
 
 def repeats(default: int = 3) -> int:
-    """Repeats per entry: ``BENCH_REPEATS`` (at least 1 in tiny mode, else at least 3)."""
-    n = int(os.environ.get("BENCH_REPEATS", default))
-    return max(1, n) if tiny() else max(3, n)
+    """Repeats per entry: ``BENCH_REPEATS`` (default 1 in tiny mode; at least 3 otherwise)."""
+    if tiny():
+        return max(1, int(os.environ.get("BENCH_REPEATS", 1)))
+    return max(3, int(os.environ.get("BENCH_REPEATS", default)))
 
 
 def entry(
