@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all lint format bench compile clean
+.PHONY: help setup run test test-all lint format bench bench-gpu bench-readme compile clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ compile: setup ## compile the pipeline to build/mammosynth-study.yaml for the Ku
 
 bench: setup ## benchmarks vs same-run baselines -> runs/bench/bench.json (and a table)
 	$(PY) -m bench --out runs/bench/bench.json
+
+bench-gpu: setup ## GPU benchmarks at 224² -> runs/bench/bench-gpu.json (says so and exits 0 without a GPU)
+	$(PY) -m bench.gpu --out runs/bench/bench-gpu.json
+
+bench-readme: setup ## regenerate README's benchmark table from runs/bench/bench.json (+ bench-gpu.json)
+	$(PY) -m bench.readme --bench runs/bench/bench.json --gpu runs/bench/bench-gpu.json --readme README.md
 
 clean: ## remove build outputs and local pipeline artifacts (keeps runs/ and the venv)
 	rm -rf build local_outputs .pytest_cache

@@ -1,35 +1,43 @@
-"""GAN training throughput: our compiled `StableCGAN.train_step` vs an eager keras-io-style loop.
+"""GAN training throughput: our compiled `StableCGAN.train_step` vs keras-io's conditional-GAN step.
 
-The baseline is how the keras-io conditional-GAN example (and the student study) trains when run
-step by step: ``tf.GradientTape`` per update, no ``tf.function``, a separate generator pass for
-the discriminator step and for the generator step. It trains the *same* networks with the same
-losses, DiffAugment and EMA, so the difference is the compiled graph and the shared forward pass
-(simultaneous update) only. Both are measured in this process on the same batches; each prints
-one JSON entry ``{name, ours, baseline, unit, ratio}``.
+The peer is the keras-io ``conditional_gan`` example's ``train_step`` (alternating updates: the
+discriminator on fresh fakes, then the generator on new fakes through the updated discriminator),
+trained on the *same* networks with the same hinge losses, DiffAugment and EMA, so the difference is
+our simultaneous update (one generator pass shared by both losses) only. Entries (interleaved
+repeats in this process, see `bench._common`):
+
+* ``gan_vs_kerasio_compiled``: both steps compiled with ``tf.function`` (how ``fit`` runs
+  ``train_step``; XLA off, as `mammosynth.gan` trains on CPU). The honest baseline.
+* ``gan_vs_kerasio_xla``: the peer XLA-compiled as Keras 3 ``fit(jit_compile="auto")`` would for
+  these layers, ours as above (secondary; skipped in tiny mode: XLA compiles for tens of seconds).
+* ``gan_vs_eager_kerasio``: the peer step by step in eager mode (the old, weak baseline; secondary).
+* ``gan_fraction_of_peak``: achieved FLOP/s of our step vs the machine probe in this process.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import _common  # noqa: E402
 from mammosynth.models.cgan import build_gan, default_optimizers, diff_augment  # noqa: E402
 
-IMAGE_SIZE = 64
-BATCH = 32
+IMAGE_SIZE = 32 if _common.tiny() else 64
+BATCH = 8 if _common.tiny() else 32
 LATENT = 64
-WARMUP = 2
-STEPS = 12
+STEPS = 2 if _common.tiny() else 12
 
 
-def eager_reference_step(model, real, labels):
-    """keras-io style: eager tapes, D update on fresh fakes, then G update on fresh fakes."""
+def kerasio_step(model, real, labels):
+    """keras-io ``conditional_gan`` train_step on our networks: D on fresh fakes, then G."""
     real = tf.cast(real, "float32") * 2.0 - 1.0
     labels = tf.cast(labels, "int32")
     batch = tf.shape(real)[0]
@@ -53,15 +61,24 @@ def eager_reference_step(model, real, labels):
     return {"d_loss": d_loss, "g_loss": g_loss}
 
 
-def _rate(step, batches) -> float:
-    for images, labels in batches[:WARMUP]:
-        out = step(images, labels)
-    float(out["d_loss"])
-    start = time.perf_counter()
-    for images, labels in batches[WARMUP:]:
-        out = step(images, labels)
-    float(out["d_loss"])  # wait for the last step
-    return (len(batches) - WARMUP) / (time.perf_counter() - start)
+def _model():
+    model = build_gan("stable-cgan", IMAGE_SIZE, LATENT, seed=0)
+    model.compile(*default_optimizers("stable-cgan", 2e-4))
+    return model
+
+
+def _timer(step, batches, steps: int):
+    """A callable timing ``steps`` steps (after one warm-up call that also traces); returns steps/s."""
+    float(step(*batches[0])["d_loss"])
+
+    def run() -> float:
+        start = time.perf_counter()
+        for k in range(steps):
+            out = step(*batches[k % len(batches)])
+        float(out["d_loss"])  # wait for the last step
+        return steps / (time.perf_counter() - start)
+
+    return run
 
 
 def main() -> int:
@@ -71,29 +88,30 @@ def main() -> int:
             tf.constant(rng.uniform(0, 1, (BATCH, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)),
             tf.constant(rng.integers(0, 2, BATCH).astype(np.int32)),
         )
-        for _ in range(WARMUP + STEPS)
+        for _ in range(4)
     ]
-
-    ours_model = build_gan("stable-cgan", IMAGE_SIZE, LATENT, seed=0)
-    ours_model.compile(*default_optimizers("stable-cgan", 2e-4))
-    compiled = tf.function(ours_model.train_step, jit_compile=False)
-    ours = _rate(lambda x, y: compiled((x, y)), batches)
-
-    ref_model = build_gan("stable-cgan", IMAGE_SIZE, LATENT, seed=0)
-    ref_model.compile(*default_optimizers("stable-cgan", 2e-4))
-    baseline = _rate(lambda x, y: eager_reference_step(ref_model, x, y), batches)
-
-    print(
-        json.dumps(
-            {
-                "name": f"gan_train_steps_per_s_stable_cgan_{IMAGE_SIZE}px_b{BATCH}",
-                "ours": round(ours, 3),
-                "baseline": round(baseline, 3),
-                "unit": "steps/s",
-                "ratio": round(ours / baseline, 3),
-            }
-        )
-    )
+    n = _common.repeats()
+    ours_model, peer_model = _model(), _model()
+    ours_fn = tf.function(ours_model.train_step, reduce_retracing=True)
+    peer_fn = tf.function(lambda x, y: kerasio_step(peer_model, x, y), reduce_retracing=True)
+    ours = _timer(lambda x, y: ours_fn((x, y)), batches, STEPS)
+    peer = _timer(peer_fn, batches, STEPS)
+    tag = f"stable-cGAN {IMAGE_SIZE}px batch {BATCH}"
+    o, b = _common.interleave(ours, peer, n)
+    entries = [_common.entry("gan_vs_kerasio_compiled", o, b, "steps/s", True, config=tag)]
+    if not _common.tiny():
+        xla_model = _model()
+        xla_fn = tf.function(lambda x, y: kerasio_step(xla_model, x, y), jit_compile=True)
+        o2, b2 = _common.interleave(ours, _timer(xla_fn, batches, STEPS), n)
+        entries.append(_common.entry("gan_vs_kerasio_xla", o2, b2, "steps/s", True, config=tag))
+    eager_model = _model()
+    eager = _timer(lambda x, y: kerasio_step(eager_model, x, y), batches, max(2, STEPS // 3))
+    o3, b3 = _common.interleave(ours, eager, n)
+    entries.append(_common.entry("gan_vs_eager_kerasio", o3, b3, "steps/s", True, config=tag))
+    probe = _common.probe_flops()
+    flops = _common.graph_flops(ours_fn, batches[0])
+    entries.append(_common.fraction_of_peak("gan_fraction_of_peak", flops, o, probe))
+    _common.emit(entries)
     return 0
 
 

@@ -4,20 +4,26 @@ The study read every image into one in-memory list before doing anything; full C
 are ~3000×5000×16-bit (≈30 MB each), so that grows with the data set. Our ingest handles one row at a
 time, so its peak memory should stay flat however many images there are. Both run in fresh
 subprocesses on the same large-crop phantom (the same DICOM files), and we report peak RSS.
-Prints one JSON entry per line: ``name, ours, baseline, unit, ratio`` (ratio = baseline / ours).
+Prints one entry (`bench._common`; ratio = baseline / ours). Peak RSS hardly varies between runs,
+so the repeats (each a fresh pair of processes, interleaved) mostly show that it is stable.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-N_PATIENTS = 12
-CROP_SIZE = 1600  # ~5 MB per 16-bit image: big enough that holding all of them shows
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common  # noqa: E402
+
+N_PATIENTS = 2 if _common.tiny() else 12
+CROP_SIZE = (
+    256 if _common.tiny() else 1600
+)  # ~5 MB per 16-bit image: big enough that holding all of them shows
 
 # VmHWM (the process's own high-water mark) rather than ru_maxrss, which Linux carries over exec.
 _PEAK = "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])"
@@ -63,17 +69,15 @@ def main() -> int:
         )
         n_files = len(list(Path(source).rglob("*.dcm")))
         size_mb = sum(p.stat().st_size for p in Path(source).rglob("*.dcm")) / 2**20
-        baseline = _peak_mb(_STUDY, str(source))
-        ours = _peak_mb(_OURS, str(source), str(Path(tmp) / "out"))
+        runs = iter(range(100))
+        o, b = _common.interleave(
+            lambda: _peak_mb(_OURS, str(source), str(Path(tmp) / f"out{next(runs)}")),
+            lambda: _peak_mb(_STUDY, str(source)),
+            _common.repeats(),
+        )
     print(f"# {n_files} DICOM files, {size_mb:.0f} MB on disk", file=sys.stderr)
-    entry = {
-        "name": f"ingest_peak_rss_{n_files}_dicoms_{size_mb:.0f}MB",
-        "ours": round(ours, 1),
-        "baseline": round(baseline, 1),
-        "unit": "MB peak RSS",
-        "ratio": round(baseline / ours, 2),
-    }
-    print(json.dumps(entry))
+    name = "ingest_peak_rss_vs_load_all"
+    _common.emit([_common.entry(name, o, b, "MB peak RSS", False, files=n_files, mb_on_disk=round(size_mb))])
     return 0
 
 

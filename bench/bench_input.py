@@ -1,20 +1,24 @@
-"""Input-pipeline benchmark at 64²: our tf.data pipeline vs the study's ImageDataGenerator.
+"""Input-pipeline benchmark at 64²: our tf.data pipeline vs the two ways a user would augment instead.
 
-Entries (one JSON object per line: ``name, ours, baseline, unit, ratio``; ratio > 1 = ours better):
+Entries (interleaved repeats in this process, see `bench._common`; ratio > 1 = ours better):
 
-* ``input_augmented_64px``: images/s of `mammosynth.data.shards.dataset` (shards streamed, cached,
-  shuffled, augmented as batches by Keras layers in a parallel map, prefetched) vs the study's way
-  (every image in one NumPy array through ``tf_keras`` ``ImageDataGenerator.flow`` with the same
-  rotation/shift/shear/zoom/flip). Both produce the same number of augmented float images.
-* ``input_vs_model_simple_cnn_64px``: input-only images/s (ours) vs model-only training images/s
-  of the simple CNN on an in-memory batch; ratio > 1 means the input pipeline keeps up with training.
+* ``input_vs_keras3_layers``: images/s of `mammosynth.data.shards.dataset` (shards streamed, cached,
+  shuffled, augmented as batches by one fused affine warp in a parallel map, prefetched) vs the Keras
+  3 idiom: the arrays in ``tf.data.Dataset.from_tensor_slices``, shuffled, batched, then batched
+  ``RandomRotation`` / ``RandomTranslation`` / ``RandomZoom`` / ``RandomFlip`` in a parallel map,
+  prefetched. The honest baseline.
+* ``input_vs_study_imagedatagenerator``: vs the study's way (every image in one NumPy array through
+  ``tf_keras`` ``ImageDataGenerator.flow`` with the same rotation/shift/shear/zoom/flip).
+* ``input_vs_model_simple_cnn_64px``: input-only images/s (ours) vs model-only training images/s of
+  the simple CNN on an in-memory batch; ratio > 1 means the input pipeline keeps up with training.
+* ``classifier_fraction_of_peak``: achieved FLOP/s of the simple CNN's compiled training step vs the
+  machine probe in this process.
 
-Both sides run in this process on the same data. Keep it under a minute on 2 CPU cores.
+All sides produce the same number of augmented float images. Keep it under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -23,12 +27,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np  # noqa: E402
 
-N_IMAGES = 512
-SIZE = 64
+from bench import _common  # noqa: E402
+
+N_IMAGES = 64 if _common.tiny() else 512
+SIZE = 32 if _common.tiny() else 64
 BATCH = 32
-EPOCHS = 2  # timed epochs, after one warm-up epoch that fills the cache
+EPOCHS = 1 if _common.tiny() else 2  # timed epochs per repeat, after one warm-up epoch
 
 
 def _make_set(root: Path) -> None:
@@ -41,10 +49,78 @@ def _make_set(root: Path) -> None:
     shards.write_meta(root, SIZE)
 
 
-def _images_per_s(iterate, n_batches: int) -> float:
-    t0 = time.perf_counter()
-    seen = iterate(n_batches)
+def _count(ds, epochs: int) -> float:
+    """Images/s of iterating ``ds`` (yielding (x, ...) batches) for ``epochs`` epochs."""
+    t0, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for x, *_ in ds:
+            seen += int(x.shape[0])
     return seen / (time.perf_counter() - t0)
+
+
+def _keras3_idiom(x_all, y_all):
+    """The Keras 3 documentation's input idiom with the study's augmentation as separate layers."""
+    import keras
+    import tensorflow as tf
+
+    aug = keras.Sequential(
+        [
+            keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=1),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=2),
+            keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=3),
+            keras.layers.RandomFlip("horizontal", seed=4),
+        ]
+    )
+    ds = tf.data.Dataset.from_tensor_slices((x_all, y_all)).shuffle(len(x_all), seed=0).batch(BATCH)
+    ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _study_flow(x_all, y_all):
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    gen = ImageDataGenerator(
+        rotation_range=18,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        shear_range=5.7,
+        zoom_range=0.1,
+        horizontal_flip=True,
+        fill_mode="reflect",
+    )
+    flow = gen.flow(x_all, y_all, batch_size=BATCH, shuffle=True, seed=0)
+    next(flow)
+
+    def run() -> float:
+        t0, seen = time.perf_counter(), 0
+        for _ in range(EPOCHS * len(flow)):
+            xb, _yb = next(flow)
+            seen += len(xb)
+        return seen / (time.perf_counter() - t0)
+
+    return run
+
+
+def _model_rates(x_all, y_all, n: int) -> tuple[list[float], int]:
+    """Model-only training images/s of the simple CNN (``n`` repeats) and FLOPs of one step."""
+    import tensorflow as tf
+
+    from mammosynth.models.classifiers import build_simple_cnn
+
+    model = build_simple_cnn((SIZE, SIZE, 1))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    xb, yb = tf.constant(x_all[:BATCH]), tf.constant(y_all[:BATCH].astype(np.float32)[:, None])
+    step = tf.function(lambda x, y: model.train_step((x, y)), reduce_retracing=True)
+    step(xb, yb)
+    rates = []
+    for _ in range(n):
+        k = 3 if _common.tiny() else 20
+        t0 = time.perf_counter()
+        for _ in range(k):
+            out = step(xb, yb)
+        float(out["loss"])
+        rates.append(k * BATCH / (time.perf_counter() - t0))
+    return rates, _common.graph_flops(step, xb, yb)
 
 
 def run(out: list[dict]) -> list[dict]:
@@ -52,9 +128,9 @@ def run(out: list[dict]) -> list[dict]:
 
     from mammosynth.data import shards
     from mammosynth.data.augment import STUDY_AUGMENT, build_augmenter
-    from mammosynth.models.classifiers import build_simple_cnn
 
     tf.keras.utils.set_random_seed(0)
+    n = _common.repeats()
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         root = Path(tmp)
         _make_set(root)
@@ -66,71 +142,24 @@ def run(out: list[dict]) -> list[dict]:
             seed=0,
             augment=build_augmenter(STUDY_AUGMENT, seed=0),
         )
-        for _ in ds:  # warm-up epoch: trace the map function, fill the cache
-            pass
-
-        def ours(_n):
-            seen = 0
-            for _ in range(EPOCHS):
-                for x, _y, *_ in ds:
-                    seen += int(x.shape[0])
-            return seen
-
-        ours_ips = _images_per_s(ours, 0)
-
-        # The study: the whole split as one float array, augmented per image on the Python side.
-        from tf_keras.preprocessing.image import ImageDataGenerator
-
+        _count(ds, 1)  # warm-up epoch: trace the map function, fill the cache
         x_all, y_all, _ = shards.read_split(root, "train")
-        gen = ImageDataGenerator(
-            rotation_range=18,
-            width_shift_range=0.1,
-            height_shift_range=0.1,
-            shear_range=5.7,
-            zoom_range=0.1,
-            horizontal_flip=True,
-            fill_mode="reflect",
-        )
-        flow = gen.flow(x_all, y_all, batch_size=BATCH, shuffle=True, seed=0)
-        next(flow)
-        steps = EPOCHS * len(flow)
+        keras3 = _keras3_idiom(x_all, y_all)
+        _count(keras3, 1)
 
-        def baseline(_n):
-            seen = 0
-            for _ in range(steps):
-                xb, _yb = next(flow)
-                seen += len(xb)
-            return seen
+        def ours() -> float:
+            return _count(ds, EPOCHS)
 
-        base_ips = _images_per_s(baseline, 0)
+        o, b = _common.interleave(ours, lambda: _count(keras3, EPOCHS), n)
+        out.append(_common.entry("input_vs_keras3_layers", o, b, "images/s", True, size=SIZE))
+        o, b = _common.interleave(ours, _study_flow(x_all, y_all), n)
+        out.append(_common.entry("input_vs_study_imagedatagenerator", o, b, "images/s", True, size=SIZE))
+        rates, flops = _model_rates(x_all, y_all, n)
+        out.append(_common.entry("input_vs_model_simple_cnn_64px", o, rates, "images/s", True, size=SIZE))
         out.append(
-            {
-                "name": "input_augmented_64px",
-                "ours": round(ours_ips, 1),
-                "baseline": round(base_ips, 1),
-                "unit": "images/s",
-                "ratio": round(ours_ips / base_ips, 3),
-            }
-        )
-
-        # Model-only: training steps on one in-memory batch, no input pipeline at all.
-        model = build_simple_cnn((SIZE, SIZE, 1))
-        model.compile(optimizer="adam", loss="binary_crossentropy")
-        xb, yb = x_all[:BATCH], y_all[:BATCH].astype(np.float32)
-        model.train_on_batch(xb, yb)
-        n_steps = 20
-        t0 = time.perf_counter()
-        for _ in range(n_steps):
-            model.train_on_batch(xb, yb)
-        model_ips = n_steps * BATCH / (time.perf_counter() - t0)
-        out.append(
-            {
-                "name": "input_vs_model_simple_cnn_64px",
-                "ours": round(ours_ips, 1),
-                "baseline": round(model_ips, 1),
-                "unit": "images/s",
-                "ratio": round(ours_ips / model_ips, 3),
-            }
+            _common.fraction_of_peak(
+                "classifier_fraction_of_peak", flops, [r / BATCH for r in rates], _common.probe_flops()
+            )
         )
     return out
 
@@ -138,8 +167,7 @@ def run(out: list[dict]) -> list[dict]:
 def main() -> int:
     entries: list[dict] = []
     run(entries)
-    for e in entries:
-        print(json.dumps(e))
+    _common.emit(entries)
     return 0
 
 

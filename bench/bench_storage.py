@@ -7,7 +7,6 @@ JSON entry per line: ``name, ours, baseline, unit, ratio`` (ratio = baseline / o
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-N_FILES = 120
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common  # noqa: E402
+
+N_FILES = 12 if _common.tiny() else 120
 FILE_BYTES = 64 * 1024
 
 
@@ -80,28 +83,17 @@ def main() -> int:
                 storage.upload_dir(src, f"s3://bench/{prefix}", workers=8, progress_every=10**9)
                 return time.perf_counter() - start
 
-            base_first, ours_first = naive("naive"), ours("ours")
-            base_again, ours_again = naive("naive"), ours("ours")
+            n = _common.repeats()
+            k = iter(range(10**6))
+            # Fresh prefixes: a full upload each time; then the same prefix again: resume.
+            first = _common.interleave(lambda: ours(f"ours{next(k)}"), lambda: naive(f"naive{next(k)}"), n)
+            again = _common.interleave(lambda: ours("ours0"), lambda: naive("naive1"), n)
         mb = N_FILES * FILE_BYTES / 1e6
         entries = [
-            {
-                "name": f"storage upload {N_FILES}x{FILE_BYTES // 1024}KiB to S3 (moto): 8 workers vs sequential",
-                "ours": round(ours_first, 3),
-                "baseline": round(base_first, 3),
-                "unit": "s",
-                "ratio": round(base_first / ours_first, 2),
-                "mb": round(mb, 1),
-            },
-            {
-                "name": "storage re-upload of an unchanged folder: resume (skip by checksum) vs sequential",
-                "ours": round(ours_again, 3),
-                "baseline": round(base_again, 3),
-                "unit": "s",
-                "ratio": round(base_again / ours_again, 2),
-            },
+            _common.entry("storage_upload_8_workers_vs_sequential", *first, "s", False, mb=round(mb, 1)),
+            _common.entry("storage_reupload_resume_vs_sequential", *again, "s", False),
         ]
-        for entry in entries:
-            print(json.dumps(entry))
+        _common.emit(entries)
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -471,3 +471,34 @@ def test_model_runs_concurrent_requests_in_shared_passes(server_and_model, refer
     assert model.batcher.images == 8 and model.batcher.batches < 8
     model.stop()
     assert not model.ready
+
+
+def test_micro_batcher_waits_only_for_announced_requests():
+    calls: list[int] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, 0]
+
+    async def scenario():
+        batcher = MicroBatcher(infer, max_batch_size=8, max_wait_ms=2000)
+        batcher.announce()
+        t0 = time.perf_counter()
+        await batcher.submit(np.ones((1, 2, 2, 1), np.float32), announced=True)
+        alone = time.perf_counter() - t0  # nothing else announced: no 2 s wait
+        batcher.announce()
+        batcher.announce()
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 2, 2, 1), np.float32), announced=True))
+        await asyncio.sleep(0.05)  # the second request is still "decoding": the batch waits for it
+        second = batcher.submit(np.ones((1, 2, 2, 1), np.float32), announced=True)
+        await asyncio.gather(first, second)
+        batcher.announce()
+        batcher.withdraw()  # announced, then failed to decode: nobody waits for it
+        t0 = time.perf_counter()
+        await batcher.submit(np.ones((1, 2, 2, 1), np.float32))
+        batcher.close()
+        return alone, time.perf_counter() - t0
+
+    alone, after_withdraw = asyncio.run(scenario())
+    assert calls == [1, 2, 1]
+    assert alone < 1.0 and after_withdraw < 1.0

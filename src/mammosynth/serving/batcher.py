@@ -4,6 +4,11 @@ A forward pass of a small CNN costs nearly the same for 1 image as for 16 on CPU
 image on GPU), so requests that arrive within a few milliseconds of each other are concatenated and
 run together. One worker thread runs the compiled function; the event loop keeps accepting and
 decoding requests meanwhile, so the next batch fills while the current one computes.
+
+Callers that `announce` a request when it arrives (before decoding it) let the batcher wait only
+for requests that are actually on their way: with nothing announced and the queue empty, a batch runs
+at once instead of idling for ``max_wait_ms`` (a lone request pays no batching delay, and at
+saturation no pass waits for a request that is not coming).
 """
 
 from __future__ import annotations
@@ -48,10 +53,28 @@ class MicroBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mammo-infer")
         self.batches = 0
         self.images = 0
+        self._announcing = False  # set by the first announce(): waits then follow the announced count
+        self._expected = 0
 
-    async def submit(self, batch: np.ndarray) -> np.ndarray:
-        """Queue ``batch`` (n,S,S,1) and return its (n,) probabilities once its pass has run."""
+    def announce(self) -> None:
+        """Say a request has arrived and will `submit` soon (or `withdraw` if it fails to decode)."""
+        self._announcing = True
+        self._expected += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not be submitted after all (e.g. its input was invalid)."""
+        self._expected = max(0, self._expected - 1)
+
+    async def submit(self, batch: np.ndarray, announced: bool = False) -> np.ndarray:
+        """Queue ``batch`` (n,S,S,1) and return its (n,) probabilities once its pass has run.
+
+        Args:
+            batch: the request's images.
+            announced: the caller called `announce` for this request earlier.
+        """
         self._ensure_worker()
+        if announced:
+            self.withdraw()
         fut = self._loop.create_future()
         await self._queue.put((batch, fut))
         return await fut
@@ -76,7 +99,7 @@ class MicroBatcher:
                 nxt = self._queue.get_nowait()
             else:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (self._announcing and self._expected == 0):
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)

@@ -25,6 +25,15 @@ from mammosynth.serving.inputs import Limits, v1_instances, v2_inputs
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mammosynth"
+# v2 FP32 inputs up to this many values (16 images at 64², 1 at 256²) are checked on the event loop.
+INLINE_ELEMENTS = 1 << 16
+
+
+def _elements(shape) -> int:
+    try:
+        return int(np.prod([int(d) for d in shape or [0]]))
+    except (TypeError, ValueError):
+        return INLINE_ELEMENTS + 1  # malformed: let the threaded path raise the clear error
 
 
 def compile_inference(model, image_size: int):
@@ -153,9 +162,19 @@ class MammoModel(Model):
 
     # --- inference -----------------------------------------------------------------------------
     async def decode(self, payload: dict | InferRequest) -> np.ndarray:
-        """Turn a v1 dict or v2 `InferRequest` into an (N,S,S,1) batch, off the event loop."""
-        fn = v2_inputs if isinstance(payload, InferRequest) else v1_instances
-        return await asyncio.to_thread(fn, payload, self.image_size, self.limits)
+        """Turn a v1 dict or v2 `InferRequest` into an (N,S,S,1) batch.
+
+        Image decoding (base64, PNG/JPEG/DICOM) runs off the event loop; v2 FP32 tensors, which the
+        server has already parsed, are checked inline.
+        """
+        if isinstance(payload, InferRequest):
+            if all(
+                i.datatype == "FP32" and _elements(i.shape) <= INLINE_ELEMENTS for i in payload.inputs or []
+            ):
+                # Small parsed tensors only need a reshape and a range check: a thread hop costs more.
+                return v2_inputs(payload, self.image_size, self.limits)
+            return await asyncio.to_thread(v2_inputs, payload, self.image_size, self.limits)
+        return await asyncio.to_thread(v1_instances, payload, self.image_size, self.limits)
 
     async def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """P(malignant) for an (N,S,S,1) batch through the micro-batcher."""
@@ -174,8 +193,13 @@ class MammoModel(Model):
             raise InvalidInput(
                 f'request body must be a JSON object {{"instances": [...]}}, got {type(payload).__name__}'
             )
-        batch = await self.decode(payload)
-        probs = await self.probabilities(batch)
+        self.batcher.announce()
+        try:
+            batch = await self.decode(payload)
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        probs = await self.batcher.submit(batch, announced=True)
         if not np.isfinite(probs).all():
             # Never answer "benign" for a NaN: the input was valid, so this is the server's fault (500).
             raise InferenceError(

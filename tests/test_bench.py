@@ -1,0 +1,146 @@
+"""The bench harness: entry schema, study_seconds history, README table, and every module in tiny mode.
+
+No timing asserts: the tiny runs only prove that each benchmark still runs and emits valid entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import __main__ as harness
+from bench import _common, readme
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_entry_has_the_schema_and_medians():
+    e = _common.entry("x", [2.0, 4.0, 3.0], [1.0, 1.0, 2.0], "steps/s", True)
+    assert list(e)[: len(_common.SCHEMA)] == list(_common.SCHEMA)
+    assert (e["ours"], e["baseline"], e["repeats"]) == (3.0, 1.0, 3)
+    assert e["ratio"] == 3.0 and e["min"] == 1.5 and e["max"] == 4.0
+    t = _common.entry("t", [1.0], [4.0], "s", False)  # times: lower is better
+    assert t["ratio"] == 4.0
+    assert harness.validate(e) is e
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "a", "ours": 1, "baseline": 1, "unit": "s", "ratio": 1},  # no repeats/min/max
+        {"name": "a", "ours": "1", "baseline": 1, "unit": "s", "ratio": 1, "repeats": 1, "min": 1, "max": 1},
+        {"name": "a", "ours": 1, "baseline": 1, "unit": "s", "ratio": 1, "repeats": 0, "min": 1, "max": 1},
+    ],
+)
+def test_validate_names_the_problem(bad):
+    with pytest.raises(ValueError, match="bench entry 'a'"):
+        harness.validate(bad)
+
+
+def test_entry_rejects_mismatched_or_nonpositive():
+    with pytest.raises(ValueError, match="as many"):
+        _common.entry("x", [1.0, 2.0], [1.0], "s", False)
+    with pytest.raises(ValueError, match="> 0"):
+        _common.entry("x", [0.0], [1.0], "s", False)
+
+
+def test_interleave_alternates_who_goes_first():
+    calls = []
+    _common.interleave(lambda: calls.append("o") or 1.0, lambda: calls.append("b") or 1.0, 3)
+    assert calls == ["o", "b", "b", "o", "o", "b"]
+
+
+def test_study_seconds_against_previous_bench_run(tmp_path):
+    run_json, history = tmp_path / "run.json", tmp_path / "history.jsonl"
+    assert harness.study_entry(run_json, history) is None  # no make run yet
+    run_json.write_text(
+        json.dumps({"study_seconds": 100.0, "stages": {"train": {"seconds": 60, "share": 0.6}}})
+    )
+    first = harness.study_entry(run_json, history)
+    assert first["baseline"] == 100.0 and "no previous" in first["note"]
+    history.write_text(
+        json.dumps({"study_seconds": 120.0}) + "\n" + json.dumps({"study_seconds": None}) + "\n"
+    )
+    e = harness.validate(harness.study_entry(run_json, history))
+    assert (e["ours"], e["baseline"], e["ratio"]) == (100.0, 120.0, 1.2)
+    assert e["stages"]["train"]["share"] == 0.6
+
+
+def test_readme_table_replaces_only_the_marked_block():
+    entries = [
+        _common.entry("input_vs_keras3_layers", [2.0], [1.0], "images/s", True),
+        _common.entry("gan_vs_kerasio_compiled", [3.0], [2.0], "steps/s", True),
+    ]
+    text = f"intro\n{readme.BEGIN}\nold table\n{readme.END}\noutro\n"
+    out = readme.render(text, entries, "make bench-readme")
+    assert out.startswith("intro\n") and out.endswith("\noutro\n") and "old table" not in out
+    assert out.index("gan_vs_kerasio_compiled") < out.index("input_vs_keras3_layers")  # primary order
+    with pytest.raises(ValueError, match="markers"):
+        readme.render("no markers", entries, "x")
+
+
+def test_readme_has_the_markers():
+    text = (ROOT / "README.md").read_text()
+    assert readme.BEGIN in text and readme.END in text
+
+
+def _tiny_env() -> dict:
+    return {
+        **os.environ,
+        "BENCH_TINY": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+@pytest.mark.parametrize(
+    "module", ["bench_gan", "bench_input", "bench_ingest", "bench_storage", "bench_serving"]
+)
+def test_each_bench_module_runs_tiny(module):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{module}.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_tiny_env(),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = harness._entries(proc.stdout)
+    assert entries, proc.stdout[-2000:]
+    for e in entries:
+        harness.validate(e)
+
+
+def test_bench_gpu_without_gpu_says_so_and_exits_0(tmp_path):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: the no-GPU path does not apply")
+    from bench import gpu
+
+    out = tmp_path / "bench-gpu.json"
+    assert gpu.main(["--out", str(out)]) == 0
+    assert not out.exists()
+
+
+def test_bench_gpu_tiny_writes_valid_entries(tmp_path):
+    out = tmp_path / "bench-gpu.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_tiny_env(),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = json.loads(out.read_text())
+    assert {e["name"] for e in entries} >= {"gpu_vgg16_32_mixed_vs_fp32", "gpu_serving_batched_vs_single"}
+    for e in entries:
+        harness.validate(e)
