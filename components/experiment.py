@@ -62,12 +62,27 @@ def evaluate(
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def select_model(final_model: Output[Model], arm_results: Input[list[Model]], evaluation: Input[Artifact]):
-    """The final classifier: the arm with the best mean validation AUC (never chosen on test)."""
+def select_model(
+    final_model: Output[Model],
+    arm_results: Input[list[Model]],
+    evaluation: Input[Artifact],
+    source: str = "embedded",
+    preset: str = "embedded",
+    overrides: str = "{}",
+):
+    """The final classifier: the arm with the best mean validation AUC (never chosen on test);
+    its model.json records the data source."""
     from mammosynth import study
 
     final_model.metadata.update(
-        study.select_model_step([a.path for a in arm_results], evaluation.path, final_model.path)
+        study.select_model_step(
+            [a.path for a in arm_results],
+            evaluation.path,
+            final_model.path,
+            source=source,
+            preset=preset,
+            overrides=overrides,
+        )
     )
 
 

@@ -4,8 +4,8 @@
 #
 # TensorFlow's documented pip route for GPUs: `tensorflow[and-cuda]` ships CUDA/cuDNN as wheels, so
 # the image needs only the host driver, which the NVIDIA container runtime / device plugin mounts.
-# Build from the repository root (or `make images`):
-#   docker build --build-context crds=../shared/crds -f images/trainer.Dockerfile -t mammosynth-trainer .
+# Build from the repository root (or `make images`); the repository is the only build context:
+#   docker build -f images/trainer.Dockerfile -t mammosynth-trainer .
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -29,22 +29,14 @@ COPY images/requirements-trainer.txt images/constraints-cuda.txt /tmp/
 RUN pip install --no-cache-dir -r /tmp/requirements-trainer.txt -c /tmp/constraints-cuda.txt \
     && rm /tmp/requirements-trainer.txt /tmp/constraints-cuda.txt
 
-# The deploy and tune steps check their InferenceService / Katib Experiment against the CRD schemas
-# (mammosynth.k8s) before applying them. The schemas live outside the repository, in the shared CRD
-# copy, which `make images` passes as the named build context `crds`:
-#   docker build --build-context crds=../shared/crds -f images/trainer.Dockerfile .
-# DL3022 expects a FROM stage; `crds` is a named build context instead, which hadolint cannot see.
-# hadolint ignore=DL3022
-COPY --from=crds kserve.inferenceservices.crd.yaml kserve.servingruntimes.crd.yaml katib.v1beta1.swagger.json /opt/mammosynth/crds/
-ENV MAMMOSYNTH_CRDS=/opt/mammosynth/crds
-
 COPY pyproject.toml ./
 COPY src ./src
 # pyproject names README.md as the long description; an image does not need it, so an empty one
-# keeps the build independent of the docs.
+# keeps the build independent of the docs. The deploy and tune steps check what they apply against
+# the CRD schemas (mammosynth.k8s), which install with the package (src/mammosynth/schemas).
 RUN touch README.md \
     && pip install --no-cache-dir --no-deps . \
-    && python -c "import mammosynth.cli, mammosynth.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1')"
+    && python -c "import mammosynth.cli, mammosynth.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1'); k.load_crd_schema(k.SERVING_RUNTIME_CRD, 'v1alpha1')"
 
 # KFP's v2 launcher stages artifacts under /gcs, /minio and /s3 (a fixed contract); create them
 # writable so the non-root user can run components even where the backend mounts no emptyDir there.

@@ -23,8 +23,6 @@ PIPELINE_PACKAGE ?= build/mammosynth-study.yaml
 # Checked by `make deploy`; kustomize itself always reads manifests/credentials/minio.env.
 CREDENTIALS_ENV ?= manifests/credentials/minio.env
 GPU_POOL ?= manifests/components/gpu/gpu-pool.yaml
-# CRD schemas the trainer image carries for mammosynth.k8s (a named build context, outside the repo).
-CRDS_DIR ?= $(or $(MAMMOSYNTH_CRDS),../shared/crds)
 
 .PHONY: images lint-images lock-images lock-cuda render deploy submit compile-gpu
 
@@ -42,10 +40,7 @@ endef
 images: ## build and push the trainer and server images (REGISTRY=... required, TAG, CONTAINER_TOOL)
 	$(require_registry)
 	$(require_container_tool)
-	@if [ ! -f "$(CRDS_DIR)/kserve.inferenceservices.crd.yaml" ]; then \
-	  echo "make images: no CRD schemas in $(CRDS_DIR); pass CRDS_DIR=<copy of shared/crds>" >&2; exit 2; fi
-	$(CONTAINER_TOOL) build --platform $(PLATFORM) --build-context crds=$(CRDS_DIR) \
-	  -f images/trainer.Dockerfile -t $(TRAINER_IMAGE) .
+	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/trainer.Dockerfile -t $(TRAINER_IMAGE) .
 	$(CONTAINER_TOOL) build --platform $(PLATFORM) -f images/server.Dockerfile -t $(SERVER_IMAGE) .
 	$(CONTAINER_TOOL) push $(TRAINER_IMAGE)
 	$(CONTAINER_TOOL) push $(SERVER_IMAGE)

@@ -163,6 +163,9 @@ def study_pipeline(
         select_model(
             arm_results=dsl.Collected(arm_task.outputs["arm_result"]),
             evaluation=eval_task.outputs["evaluation"],
+            source=source,
+            preset=preset,
+            overrides=overrides,
         )
     )
     # Step 10: the report.

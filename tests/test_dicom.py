@@ -13,8 +13,8 @@ from pydicom.encaps import encapsulate
 from mammosynth.data import phantom
 from mammosynth.data.dicom import DicomError, DicomImage, decode_dicom, is_roi_mask
 
-# The shared fixtures sit beside the repository (../shared), as in CI.
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "cbis-ddsm" / "dicom"
+# Real CBIS-DDSM crops vendored in the repository (tests/fixtures/cbis-ddsm, with citation).
+REAL_DIR = Path(__file__).resolve().parent / "fixtures" / "cbis-ddsm" / "dicom"
 # (folder, rows, cols) from the fixtures README.
 REAL = [
     ("Mass-Test_P_00016_LEFT_CC_1", 384, 385),

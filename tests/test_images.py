@@ -94,17 +94,27 @@ def _copy_sources(path: Path, context: str | None = None) -> list[str]:
 
 
 def test_trainer_carries_the_crd_schemas():
-    """mammosynth.k8s runs in the deploy/tune steps; the `crds` build context supplies its schemas."""
+    """mammosynth.k8s runs in the deploy/tune steps; its schemas install with the package, so the
+    repository is the image's only build context."""
+    import fnmatch
+    import tomllib
+
     from mammosynth import k8s
 
-    sources = _copy_sources(DOCKERFILES["trainer"], context="crds")
-    needed = {k8s.INFERENCE_SERVICE_CRD, k8s.SERVING_RUNTIME_CRD, k8s.KATIB_OPENAPI}
-    assert needed <= set(sources)
-    for name in sources:
-        assert (k8s.crd_dir() / name).is_file(), f"{name} missing from {k8s.crd_dir()}"
-    text = DOCKERFILES["trainer"].read_text()
-    assert f"ENV {k8s.CRDS_ENV}=/opt/mammosynth/crds" in text
-    assert "--build-context crds=$(CRDS_DIR)" in (ROOT / "mk" / "cluster.mk").read_text()
+    for role, dockerfile in DOCKERFILES.items():
+        text = dockerfile.read_text()
+        assert "--from=crds" not in text and "build-context" not in text, role
+        for keyword, args in instructions(dockerfile):
+            if keyword in {"COPY", "ADD"}:
+                flags = dict(w[2:].partition("=")[::2] for w in args.split() if w.startswith("--"))
+                assert "from" not in flags, f"{role}: COPY --from={flags.get('from')} reads outside the repo"
+    assert "build-context" not in (ROOT / "mk" / "cluster.mk").read_text()
+    assert in_build_context("src/mammosynth/schemas/" + k8s.INFERENCE_SERVICE_CRD)
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    schemas = ROOT / "src" / "mammosynth" / "schemas"
+    for name in (k8s.INFERENCE_SERVICE_CRD, k8s.SERVING_RUNTIME_CRD, k8s.KATIB_OPENAPI):
+        assert (schemas / name).is_file()
+        assert any(fnmatch.fnmatch(f"schemas/{name}", pat) for pat in patterns["mammosynth"]), name
 
 
 @pytest.mark.parametrize("role", DOCKERFILES)

@@ -21,8 +21,8 @@ from mammosynth import ingest
 from mammosynth.data import cbis, phantom
 from mammosynth.data.dicom import decode_dicom
 
-# The shared fixtures sit beside the repository (../shared), as in CI.
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "cbis-ddsm"
+# Real CBIS-DDSM material vendored in the repository (tests/fixtures/cbis-ddsm, with citation).
+SHARED = Path(__file__).resolve().parent / "fixtures" / "cbis-ddsm"
 CSV_FILES = {  # rows, MALIGNANT / BENIGN / BENIGN_WITHOUT_CALLBACK (fixtures README)
     "mass_case_description_train_set.csv": (1318, 637, 577, 104),
     "mass_case_description_test_set.csv": (378, 147, 194, 37),

@@ -379,12 +379,20 @@ def test_strict_closes_declared_objects_only():
 
 
 def test_crd_dir_lookup(monkeypatch, tmp_path):
+    import mammosynth
+
+    monkeypatch.delenv(k8s.CRDS_ENV, raising=False)
+    assert k8s.crd_dir() == Path(mammosynth.__file__).parent / "schemas"  # the installed package's copy
     assert (k8s.crd_dir() / k8s.INFERENCE_SERVICE_CRD).is_file()
+    override = tmp_path / "crds"
+    override.mkdir()
+    monkeypatch.setenv(k8s.CRDS_ENV, str(override))
+    assert k8s.crd_dir() == override
     monkeypatch.setenv(k8s.CRDS_ENV, str(tmp_path / "absent"))
     with pytest.raises(FileNotFoundError, match=k8s.CRDS_ENV):
         k8s.crd_dir()
     with pytest.raises(ValueError, match="serves: v1beta1"):
-        k8s.load_crd_schema(ROOT.parent / "shared" / "crds" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9")
+        k8s.load_crd_schema(ROOT / "src" / "mammosynth" / "schemas" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9")
 
 
 # ---- no credential in the repository or the rendered output ---------------------------------------

@@ -27,7 +27,7 @@ from mammosynth.serving.batcher import MicroBatcher  # noqa: E402
 S = 32
 MAX_INSTANCES = 8
 MAX_PAYLOAD = 1_000_000
-REAL_DICOMS = sorted(Path(__file__).resolve().parents[2].glob("shared/cbis-ddsm/dicom/**/*.dcm"))
+REAL_DICOMS = sorted(Path(__file__).resolve().parent.glob("fixtures/cbis-ddsm/dicom/**/*.dcm"))
 
 
 def _free_port() -> int:

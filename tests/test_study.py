@@ -89,3 +89,39 @@ def test_a_published_synthetic_set_is_reused_without_training_a_gan(tmp_path, s3
             preset="tiny",
             reuse_uri=f"s3://{s3_env}/nothing-here",
         )
+
+
+def _saved_arm(root, name: str, training: dict) -> str:
+    import keras
+
+    from mammosynth.models.io import save_classifier
+
+    d = root / name.replace("+", "_")
+    inputs = keras.Input((16, 16, 1))
+    net = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs)))
+    save_classifier(net, d / "seed-0" / "model", {"image_size": 16, "seed": 0, "training": training}, False)
+    (d / "arm.json").write_text(json.dumps({"arm": name, "metrics": {"0": {"val_auc": 0.8}}}))
+    return str(d)
+
+
+@pytest.mark.parametrize(
+    "source, kind, where",
+    [("embedded", "phantom", "embedded phantom"), ("s3://mammosynth/cbis-ddsm", "cbis-ddsm", "s3://mammo")],
+)
+def test_final_model_json_records_the_data_source(tmp_path, source, kind, where):
+    from mammosynth.models.io import load_meta
+    from mammosynth.study import select_model_step
+
+    arm = _saved_arm(
+        tmp_path,
+        "real+synthetic@0.5",
+        {"arm": "real+synthetic@0.5", "n_train_real": 48, "n_train_synthetic": 24},
+    )
+    out = tmp_path / "final"
+    result = select_model_step([arm], str(tmp_path), str(out), source=source, preset="tiny")
+    meta = load_meta(out)
+    assert meta["data_source"] == kind == result["data_source"]
+    line = meta["trained_on"]
+    assert isinstance(line, str) and "\n" not in line
+    assert "preset tiny" in line and where in line and "48 real + 24 synthetic" in line
+    assert f"split seed {load_config('tiny').seed}" in line and "arm real+synthetic@0.5" in line

@@ -100,7 +100,7 @@ def test_saved_model_reloads_and_predicts_identically(sets, tmp_path):
     )
     model, meta = load_classifier(tmp_path / "model")
     assert meta["arch"] == "tuned_cnn" and meta["image_size"] == 32 and meta["seed"] == 0
-    assert meta["trained_on"]["n_train_real"] == 48
+    assert meta["training"]["n_train_real"] == 48
     images, _, _ = shards.read_split(prepared, "test")
     probs = model.predict(images, verbose=0).reshape(-1)
     with open(tmp_path / "predictions.csv") as fh:

@@ -6,14 +6,15 @@ schema and a Katib Experiment's spec against ``v1beta1.ExperimentSpec`` from Kat
 None of those schemas forbids unknown fields, so a misspelt field (``minReplica``) would pass
 silently and be dropped by the API server; `strict` closes every declared object first.
 
-The CRD files live in ``../shared/crds`` beside the repository (see its README); set
-``MAMMOSYNTH_CRDS`` to point elsewhere, e.g. inside a container.
+The CRD files ship inside the package (``mammosynth/schemas``, see its README for source and
+commit); set ``MAMMOSYNTH_CRDS`` to use another copy.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
 import json
 import os
 import re
@@ -30,13 +31,12 @@ _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 
 
 def crd_dir() -> Path:
-    """Find the directory holding the CRD schemas.
+    """Return the directory holding the CRD schemas.
 
-    Order: ``$MAMMOSYNTH_CRDS``; then ``shared/crds`` in the current directory or any parent;
-    then the same upward from this package's file (so tests work from any cwd).
+    ``$MAMMOSYNTH_CRDS`` if set (an override); else the ``schemas`` folder installed with the package.
 
     Raises:
-        FileNotFoundError: nothing found, naming the places looked at and the fix.
+        FileNotFoundError: the override is not a directory, or the package's schemas are missing.
     """
     env = os.environ.get(CRDS_ENV)
     if env:
@@ -44,17 +44,13 @@ def crd_dir() -> Path:
         if not path.is_dir():
             raise FileNotFoundError(f"{CRDS_ENV}={env} is not a directory; point it at the CRD schemas")
         return path
-    looked: list[str] = []
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for parent in (start, *start.parents):
-            candidate = parent / "shared" / "crds"
-            looked.append(str(candidate))
-            if candidate.is_dir():
-                return candidate
-    raise FileNotFoundError(
-        f"no CRD schema directory found (looked for shared/crds upward from the cwd and the package: "
-        f"{', '.join(dict.fromkeys(looked))}); set {CRDS_ENV} to a copy of the shared/crds directory"
-    )
+    path = Path(str(importlib.resources.files("mammosynth") / "schemas"))
+    if not (path / INFERENCE_SERVICE_CRD).is_file():
+        raise FileNotFoundError(
+            f"the CRD schemas are missing from the installed package ({path}); reinstall mammosynth "
+            f"(pip install .) or set {CRDS_ENV} to a folder holding them"
+        )
+    return path
 
 
 def load_crd_schema(path: str | Path, version: str) -> dict[str, Any]:

@@ -320,18 +320,68 @@ def evaluate_step(
     }
 
 
-def select_model_step(arm_dirs: list[str], evaluation_dir: str, out_dir: str) -> dict:
-    """Copy the final arm's first-seed model and export the serving layouts next to it."""
+def data_source(source: str) -> str:
+    """The kind of data a ``source`` argument names: ``"phantom"`` for the embedded phantom (the
+    ``embedded`` source), else ``"cbis-ddsm"`` (a CBIS-DDSM folder or s3:// prefix)."""
+    return "phantom" if source == "embedded" else "cbis-ddsm"
+
+
+def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict[str, str]:
+    """The ``data_source`` and ``trained_on`` fields of a final model's ``model.json``.
+
+    Args:
+        meta: the model's metadata as training wrote it (``training`` counts, ``selected_arm``).
+        source: the study's ``source`` argument (``embedded``, a folder or an s3:// prefix).
+        preset: the config preset.
+        split_seed: the seed that fixed the patient split (and the phantom).
+
+    Returns:
+        ``{"data_source": "phantom" | "cbis-ddsm", "trained_on": "<one line>"}``; the model server
+        warns when a ``phantom`` model is asked about real images.
+    """
+    kind = data_source(source)
+    training = meta.get("training") or {}
+    n_real, n_syn = training.get("n_train_real"), training.get("n_train_synthetic")
+    images = f"{n_real} real + {n_syn or 0} synthetic training images" if n_real is not None else "?"
+    where = "the embedded phantom (synthetic-looking, not real mammograms)" if kind == "phantom" else source
+    arm = meta.get("selected_arm") or training.get("arm")
+    line = (
+        f"preset {preset}, {kind} data from {where}, {images}, arm {arm}, "
+        f"seed {meta.get('seed')}, split seed {split_seed}"
+    )
+    return {"data_source": kind, "trained_on": line}
+
+
+def select_model_step(
+    arm_dirs: list[str],
+    evaluation_dir: str,
+    out_dir: str,
+    *,
+    source: str = "embedded",
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
+    """Copy the final arm's first-seed model and export the serving layouts next to it.
+
+    Its ``model.json`` records ``data_source`` and ``trained_on`` (`provenance`).
+    """
     from mammosynth.models.io import load_classifier, save_classifier
 
+    cfg = _cfg(preset, overrides)
     chosen = Path(final_arm(arm_dirs))
     model_dirs = sorted(chosen.glob("seed-*/model"))
     if not model_dirs:
         raise FileNotFoundError(f"arm {_arm_name(chosen)} kept no model (seed-*/model missing in {chosen})")
     model, meta = load_classifier(model_dirs[0])
     meta = {**meta, "selected_arm": _arm_name(chosen), "selected_by": "mean validation AUC"}
+    meta.update(provenance(meta, source=source, preset=cfg.preset, split_seed=cfg.seed))
     save_classifier(model, out_dir, meta, export_saved_model=True)
-    return {"arm": meta["selected_arm"], "seed": str(meta.get("seed", "")), "image_size": meta["image_size"]}
+    return {
+        "arm": meta["selected_arm"],
+        "seed": str(meta.get("seed", "")),
+        "image_size": meta["image_size"],
+        "data_source": meta["data_source"],
+    }
 
 
 # Step 10 --------------------------------------------------------------------------------------------

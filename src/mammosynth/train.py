@@ -420,7 +420,7 @@ def train_classifier(
             "image_size": size,
             "arch": model,
             "seed": seed,
-            "trained_on": {
+            "training": {  # the final model adds data_source / trained_on (study.provenance)
                 "arm": arm,
                 "use_real": use_real,
                 "augment": augment,

@@ -6,7 +6,7 @@ records and the embedded-LF path quirk, plus 16-bit MONOCHROME2 DICOM crops and 
 ``<PatientFolder>/<StudyUID>/<SeriesUID>/00000k.dcm``). Ingest therefore exercises one code path
 for the phantom and for real data.
 
-Rendering follows the project notes on the phantom (shared/phantom-notes.md):
+Rendering follows the project notes on the phantom:
 
 * Background: power-law (1/f^β) anatomical noise, β ≈ 2.8 (1.5–3.5), thresholded into bright
   fibroglandular tissue whose share grows with BI-RADS density.
