@@ -10,7 +10,10 @@ and a 400-px real CBIS-DDSM crop (50 µm film digitisation) are compared at one 
 2. **β** (`power_law_beta`): the power-spectrum slope. Hann-window the z-scored crop, take
    |FFT|², average the power in 12 log-spaced radial-frequency bins over ``BETA_BAND`` = [1/32, 1/4]
    cycles/pixel (at 128 px on a ~20 mm real crop: about 0.2–1.6 cycles/mm, the band of Burgess et
-   al. 2001), and fit log P = c − β log f by least squares; β is the negative slope.
+   al. 2001), and fit log P = c − β log f by least squares; β is the negative slope. The
+   anti-alias blur (σ = 0.5 px at the analysis scale, the same for every crop that is shrunk)
+   steepens the top of the band, so a pure 1/f^3 texture shrunk 2× reads β ≈ 3.4; compare crops
+   with one another under this definition, not with β values published for other bands.
 3. **Skewness** and **excess kurtosis** of the z-scored pixel values (Fisher definitions, biased
    estimators, `scipy.stats.skew` / `scipy.stats.kurtosis`): the shape of the intensity histogram.
 4. **Roughness**: the standard deviation of the 5-point Laplacian (`scipy.ndimage.laplace`) of
