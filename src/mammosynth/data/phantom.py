@@ -8,14 +8,18 @@ for the phantom and for real data.
 
 Rendering follows the project notes on the phantom (shared/phantom-notes.md):
 
-* Background: power-law (1/f^β) anatomical noise, β ≈ 2.8 (1.5–3.5), thresholded into bright
-  fibroglandular tissue whose share grows with BI-RADS density.
+* Background: two power-law (1/f^β) fields, a steep one (β ≈ 4.4) laying out fat and
+  fibroglandular tissue (softly mixed, share growing with BI-RADS density) and a β ≈ 2.8 one for
+  the finer parenchyma, a broad thickness ramp, and curved Cooper's ligaments/ducts; then a film
+  response (slight unsharpness, saturating shoulder, faint grain). `phantom_check` measures how
+  close its β, intensity skewness/kurtosis and fine-scale roughness are to the real fixtures.
 * Each lesion's (shape, margin, subtlety, density) is drawn from the class-conditional frequencies
   of the real mass training CSV, so the phantom inherits the real task's ambiguity (a third of
   lobulated masses are malignant, some spiculated ones benign) instead of a hand-tuned knob.
-* Shape → radius function (round/oval/lobulated/irregular, distortion lines, asymmetries, lymph
-  node hilum); margin → edge (sharp, blurred, partly hidden, microlobulated, spicules); subtlety →
-  contrast; density → lower conspicuity.
+* Shape → radius function (round/oval, rounded lobes for lobulated, many harmonics for irregular,
+  converging lines for distortion, asymmetries, lymph node hilum); margin → edge (sharp, blurred,
+  partly hidden, microlobules, curved tapering spicules of lognormal length); subtlety → contrast;
+  density → lower conspicuity.
 * CC and MLO views of one lesion share its geometry but not its background, as in real pairs, so
   a split that is not patient-level leaks.
 """
@@ -159,14 +163,14 @@ def power_law_texture(
 def _background(
     rng: np.random.Generator, shape: tuple[int, int], density: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fibroglandular background: β ≈ 3 power-law tissue, soft fat/gland mixing, linear structures.
+    """Fibroglandular background: power-law tissue (β ≈ 3 measured), soft fat/gland mix, linear structures.
 
     Returns:
         (background intensity, fibroglandular share in [0, 1]) of ``shape``.
     """
     h, w = shape
     side = min(h, w)
-    # Two power-law fields: a steep one (β ≈ 3.2) lays out fat and fibroglandular regions over
+    # Two power-law fields: a steep one (β ≈ 4.4) lays out fat and fibroglandular regions over
     # centimetres, a shallower one (β ≈ 2.8) carries the finer parenchymal pattern inside both.
     coarse = power_law_texture(rng, shape, float(np.clip(rng.normal(4.4, 0.2), 4.0, 4.8)))
     tex = power_law_texture(rng, shape, float(np.clip(rng.normal(2.8, 0.2), 2.4, 3.2)))
