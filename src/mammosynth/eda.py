@@ -163,3 +163,66 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     atomic.write_text(summary_path, "\n".join(summary))
     written.append(summary_path)
     return written
+
+
+def write_phantom_check_figure(
+    result: dict, real_crops: list, phantom_crops: list, path: str | os.PathLike
+) -> Path:
+    """Phantom self-check figure: real and phantom crops on top, one strip per texture metric below.
+
+    Args:
+        result: `mammosynth.data.phantom_check.self_check` output (with ``verdicts`` if present).
+        real_crops: 2-D arrays of the real CBIS-DDSM fixture crops.
+        phantom_crops: a few 2-D phantom crops to show beside them.
+        path: PNG to write (its folder is created).
+
+    Returns:
+        The PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mammosynth.data.phantom_check import METRICS, tolerance_band
+
+    n_cols = 2 * len(METRICS)  # the image row holds up to this many crops; each metric spans two
+    crops = ([("real", c) for c in real_crops] + [("phantom", c) for c in phantom_crops])[:n_cols]
+    fig = plt.figure(figsize=(1.6 * n_cols, 4.4))
+    grid = fig.add_gridspec(2, n_cols, height_ratios=[1.2, 1], hspace=0.35, wspace=0.6)
+    for i, (kind, crop) in enumerate(crops):
+        ax = fig.add_subplot(grid[0, i])
+        lo, hi = np.percentile(crop, [0.5, 99.5])
+        ax.imshow(crop, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(
+            f"{kind} {crop.shape[0]}×{crop.shape[1]}",
+            fontsize=7,
+            color=COLOURS["malignant"] if kind == "real" else "k",
+        )
+        ax.axis("off")
+    for j, metric in enumerate(METRICS):
+        ax = fig.add_subplot(grid[1, 2 * j : 2 * j + 2])
+        real = [r[metric] for r in result["real"]["per_crop"]]
+        fake = [r[metric] for r in result["phantom"]["per_crop"]]
+        ax.axhspan(*tolerance_band(real), color="#DDDDDD", label="tolerance band")
+        jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(fake))
+        ax.scatter(jitter, fake, s=8, color=COLOURS["benign"], label="phantom crops")
+        ax.scatter(
+            np.zeros(len(real)), real, s=30, marker="D", color=COLOURS["malignant"], label="real crops"
+        )
+        ax.set_xticks([])
+        ax.set_xlim(-0.5, 0.5)
+        ax.set_title(metric.replace("_", " "), fontsize=8)
+        ax.tick_params(labelsize=7)
+        if j == 0:
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle(
+        f"Phantom vs real CBIS-DDSM crops (phantom seed {result['seed']}, n={result['n_phantom']})",
+        fontsize=9,
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = _save(fig, out)
+    plt.close(fig)
+    return written
