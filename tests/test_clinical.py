@@ -250,3 +250,44 @@ def test_evaluation_readout_from_evaluate_files(tmp_path):
         sub["rows"][0]
     )
     assert [w["kind"] for w in out["warnings"]] == ["phantom_data"]
+
+
+def test_subgroups_on_the_real_cbis_ddsm_mass_test_rows(tmp_path):
+    """The vendored CBIS-DDSM mass test CSV (378 rows): every factor's levels cover every image,
+    rare mass shapes are kept and marked too_small."""
+    from pathlib import Path
+
+    from mammosynth.data import cbis
+
+    csv = Path(__file__).parent / "fixtures" / "cbis-ddsm" / "csv" / "mass_case_description_test_set.csv"
+    recs = []
+    for row, raw in cbis.iter_case_rows(csv):
+        try:
+            recs.append(
+                cbis.clean_row(raw, csv_file=csv.name, row=row, abnormality="mass", official_split="test")
+            )
+        except cbis.RowError:
+            continue
+    index = pd.DataFrame(
+        {
+            "image_id": [r.image_id for r in recs],
+            "label_id": [int(r.label == "malignant") for r in recs],
+            "breast_density": [r.breast_density for r in recs],
+            "subtlety": [r.subtlety for r in recs],
+            "view": [r.view for r in recs],
+            **{c: [r.descriptors[c] for r in recs] for c in ("mass_shape", "mass_margins")},
+        }
+    ).drop_duplicates("image_id")
+    index.to_csv(tmp_path / "index.csv", index=False)
+    ids = index["image_id"].tolist()
+    meta = clinical.load_metadata(tmp_path / "index.csv", ids)
+    y = index["label_id"].to_numpy()
+    p = np.clip(0.35 + 0.2 * y + np.random.default_rng(0).normal(0, 0.2, len(y)), 0, 1)
+    rows = clinical.subgroup_auc(y, p, meta, n_boot=100)
+    assert len(ids) > 300
+    for factor in clinical.SUBGROUP_COLUMNS:
+        mine = [r for r in rows if r["factor"] == factor]
+        assert sum(r["n"] for r in mine) == len(ids), factor  # no image dropped from any factor
+    shapes = {r["level"]: r for r in rows if r["factor"] == "mass_shape"}
+    assert {"OVAL", "IRREGULAR"} <= set(shapes) and any(r["too_small"] for r in shapes.values())
+    assert {r["level"] for r in rows if r["factor"] == "view"} == {"CC", "MLO"}
