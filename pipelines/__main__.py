@@ -18,7 +18,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mammosynth.logs import setup_logging
+from mammosynth.logs import setup_logging, user_error
 
 log = logging.getLogger("mammosynth.run")
 
@@ -95,6 +95,23 @@ def _print_summary(target: Path) -> None:
         print(f"\n{metrics['conclusion']}")
 
 
+def check_run_args(preset: str, overrides: str, source: str) -> None:
+    """Check what the user typed before the study starts.
+
+    Raises:
+        ValueError: unknown preset, overrides that are not a JSON object, an unknown config field.
+        FileNotFoundError: ``source`` is neither ``embedded``, an ``s3://`` URI nor a folder.
+    """
+    from mammosynth.config import load_config
+
+    load_config(preset, overrides)
+    if source != "embedded" and "://" not in source and not Path(source).is_dir():
+        raise FileNotFoundError(
+            f"--source {source!r} is not a folder; pass a CBIS-DDSM folder (its CSVs at the top or in csv/), "
+            'an s3://bucket/prefix, or "embedded" for the phantom'
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compile":
         print(f"compiled pipeline written to {compile_pipeline(args.out)}")
         return 0
-    from mammosynth.config import load_config
-
-    load_config(args.preset, args.overrides)  # fail fast on a bad preset/override, before any work
+    try:  # fail fast on a user mistake, before any work
+        check_run_args(args.preset, args.overrides, args.source)
+    except (ValueError, FileNotFoundError) as exc:
+        return user_error("python -m pipelines run", exc)
     started = time.monotonic()
     target = run_local(
         source=args.source,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mammosynth.logs import setup_logging
+from mammosynth.logs import setup_logging, user_error
 
 STAGES: dict[str, tuple[str, str]] = {
     "phantom": ("mammosynth.data.phantom", "write the embedded CBIS-DDSM-like dataset"),
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging()
     module = importlib.import_module(STAGES[stage][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # bad preset, overrides, paths
+        return user_error(f"mammosynth {stage}", exc)
 
 
 if __name__ == "__main__":
