@@ -49,6 +49,22 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
     return target
 
 
+def _commit() -> str:
+    """The checkout's short commit (``-dirty`` with uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    if sha.returncode != 0:
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def run_local(
     *,
     source: str,
@@ -80,7 +96,15 @@ def run_local(
     elapsed = time.monotonic() - started
     meta_path = run_folder / "run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.update({"run_id": run_id, "wall_time_s": round(elapsed, 1), "orchestrator": "kfp.local"})
+    meta.update(
+        {
+            "run_id": run_id,
+            "wall_time_s": round(elapsed, 1),
+            "orchestrator": "kfp.local",
+            "commit": _commit(),
+            "finished_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        }
+    )
     meta_path.write_text(json.dumps(meta, indent=2))
     return publish_run(run_folder, runs_dir, run_id)
 

@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "data": ("mammosynth.storage", "upload / ls / verify dataset sets in MinIO or on disk"),
     "quality": ("mammosynth.quality", "generator report card: FID/KID, precision/recall, memorisation"),
     "deploy": ("mammosynth.deploy", "export the final classifier and apply its InferenceService"),
+    "readme": ("mammosynth.readme", "rewrite README.md's results block from runs/latest"),
 }
 
 
