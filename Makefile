@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all lint format bench bench-gpu bench-readme compile clean
+.PHONY: help setup run test test-all lint format bench bench-gpu bench-readme compile clean readme
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ setup: $(STAMP) ## create the virtualenv and install the locked dependencies (on
 
 run: setup ## run the embedded study end to end through kfp.local (results in runs/latest/)
 	$(PY) -m pipelines run --preset '$(PRESET)' --source '$(SOURCE)' --overrides '$(OVERRIDES)'
+
+readme: setup ## rewrite README.md's results block from runs/latest (metrics.json, run.json)
+	$(PY) -m mammosynth.readme --run runs/latest --readme README.md
 
 test: setup ## run the test suite (pytest's "no tests collected" counts as a failure)
 	@set +e; $(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \

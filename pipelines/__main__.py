@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mammosynth import atomic
-from mammosynth.logs import setup_logging
+from mammosynth.logs import setup_logging, user_error
 
 log = logging.getLogger("mammosynth.run")
 
@@ -48,6 +49,102 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
     return target
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([^']+)'")
+_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_NOISE = [
+    re.compile(r"^\s*[EWI]\d{4} \d\d:\d\d:\d\d"),  # TensorFlow / absl C++ log lines
+    re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|cuda drivers|TF-TRT"),
+    re.compile(r"Streamed logs:|has no outputs|Wrote executor output file|^\s*-+\s*$"),
+    re.compile(r"Warning:|warnings\.warn\(|^\s*$"),
+]
+
+
+class Terminal:
+    """A stdout filter for kfp.local: one line per stage start/end with its duration, the stages' own
+    progress lines, and none of kfp.local's executor dumps or TensorFlow's C++ noise.
+
+    Records seconds per stage (summed over a stage's parallel iterations) in `stages`.
+    """
+
+    def __init__(self, out, clock=time.monotonic, verbose: bool = False):
+        self.out, self.clock, self.verbose = out, clock, verbose
+        self.stages: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        self._skip: str | None = None  # "json" inside an executor-input dump, "outputs" in an outputs block
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if self.verbose:  # everything through; stage times still recorded
+            self._time(line)
+            self.out.write(line + "\n")
+            return
+        if self._skip == "json":
+            if line.strip() == "}" and len(line) - len(line.lstrip()) <= 4:
+                self._skip = None
+            return
+        if self._skip == "outputs" and line.startswith("    "):
+            return
+        self._skip = None
+        if "Got executor_input:" in line:
+            self._skip = "json"
+        elif re.search(r"Task '[^']+' outputs:", line):
+            self._skip = "outputs"
+        elif event := self._time(line):
+            self.out.write(event + "\n")
+        elif not any(p.search(line) for p in _NOISE):
+            self.out.write(line.strip() + "\n")
+
+    def _time(self, line: str) -> str | None:
+        """Record a stage start or end; return the line to show for it (None for other lines)."""
+        if match := _START.search(line):
+            self._started[match.group(1)] = self.clock()
+            return f"stage {match.group(1)}: started"
+        if match := _END.search(line):
+            name, state = match.groups()
+            seconds = self.clock() - self._started.pop(name, self.clock())
+            self.stages[name] = self.stages.get(name, 0.0) + seconds
+            return f"stage {name}: {state.lower()} in {seconds:.1f} s"
+        return None
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def stage_record(self, study_seconds: float) -> dict:
+        """``{"stages": {name: {"seconds", "share"}}, "study_seconds"}`` for run.json."""
+        total = max(study_seconds, 1e-9)
+        stages = {k: {"seconds": round(v, 1), "share": round(v / total, 4)} for k, v in self.stages.items()}
+        return {"stages": stages, "study_seconds": round(study_seconds, 1)}
+
+
+def verbose_requested(flag: bool) -> bool:
+    """``--verbose`` or ``LOG_LEVEL=DEBUG`` brings back kfp.local's dumps and TensorFlow's logs."""
+    return flag or os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+
+
+def _commit() -> str:
+    """The checkout's short commit (``-dirty`` with uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    if sha.returncode != 0:
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def run_local(
     *,
     source: str,
@@ -56,6 +153,7 @@ def run_local(
     runs_dir: Path,
     work_dir: Path,
     run_id: str | None = None,
+    verbose: bool = False,
     **params: str,
 ) -> Path:
     """Run the whole study through kfp.local and publish its run folder. Returns runs/<run-id>."""
@@ -73,13 +171,32 @@ def run_local(
     warnings.filterwarnings("ignore", message=r"You may be attemping to run a task", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message=r"Task '.*': settings \[", category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()))
+    terminal = Terminal(sys.stdout, verbose=verbose)
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # the components' subprocesses inherit these
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        os.environ.setdefault("PIP_QUIET", "1")
     started = time.monotonic()
-    task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
+    real_stdout = sys.stdout
+    sys.stdout = terminal
+    try:
+        task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
+    finally:
+        sys.stdout = real_stdout
     run_folder = Path(task.output.path)
     elapsed = time.monotonic() - started
     meta_path = run_folder / "run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.update({"run_id": run_id, "wall_time_s": round(elapsed, 1), "orchestrator": "kfp.local"})
+    meta.update(
+        {
+            "run_id": run_id,
+            "wall_time_s": round(elapsed, 1),
+            "orchestrator": "kfp.local",
+            "commit": _commit(),
+            "finished_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        }
+    )
+    meta.update(terminal.stage_record(elapsed))
     meta_path.write_text(json.dumps(meta, indent=2))
     return publish_run(run_folder, runs_dir, run_id)
 
@@ -94,6 +211,23 @@ def _print_summary(target: Path) -> None:
         print(f"\n{metrics['conclusion']}")
 
 
+def check_run_args(preset: str, overrides: str, source: str) -> None:
+    """Check what the user typed before the study starts.
+
+    Raises:
+        ValueError: unknown preset, overrides that are not a JSON object, an unknown config field.
+        FileNotFoundError: ``source`` is neither ``embedded``, an ``s3://`` URI nor a folder.
+    """
+    from mammosynth.config import load_config
+
+    load_config(preset, overrides)
+    if source != "embedded" and "://" not in source and not Path(source).is_dir():
+        raise FileNotFoundError(
+            f"--source {source!r} is not a folder; pass a CBIS-DDSM folder (its CSVs at the top or in csv/), "
+            'an s3://bucket/prefix, or "embedded" for the phantom'
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--synthetic-publish-uri", default="", help="publish the synthetic set there (s3://...)")
     run.add_argument("--synthetic-set-uri", default="", help="reuse this published synthetic set (no GAN)")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show kfp.local's executor dumps and TensorFlow logs (or LOG_LEVEL=DEBUG)",
+    )
     run.add_argument("--work-dir", type=Path, default=Path("build/local_outputs"))
     comp = sub.add_parser("compile", help="compile the pipeline to YAML for the Kubeflow UI")
     comp.add_argument("--out", type=Path, default=Path("build/mammosynth-study.yaml"))
@@ -112,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compile":
         print(f"compiled pipeline written to {compile_pipeline(args.out)}")
         return 0
-    from mammosynth.config import load_config
-
-    load_config(args.preset, args.overrides)  # fail fast on a bad preset/override, before any work
+    try:  # fail fast on a user mistake, before any work
+        check_run_args(args.preset, args.overrides, args.source)
+    except (ValueError, FileNotFoundError) as exc:
+        return user_error("python -m pipelines run", exc)
     started = time.monotonic()
     target = run_local(
         source=args.source,
@@ -124,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir,
         synthetic_publish_uri=args.synthetic_publish_uri,
         synthetic_set_uri=args.synthetic_set_uri,
+        verbose=verbose_requested(args.verbose),
     )
     _print_summary(target)
     print(

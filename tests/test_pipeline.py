@@ -153,6 +153,16 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
     assert len(published) == 1 and published[0]["kind"] == "synthetic"
     assert storage.verify_set(published[0]["uri"]).ok
     assert "results in" in proc.stdout
+    # A readable terminal: stage lines with durations, no executor dumps; run.json has the stage times.
+    assert "stage ingest: started" in proc.stdout and "Got executor_input" not in proc.stdout
+    run = json.loads((latest / "run.json").read_text())
+    assert {"ingest", "train-gan"} <= set(run["stages"]) and run["study_seconds"] > 0, sorted(run["stages"])
+    # Known gap: stages inside/after the ParallelFor (train-arm, evaluate, select-model, report,
+    # deploy) do not reach the stdout filter yet; the stages before it are timed.
+    assert {"ingest", "split", "preprocess", "tune", "train-gan", "synthesize"} <= set(run["stages"])
+    assert all(0 <= s["share"] <= 1 and s["seconds"] >= 0 for s in run["stages"].values())
+    model_meta = json.loads((latest / "model" / "model.json").read_text())
+    assert model_meta["data_source"] in {"phantom", "cbis-ddsm"} and source in model_meta["trained_on"]
 
 
 def test_embedded_source_generates_the_phantom_and_ingests_it(tmp_path):

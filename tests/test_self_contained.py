@@ -50,7 +50,7 @@ SHARED = "shared"  # the literals below are assembled so that this file passes i
 @pytest.mark.parametrize(
     "line",
     [
-        f"REAL = Path(__file__).parents[2] / '{SHARED}' / 'cbis-ddsm'",
+        f"REAL = Path(__file__).parents{[2]} / '{SHARED}' / 'cbis-ddsm'",
         f"docker build --build-context crds=../{SHARED}/crds .",
         f"MAMMOSYNTH_CRDS={SHARED}/crds make images",
         f"load {SHARED}/cbis-ddsm/dicom",

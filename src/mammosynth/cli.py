@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mammosynth.logs import setup_logging
+from mammosynth.logs import setup_logging, user_error
 
 STAGES: dict[str, tuple[str, str]] = {
     "phantom": ("mammosynth.data.phantom", "write the embedded CBIS-DDSM-like dataset"),
@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "data": ("mammosynth.storage", "upload / ls / verify dataset sets in MinIO or on disk"),
     "quality": ("mammosynth.quality", "generator report card: FID/KID, precision/recall, memorisation"),
     "deploy": ("mammosynth.deploy", "export the final classifier and apply its InferenceService"),
+    "readme": ("mammosynth.readme", "rewrite README.md's results block from runs/latest"),
 }
 
 
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging()
     module = importlib.import_module(STAGES[stage][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # bad preset, overrides, paths
+        return user_error(f"mammosynth {stage}", exc)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,17 @@ def load_config(preset: str = "embedded", overrides: dict[str, Any] | str | None
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     cfg = _merge(StudyConfig(), {**PRESETS[preset], "preset": preset}, "")
     if isinstance(overrides, str):
-        overrides = json.loads(overrides) if overrides.strip() else {}
+        try:
+            overrides = json.loads(overrides) if overrides.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"overrides {overrides!r} are not valid JSON ({exc.msg} at character {exc.pos}); "
+                "pass a JSON object, e.g. '{\"seeds\": [0, 1]}' (double quotes, inside single quotes)"
+            ) from None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(
+            f"overrides must be a JSON object of config fields, got {overrides!r}; e.g. '{{\"seeds\": [0]}}'"
+        )
     return _merge(cfg, overrides or {}, "") if overrides else cfg
 
 
