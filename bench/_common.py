@@ -139,7 +139,8 @@ def graph_flops(fn: Callable, *args) -> int:
     """FLOPs of one call of the ``tf.function`` ``fn`` on ``args``, by TF's profiler.
 
     Uses ``tf.compat.v1.profiler`` float-operation counting on the traced graph (forward and
-    backward convolutions, matmuls and elementwise ops with registered statistics).
+    backward convolutions, matmuls and elementwise ops with registered statistics). Ops whose shapes
+    are unknown at trace time (e.g. sized by ``tf.shape``) are not counted, so this is a lower bound.
     """
     import tensorflow as tf
 
@@ -163,5 +164,5 @@ def fraction_of_peak(name: str, flops_per_step: int, steps_per_s: Sequence[float
         True,
         flops_per_step=int(flops_per_step),
         flops_counted_by="tf.compat.v1.profiler float_operation on the traced step graph",
-        note="ratio = fraction_of_peak (achieved / probed TF matmul-or-conv peak)",
+        note="ratio = fraction_of_peak (achieved / probed TF matmul-or-conv peak); FLOPs a lower bound",
     )
