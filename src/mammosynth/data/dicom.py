@@ -222,6 +222,8 @@ def _decode(source, label: str, limit: int) -> DicomImage:
 def _pixel_array(ds, label: str) -> np.ndarray:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
+        # Frames beyond NumberOfFrames would be decoded past the header's budget check: never.
+        ds.pixel_array_options(allow_excess_frames=False)
         return np.asarray(ds.pixel_array)
     except (NotImplementedError, RuntimeError) as exc:
         text = str(exc)
