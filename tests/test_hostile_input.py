@@ -332,3 +332,25 @@ def test_property_random_damage_never_kills_the_batch(tmp_path, seed):
     assert set(good) <= set(index["patient_id"])  # every good record made it
     assert {p for p in _files(tmp_path) - before if out not in p.parents} == set()
     assert all(r for r in rejects["reason"])
+
+
+@pytest.mark.parametrize("first_dim", [-1, None, 3])
+def test_v2_fp32_limit_holds_for_every_shape_form(first_dim):
+    pytest.importorskip("kserve")
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from mammosynth.serving.inputs import Limits, v2_inputs
+
+    s, n = 4, 3
+    inp = InferInput("tensor", [first_dim, s, s, 1], "FP32", data=[0.5] * (n * s * s))
+    request = InferRequest(model_name="m", infer_inputs=[inp])
+    with pytest.raises(InvalidInput, match="the limit is 2"):
+        v2_inputs(request, s, Limits(max_instances=2))
+    ok = InferInput("tensor", [first_dim, s, s, 1], "FP32", data=[0.5] * (n * s * s))
+    assert v2_inputs(InferRequest(model_name="m", infer_inputs=[ok]), s, Limits(max_instances=3)).shape == (
+        3,
+        s,
+        s,
+        1,
+    )
