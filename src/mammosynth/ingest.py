@@ -33,6 +33,7 @@ from mammosynth.atomic import write_bytes as _atomic_write_bytes
 from mammosynth.data import cbis
 from mammosynth.data.dicom import DicomError, DicomImage
 from mammosynth.logs import setup_logging
+from mammosynth.paths import UnsafePath, inside, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,26 @@ def _choose(
 
 
 def _process_job(job: tuple[str, cbis.CaseRecord]) -> dict[str, Any]:
-    """Find, decode and write one image. Returns its facts or ``{"reject": reason, "path": ...}``."""
+    """Find, decode and write one image. Returns its facts or ``{"reject": reason, "path": ...}``.
+
+    Never raises for one record's data: any failure (a path outside the source folder, an
+    unreadable file, memory) becomes a reject with a reason, so the batch always finishes.
+    """
     key, record = job
+    try:
+        return _process_record(key, record)
+    except UnsafePath as exc:
+        return {"reject": str(exc), "path": ""}
+    except MemoryError:
+        return {"reject": "unreadable image: too large to decode in memory", "path": ""}
+    except Exception as exc:  # noqa: BLE001 - one record never kills the batch; its kind is recorded
+        log.warning(
+            "ingest: %s row %s: %s while reading the image", record.csv_file, record.row, type(exc).__name__
+        )
+        return {"reject": f"unreadable image: {type(exc).__name__} while reading it", "path": ""}
+
+
+def _process_record(key: str, record: cbis.CaseRecord) -> dict[str, Any]:
     layout: cbis.Layout = _WORKER["layout"]
     image_kind: str = _WORKER["image_kind"]
     try:
@@ -163,8 +182,9 @@ def _process_job(job: tuple[str, cbis.CaseRecord]) -> dict[str, Any]:
     except cbis.RowError as exc:
         return {"reject": str(exc), "path": ";".join(layout.relative(c.path) for c in cands)}
     data = encode_png16(img.pixels)
-    rel = f"images/{key}.png"
-    _atomic_write_bytes(_WORKER["out_dir"] / rel, data)
+    rel = f"images/{safe_name(key)}.png"
+    out_dir = _WORKER["out_dir"]
+    _atomic_write_bytes(inside(out_dir, rel, "path outside the output folder"), data)
     return {
         "image_path": rel,
         "source_path": layout.relative(cand.path),
@@ -260,40 +280,7 @@ def run_ingest(
         "ingest: %s layout, %d CSV file(s), %s %s images", layout.name, len(csvs), abnormality, image_kind
     )
 
-    rejects: list[dict[str, Any]] = []
-    records: list[cbis.CaseRecord] = []
-    seen: dict[str, tuple[str, int]] = {}
-    rows_in = 0
-    for path, kind, split in csvs:
-        for number, raw in cbis.iter_case_rows(path):
-            rows_in += 1
-            try:
-                record = cbis.clean_row(
-                    raw, csv_file=path.name, row=number, abnormality=kind, official_split=split
-                )
-            except cbis.RowError as exc:
-                rejects.append(
-                    {
-                        "source": path.name,
-                        "row": number,
-                        "path": raw.get("cropped_image_file_path", ""),
-                        "reason": str(exc),
-                    }
-                )
-                continue
-            if record.image_id in seen:
-                first = seen[record.image_id]
-                rejects.append(
-                    {
-                        "source": path.name,
-                        "row": number,
-                        "path": record.cropped_image_file_path,
-                        "reason": f"duplicate row: same patient/side/view/abnormality as {first[0]} row {first[1]}",
-                    }
-                )
-                continue
-            seen[record.image_id] = (path.name, number)
-            records.append(record)
+    records, rejects, rows_in = _read_records(csvs)
 
     # One job per image file to write: a crop per row, or a full view shared by its rows.
     jobs: dict[str, list[cbis.CaseRecord]] = {}
@@ -354,6 +341,52 @@ def run_ingest(
         time.perf_counter() - t0,
     )
     return manifest
+
+
+def _read_records(csvs) -> tuple[list[cbis.CaseRecord], list[dict[str, Any]], int]:
+    """Clean every CSV row: ``(records, rejects, rows_in)``.
+
+    Exact duplicates (same image id and pathology) keep the first row. Conflicting duplicates (same
+    image id, different pathology) are *all* rejected with reason ``conflicting duplicate``: there is
+    no way to tell which label is right.
+    """
+    rejects: list[dict[str, Any]] = []
+    first: dict[str, cbis.CaseRecord] = {}
+    conflicted: set[str] = set()
+    rows_in = 0
+    for path, kind, split in csvs:
+        for number, raw in cbis.iter_case_rows(path):
+            rows_in += 1
+            try:
+                record = cbis.clean_row(
+                    raw, csv_file=path.name, row=number, abnormality=kind, official_split=split
+                )
+            except cbis.RowError as exc:
+                rejects.append(_reject(path.name, number, raw.get("cropped_image_file_path", ""), str(exc)))
+                continue
+            seen = first.get(record.image_id)
+            if seen is None:
+                first[record.image_id] = record
+                continue
+            where = f"{seen.csv_file} row {seen.row}"
+            if record.image_id in conflicted or record.pathology != seen.pathology:
+                conflicted.add(record.image_id)
+                reason = f"conflicting duplicate: same patient/side/view/abnormality as {where} with another pathology"
+            else:
+                reason = f"duplicate row: same patient/side/view/abnormality as {where}"
+            rejects.append(_reject(path.name, number, record.cropped_image_file_path, reason))
+    records = []
+    for image_id, record in first.items():
+        if image_id in conflicted:
+            reason = "conflicting duplicate: a later row names the same image with another pathology"
+            rejects.append(_reject(record.csv_file, record.row, record.cropped_image_file_path, reason))
+        else:
+            records.append(record)
+    return records, rejects, rows_in
+
+
+def _reject(source: str, row: int, path: str, reason: str) -> dict[str, Any]:
+    return {"source": source, "row": row, "path": path, "reason": reason}
 
 
 def _run_jobs(job_items, layout, out, image_kind, workers) -> Iterable[dict[str, Any]]:

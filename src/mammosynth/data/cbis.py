@@ -21,6 +21,7 @@ Three image layouts are supported, detected from the directory tree:
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -35,9 +36,14 @@ from mammosynth.data.dicom import (
     MASK_DESCRIPTION,
     DicomError,
     DicomImage,
+    DicomTooLarge,
     decode_dicom,
     is_roi_mask,
 )
+from mammosynth.data.images import ImageDecodeError, PixelBudgetExceeded, decode_pil
+from mammosynth.paths import inside
+
+log = logging.getLogger(__name__)
 
 ABNORMALITIES = ("mass", "calc")
 SPLITS = ("train", "test")
@@ -50,6 +56,7 @@ PATIENT_FOLDER_RE = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)
 DATE_STUDY_RE = re.compile(r"^\d{2}-\d{2}-\d{4}-")
 UID_RE = re.compile(r"^\d+(\.\d+)+$")
 MALFORMED = "_malformed"
+MAX_FIELD_CHARS = 4096  # the longest real CBIS-DDSM field is ~130 characters
 REQUIRED_FIELDS = ("patient_id", "left_or_right_breast", "image_view", "abnormality_id", "pathology")
 
 
@@ -63,34 +70,76 @@ def normalise_column(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
+def _decoded_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The file's text, UTF-8 (BOM dropped); undecodable bytes kept as surrogates for the row check."""
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+        if head != b"\xef\xbb\xbf":
+            fh.seek(0)
+        for line in fh:
+            yield line.decode("utf-8", errors="surrogateescape")
+
+
+def _row_problem(values: list[str], n_header: int) -> str | None:
+    """Why a parsed CSV record cannot be used, or None."""
+    if len(values) > n_header:
+        return f"malformed row: {len(values)} fields, header has {n_header}"
+    for i, value in enumerate(values):
+        if "\0" in value:
+            return f"malformed row: NUL byte in field {i + 1}"
+        if any("\udc80" <= ch <= "\udcff" for ch in value):
+            return f"malformed row: undecodable (non-UTF-8) bytes in field {i + 1}; re-save the CSV as UTF-8"
+        if len(value) > MAX_FIELD_CHARS:
+            return f"malformed row: field {i + 1} is {len(value)} characters, over {MAX_FIELD_CHARS}"
+    return None
+
+
 def iter_case_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str]]]:
-    """Stream a case-description CSV row by row.
+    """Stream a case-description CSV row by row; a bad row is yielded as a reject, never an abort.
+
+    The file is read as UTF-8 (an optional BOM dropped). Stated fallback for damaged files: a row
+    with undecodable (non-UTF-8) bytes, a NUL byte, more fields than the header, a field over the csv
+    module's size limit or over `MAX_FIELD_CHARS` is yielded as ``{MALFORMED: reason}`` so that
+    `clean_row` rejects just that row. An empty file (no header) yields nothing, with a warning.
 
     Yields:
         ``(row_number, row)``: 1-based data-row number and a dict with normalised column names and
         stripped values (embedded LFs in path fields removed; ``N/A`` kept as text).
 
     Raises:
-        ValueError: the file has no header. A row with more fields than the header is yielded as
-            ``{MALFORMED: reason}`` so that it becomes a reject, not an abort.
+        ValueError: the header itself is undecodable or malformed.
     """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+    reader = csv.reader(_decoded_lines(path))
+    try:
+        header_values = next(reader)
+    except StopIteration:
+        log.warning("%s: empty CSV (no header, no rows); nothing to ingest from it", Path(path).name)
+        return
+    except csv.Error as exc:
+        raise ValueError(f"{path}: unreadable CSV header ({exc}); expected the CBIS-DDSM header") from None
+    if _row_problem(header_values, len(header_values)):
+        raise ValueError(f"{path}: CSV header has undecodable bytes or NUL; re-save the file as UTF-8")
+    header = [normalise_column(h) for h in header_values]
+    number = 0
+    while True:
         try:
-            header = [normalise_column(h) for h in next(reader)]
+            values = next(reader)
         except StopIteration:
-            raise ValueError(
-                f"{path}: empty CSV (no header); expected the CBIS-DDSM case-description header"
-            ) from None
-        for number, values in enumerate(reader, start=1):
-            if not values or all(not v.strip() for v in values):
-                continue
-            if len(values) > len(header):
-                # A malformed record is one bad row, not a bad file: clean_row turns it into a reject.
-                yield number, {MALFORMED: f"malformed row: {len(values)} fields, header has {len(header)}"}
-                continue
-            values = values + [""] * (len(header) - len(values))
-            yield number, {k: v.strip() for k, v in zip(header, values, strict=True)}
+            return
+        except csv.Error as exc:
+            number += 1
+            yield number, {MALFORMED: f"malformed row: {exc}"}
+            continue
+        if not values or all(not v.strip() for v in values):
+            number += 1
+            continue
+        number += 1
+        problem = _row_problem(values, len(header))
+        if problem:
+            yield number, {MALFORMED: problem}
+            continue
+        values = values + [""] * (len(header) - len(values))
+        yield number, {k: v.strip() for k, v in zip(header, values, strict=True)}
 
 
 def read_case_csv(path: str | os.PathLike):
@@ -270,6 +319,12 @@ class Layout:
         self.root = root
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        """Files that may hold the record's image, all resolved inside the source root.
+
+        Raises:
+            ImageNotFound: no file exists for the record.
+            mammosynth.paths.UnsafePath: a CSV path or id resolves outside the source folder.
+        """
         raise NotImplementedError
 
     def decode(self, cand: Candidate) -> DicomImage:
@@ -310,10 +365,10 @@ class TciaOldLayout(Layout):
         # Crop and mask numbers in the CSV are unreliable, so look at both files of each series.
         found: list[Path] = []
         for rel in filter(None, paths):
-            series_dir = (self.base / rel).parent
+            series_dir = inside(self.root, self.base / rel).parent
             for sibling in sorted(series_dir.glob("*.dcm")) if series_dir.is_dir() else []:
                 if sibling not in found:
-                    found.append(sibling)
+                    found.append(inside(self.root, sibling))
         if not found:
             raise ImageNotFound(f"missing file: {', '.join(p for p in paths if p)}")
         return [Candidate(p, _header_description(p)) for p in found]
@@ -330,7 +385,9 @@ class TciaCurrentLayout(Layout):
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
         folder = record.full_folder if image_kind == "full" else record.folder
-        found = sorted((self.base / folder).glob("*/*/*.dcm"))
+        found = [
+            inside(self.root, p) for p in sorted(inside(self.root, self.base / folder).glob("*/*/*.dcm"))
+        ]
         if not found:
             raise ImageNotFound(f"missing file: {folder}/<date>-DDSM-<n>/<series>/*.dcm")
         return [Candidate(p, _header_description(p)) for p in found]
@@ -375,6 +432,8 @@ class KaggleJpegLayout(Layout):
         if not cands:
             folder = record.full_folder if image_kind == "full" else record.folder
             cands = list(self.by_patient_folder.get(folder, []))
+        for cand in cands:
+            inside(self.root, cand.path)  # a dicom_info path leaving the source folder rejects the row
         cands = [c for c in cands if c.path.is_file()]
         if not cands:
             raise ImageNotFound(
@@ -383,16 +442,15 @@ class KaggleJpegLayout(Layout):
         return cands
 
     def decode(self, cand: Candidate) -> DicomImage:
-        from PIL import Image, UnidentifiedImageError
-
+        name = self.relative(cand.path)
         try:
-            with Image.open(cand.path) as img:
-                img.load()
-                arr = np.asarray(img.convert("L") if img.mode not in ("L", "I;16") else img)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DicomError(f"{self.relative(cand.path)}: unreadable JPEG ({exc})") from exc
-        if arr.size == 0:
-            raise DicomError(f"{self.relative(cand.path)}: empty JPEG")
+            arr = decode_pil(cand.path.read_bytes(), name)
+        except PixelBudgetExceeded as exc:
+            raise DicomTooLarge(str(exc)) from exc
+        except (ImageDecodeError, OSError) as exc:
+            raise DicomError(f"{name}: unreadable JPEG ({exc})") from exc
+        if arr.ndim != 2:
+            raise DicomError(f"{name}: expected a 2-D grayscale JPEG, got shape {arr.shape}")
         return DicomImage(
             pixels=arr,
             series_description=cand.description,

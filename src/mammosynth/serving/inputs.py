@@ -266,11 +266,15 @@ def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
             raise InvalidInput(
                 f"{where}: FP32 input must have shape [N,{image_size},{image_size},1], got {shape}"
             )
-        _check_count(int(shape[0]), limits, where)
+        if not isinstance(shape[0], int) or shape[0] < 0:
+            inp.shape = [-1, *shape[1:]]  # a free batch dimension counts as the data's real size
+        elif shape[0] > limits.max_instances:
+            _check_count(shape[0], limits, where)
         try:
             arr = inp.as_numpy()
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"{where}: data does not fill shape {shape} as FP32 ({exc})") from exc
+        _check_count(int(arr.shape[0]) if arr.ndim else 0, limits, where)
         return check_tensor(arr.astype(np.float32, copy=False), image_size, where, batched=True)
     raise InvalidInput(
         f"{where}: datatype {inp.datatype} is not accepted; send BYTES (base64 images or "
