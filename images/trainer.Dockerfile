@@ -30,7 +30,7 @@ RUN pip install --no-cache-dir -r /tmp/requirements-trainer.txt -c /tmp/constrai
     && rm /tmp/requirements-trainer.txt /tmp/constraints-cuda.txt
 
 # The deploy and tune steps check their InferenceService / Katib Experiment against the CRD schemas
-# (mammosynth.k8s) before applying them. The schemas live outside the repository, in the shared CRD
+# (mammosynth.cluster.k8s) before applying them. The schemas live outside the repository, in the shared CRD
 # copy, which `make images` passes as the named build context `crds`:
 #   docker build --build-context crds=../shared/crds -f images/trainer.Dockerfile .
 # DL3022 expects a FROM stage; `crds` is a named build context instead, which hadolint cannot see.
@@ -44,7 +44,7 @@ COPY src ./src
 # keeps the build independent of the docs.
 RUN touch README.md \
     && pip install --no-cache-dir --no-deps . \
-    && python -c "import mammosynth.cli, mammosynth.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1')"
+    && python -c "import mammosynth.cli, mammosynth.cluster.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1')"
 
 # KFP's v2 launcher stages artifacts under /gcs, /minio and /s3 (a fixed contract); create them
 # writable so the non-root user can run components even where the backend mounts no emptyDir there.

@@ -23,7 +23,7 @@ PIPELINE_PACKAGE ?= build/mammosynth-study.yaml
 # Checked by `make deploy`; kustomize itself always reads manifests/credentials/minio.env.
 CREDENTIALS_ENV ?= manifests/credentials/minio.env
 GPU_POOL ?= manifests/components/gpu/gpu-pool.yaml
-# CRD schemas the trainer image carries for mammosynth.k8s (a named build context, outside the repo).
+# CRD schemas the trainer image carries for mammosynth.cluster.k8s (a named build context, outside the repo).
 CRDS_DIR ?= $(or $(MAMMOSYNTH_CRDS),../shared/crds)
 
 .PHONY: images lint-images lock-images lock-cuda render deploy submit compile-gpu
@@ -96,7 +96,7 @@ deploy: ## apply credentials + manifests/overlays/$(OVERLAY) to NAMESPACE (OVERL
 	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete --timeout=300s job/mammosynth-bucket-setup
 
 compile-gpu: ## compile for the cluster: GPU pool of $(GPU_POOL), trainer image from REGISTRY/TAG
-	env $$($(PY) -m mammosynth.submit --gpu-env $(GPU_POOL) | xargs) \
+	env $$($(PY) -m mammosynth.cluster.submit --gpu-env $(GPU_POOL) | xargs) \
 	  $(if $(REGISTRY),MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE)) $(MAKE) --no-print-directory compile
 
 submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET, SOURCE, SUBMIT_ARGS)
@@ -104,7 +104,7 @@ submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET
 	  echo "usage: make submit KFP_HOST=<url> [PRESET=$(PRESET)] [SOURCE=s3://mammosynth/cbis-ddsm] [SUBMIT_ARGS=...]" >&2; \
 	  echo "  e.g. kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80 &  make submit KFP_HOST=http://localhost:8080" >&2; \
 	  exit 2; fi
-	$(PY) -m mammosynth.submit --host $(KFP_HOST) --package $(PIPELINE_PACKAGE) --preset $(PRESET) \
+	$(PY) -m mammosynth.cluster.submit --host $(KFP_HOST) --package $(PIPELINE_PACKAGE) --preset $(PRESET) \
 	  $(if $(SOURCE),--param source=$(SOURCE)) $(SUBMIT_ARGS)
 
 .PHONY: FORCE

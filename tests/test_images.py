@@ -94,8 +94,8 @@ def _copy_sources(path: Path, context: str | None = None) -> list[str]:
 
 
 def test_trainer_carries_the_crd_schemas():
-    """mammosynth.k8s runs in the deploy/tune steps; the `crds` build context supplies its schemas."""
-    from mammosynth import k8s
+    """mammosynth.cluster.k8s runs in the deploy/tune steps; the `crds` build context supplies its schemas."""
+    from mammosynth.cluster import k8s
 
     sources = _copy_sources(DOCKERFILES["trainer"], context="crds")
     needed = {k8s.INFERENCE_SERVICE_CRD, k8s.SERVING_RUNTIME_CRD, k8s.KATIB_OPENAPI}

@@ -1,7 +1,7 @@
 """Stage `tune`: hyperparameter search over the study's space, locally (Optuna) or in-cluster (Katib).
 
 The search space is defined once, `SEARCH_SPACE`; the Optuna objective and the Katib Experiment
-(`mammosynth.katib.build_experiment`) are both generated from it, and both backends return the
+(`mammosynth.cluster.katib.build_experiment`) are both generated from it, and both backends return the
 same `TuneResult`. A Katib trial is ``python -m mammosynth.train`` with the space's kebab-case flags,
 reporting `mammosynth.train.OBJECTIVE_METRIC` on stdout.
 """
@@ -217,7 +217,7 @@ def run_tune(
         timeout_s: wall-clock budget of the search.
         data_uri: where Katib trials read the prepared set (``s3://...``); defaults to ``prepared_dir``.
         namespace, image, algorithm, parallel_trials, gpu, experiment_name: Katib settings
-            (`mammosynth.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
+            (`mammosynth.cluster.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
         **train_kwargs: fixed `train_classifier` options for Optuna trials (e.g. ``augment``).
 
     Returns:
@@ -242,7 +242,7 @@ def run_tune(
             train_kwargs=train_kwargs,
         )
     elif backend == "katib":
-        from mammosynth import katib
+        from mammosynth.cluster import katib
 
         image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
         if not image:
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.emit_katib:
             import yaml
 
-            from mammosynth import katib
+            from mammosynth.cluster import katib
 
             if not args.data_uri:
                 raise ValueError("--emit-katib needs --data-uri (where trials read the prepared set)")

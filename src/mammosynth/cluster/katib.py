@@ -223,7 +223,7 @@ def build_experiment(
 
 
 def validate_experiment(obj: dict[str, Any]) -> None:
-    """Check an Experiment offline: its structure through `mammosynth.k8s.validate_katib_experiment`
+    """Check an Experiment offline: its structure through `mammosynth.cluster.k8s.validate_katib_experiment`
     (``spec`` against Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown
     fields rejected), plus what the schema cannot say (enums, names, that every
     ``${trialParameters.x}`` is declared, the primary container exists).
@@ -231,7 +231,7 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     Raises:
         ValueError: every problem found, one per line, each with its field path.
     """
-    from mammosynth import k8s
+    from mammosynth.cluster import k8s
 
     problems: list[str] = []
     try:
