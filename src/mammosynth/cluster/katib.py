@@ -1,6 +1,6 @@
 """Katib v1beta1 Experiments for the study's search space, built as plain dicts.
 
-`build_experiment` turns `mammosynth.tune.SEARCH_SPACE` into an Experiment whose trials are
+`build_experiment` turns `mammosynth.space.SEARCH_SPACE` into an Experiment whose trials are
 batch/v1 Jobs running ``python -m mammosynth.train`` with the space's kebab-case flags; the StdOut
 metrics collector reads the ``name=value`` lines the trainer prints (`mammosynth.train.METRIC_*`).
 `validate_experiment` checks it offline against Katib's own OpenAPI definitions (with unknown
@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mammosynth.space import SEARCH_SPACE, Param
 from mammosynth.train import ADDITIONAL_METRICS, OBJECTIVE_METRIC
-from mammosynth.tune import SEARCH_SPACE, Param
 
 log = logging.getLogger(__name__)
 
