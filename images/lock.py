@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Pipeline-side roots the model server never imports (keeps the serving image small); they stay in
 # the server lock only where a server dependency needs them.
 SERVER_EXCLUDE = {"optuna", "kubeflow-katib-api", "matplotlib", "scikit-learn"}
-# Imported by stage code but declared only as a dev extra in pyproject.toml (mammosynth.k8s checks
+# Imported by stage code but declared only as a dev extra in pyproject.toml (mammosynth.cluster.k8s checks
 # manifests before the deploy step applies them).
 TRAINER_EXTRA_ROOTS = ["jsonschema"]
 # pip's own tools, and TensorFlow, whose CPU/GPU split each image writes itself.

@@ -33,10 +33,10 @@ COPY pyproject.toml ./
 COPY src ./src
 # pyproject names README.md as the long description; an image does not need it, so an empty one
 # keeps the build independent of the docs. The deploy and tune steps check what they apply against
-# the CRD schemas (mammosynth.k8s), which install with the package (src/mammosynth/schemas).
+# the CRD schemas (mammosynth.cluster.k8s), which install with the package (src/mammosynth/cluster/schemas).
 RUN touch README.md \
     && pip install --no-cache-dir --no-deps . \
-    && python -c "import mammosynth.cli, mammosynth.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1'); k.load_crd_schema(k.SERVING_RUNTIME_CRD, 'v1alpha1')"
+    && python -c "import mammosynth.cli, mammosynth.cluster.k8s as k; k.load_crd_schema(k.INFERENCE_SERVICE_CRD, 'v1beta1'); k.load_crd_schema(k.SERVING_RUNTIME_CRD, 'v1alpha1')"
 
 # KFP's v2 launcher stages artifacts under /gcs, /minio and /s3 (a fixed contract); create them
 # writable so the non-root user can run components even where the backend mounts no emptyDir there.

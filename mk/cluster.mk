@@ -91,7 +91,7 @@ deploy: ## apply credentials + manifests/overlays/$(OVERLAY) to NAMESPACE (OVERL
 	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete --timeout=300s job/mammosynth-bucket-setup
 
 compile-gpu: ## compile for the cluster: GPU pool of $(GPU_POOL), trainer image from REGISTRY/TAG
-	env $$($(PY) -m mammosynth.submit --gpu-env $(GPU_POOL) | xargs) \
+	env $$($(PY) -m mammosynth.cluster.submit --gpu-env $(GPU_POOL) | xargs) \
 	  $(if $(REGISTRY),MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE)) $(MAKE) --no-print-directory compile
 
 submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET, SOURCE, SUBMIT_ARGS)
@@ -99,7 +99,7 @@ submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET
 	  echo "usage: make submit KFP_HOST=<url> [PRESET=$(PRESET)] [SOURCE=s3://mammosynth/cbis-ddsm] [SUBMIT_ARGS=...]" >&2; \
 	  echo "  e.g. kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80 &  make submit KFP_HOST=http://localhost:8080" >&2; \
 	  exit 2; fi
-	$(PY) -m mammosynth.submit --host $(KFP_HOST) --package $(PIPELINE_PACKAGE) --preset $(PRESET) \
+	$(PY) -m mammosynth.cluster.submit --host $(KFP_HOST) --package $(PIPELINE_PACKAGE) --preset $(PRESET) \
 	  $(if $(SOURCE),--param source=$(SOURCE)) $(SUBMIT_ARGS)
 
 .PHONY: FORCE

@@ -27,7 +27,7 @@ def _run_ci(tmp_path: Path, make_output: str, make_rc: int = 0) -> tuple[subproc
         "#!/usr/bin/env bash\n"
         f'{{ echo "args=$*"; echo "pwd=$PWD"; echo "crds=${{MAMMOSYNTH_CRDS:-unset}}"; '
         f'echo "beside=$(ls -A ..)"; test -f tests/fixtures/cbis-ddsm/README.md && echo fixtures=yes; '
-        f"test -f src/mammosynth/schemas/kserve.inferenceservices.crd.yaml && echo schemas=yes; }} > {record}\n"
+        f"test -f src/mammosynth/cluster/schemas/kserve.inferenceservices.crd.yaml && echo schemas=yes; }} > {record}\n"
         f"echo '{make_output}'\nexit {make_rc}\n"
     )
     fake.chmod(0o755)

@@ -58,3 +58,37 @@ def test_parse_arm(name, use_real, augment, ratio):
 def test_parse_arm_rejects_unknown_forms(bad):
     with pytest.raises(ValueError, match="arm"):
         parse_arm(bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, field, allowed",
+    [
+        ({"seeds": "012"}, "seeds", "tuple"),
+        ({"seeds": ["0", "1"]}, "seeds.0", "integer"),
+        ({"gan": {"steps": 1.9}}, "gan.steps", "integer"),
+        ({"gan": {"steps": 0}}, "gan.steps", "greater than or equal to 1"),
+        ({"val_fraction": 5}, "val_fraction", "less than 0.5"),
+        ({"gan": {"kind": "big-gan"}}, "gan.kind", "'stable-cgan', 'seed-cgan' or 'cvae'"),
+        ({"classifier": {"model": "resnet"}}, "classifier.model", "'simple_cnn'"),
+        ({"arms": ["real", "real+gan"]}, "arms", "real+synthetic[@ratio]"),
+        ({"arms": ["real", "real"]}, "arms", "repeated"),
+        ({"tune": {"backend": "hyperopt"}}, "tune.backend", "'optuna' or 'katib'"),
+    ],
+)
+def test_bad_values_are_refused_at_load_in_one_line(overrides, field, allowed):
+    with pytest.raises(ValueError) as info:
+        load_config("tiny", overrides)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"config field {field}:"), message
+    assert allowed in message
+    value = next(iter(overrides.values()))
+    value = next(iter(value.values())) if isinstance(value, dict) else value
+    assert repr(value) in message or repr(value[0]) in message
+
+
+def test_gan_seeds_per_preset_and_json_overrides():
+    assert [load_config(p).gan.seeds for p in ("tiny", "embedded", "cbis-ddsm")] == [1, 2, 3]
+    cfg = load_config("tiny", '{"seeds": [3, 4], "gan": {"seeds": 2}}')
+    assert cfg.seeds == (3, 4) and cfg.gan.seeds == 2 and from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config("tiny", "{seeds: 1}")

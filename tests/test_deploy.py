@@ -12,8 +12,8 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammosynth import deploy as dep  # noqa: E402
-from mammosynth import k8s  # noqa: E402
+from mammosynth.cluster import deploy as dep  # noqa: E402
+from mammosynth.cluster import k8s  # noqa: E402
 
 S = 16
 

@@ -94,12 +94,12 @@ def _copy_sources(path: Path, context: str | None = None) -> list[str]:
 
 
 def test_trainer_carries_the_crd_schemas():
-    """mammosynth.k8s runs in the deploy/tune steps; its schemas install with the package, so the
+    """mammosynth.cluster.k8s runs in the deploy/tune steps; its schemas install with the package, so the
     repository is the image's only build context."""
     import fnmatch
     import tomllib
 
-    from mammosynth import k8s
+    from mammosynth.cluster import k8s
 
     for role, dockerfile in DOCKERFILES.items():
         text = dockerfile.read_text()
@@ -109,12 +109,12 @@ def test_trainer_carries_the_crd_schemas():
                 flags = dict(w[2:].partition("=")[::2] for w in args.split() if w.startswith("--"))
                 assert "from" not in flags, f"{role}: COPY --from={flags.get('from')} reads outside the repo"
     assert "build-context" not in (ROOT / "mk" / "cluster.mk").read_text()
-    assert in_build_context("src/mammosynth/schemas/" + k8s.INFERENCE_SERVICE_CRD)
+    assert in_build_context("src/mammosynth/cluster/schemas/" + k8s.INFERENCE_SERVICE_CRD)
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    schemas = ROOT / "src" / "mammosynth" / "schemas"
+    schemas = ROOT / "src" / "mammosynth" / "cluster" / "schemas"
     for name in (k8s.INFERENCE_SERVICE_CRD, k8s.SERVING_RUNTIME_CRD, k8s.KATIB_OPENAPI):
         assert (schemas / name).is_file()
-        assert any(fnmatch.fnmatch(f"schemas/{name}", pat) for pat in patterns["mammosynth"]), name
+        assert any(fnmatch.fnmatch(f"cluster/schemas/{name}", pat) for pat in patterns["mammosynth"]), name
 
 
 @pytest.mark.parametrize("role", DOCKERFILES)

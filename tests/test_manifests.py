@@ -1,7 +1,7 @@
 """Manifests tier: every kustomize overlay renders offline and every object validates against its
 schema (core kinds via the kubernetes client's models, KServe/Katib via their CRD/OpenAPI schemas with
 unknown fields rejected); names agree across objects and with the pipeline; no credential is tracked;
-the cluster entry points (`mammosynth.submit`, mk/cluster.mk) check their inputs."""
+the cluster entry points (`mammosynth.cluster.submit`, mk/cluster.mk) check their inputs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mammosynth import k8s, submit
+from mammosynth.cluster import k8s, submit
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -629,7 +629,7 @@ def test_tune_experiment_fits_the_cluster_wiring():
     """The Experiment the tune step builds passes the Katib schema check, and its trial pods land on
     the gpu overlay's pool with the Secret/ConfigMap the manifests create."""
     katib = pytest.importorskip(
-        "mammosynth.katib", reason="the tune helper's mammosynth.katib is not there yet"
+        "mammosynth.cluster.katib", reason="the tune helper's mammosynth.cluster.katib is not there yet"
     )
     pool = submit.gpu_env(MANIFESTS / "components" / "gpu" / "gpu-pool.yaml")
     experiment = katib.build_experiment(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mammosynth import katib, train, tune
+from mammosynth import train, tune
+from mammosynth.cluster import katib
 from mammosynth.data import shards
 
 

@@ -25,7 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "serve": ("mammosynth.serving.__main__", "serve a model with KServe (v1 and v2 protocols)"),
     "data": ("mammosynth.storage", "upload / ls / verify dataset sets in MinIO or on disk"),
     "quality": ("mammosynth.quality", "generator report card: FID/KID, precision/recall, memorisation"),
-    "deploy": ("mammosynth.deploy", "export the final classifier and apply its InferenceService"),
+    "deploy": ("mammosynth.cluster.deploy", "export the final classifier and apply its InferenceService"),
     "readme": ("mammosynth.readme", "rewrite README.md's results block from runs/latest"),
 }
 

@@ -6,74 +6,109 @@ parameter to core-function keyword. Loading a config has no side effects and rea
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 CLASS_NAMES = ("benign", "malignant")  # label_id 0, 1; malignant is the positive class
 
 
-@dataclass(frozen=True)
-class PhantomConfig:
+Pos = Annotated[StrictInt, Field(ge=1)]
+GAN_KINDS = ("stable-cgan", "seed-cgan", "cvae")  # `mammosynth.models.cgan.KINDS`
+CLASSIFIER_NAMES = ("simple_cnn", "tuned_cnn", "vgg16", "inception_resnet_v2", "efficientnet_b0")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PhantomConfig(_Section):
     """Embedded dataset size (see `mammosynth.data.phantom`)."""
 
-    n_patients: int = 260
-    crop_size: int = 160  # stored crop side before preprocessing (real crops are hundreds of px)
+    n_patients: Annotated[StrictInt, Field(ge=8)] = 260
+    crop_size: Annotated[StrictInt, Field(ge=16)] = 160  # stored crop side before preprocessing
 
 
-@dataclass(frozen=True)
-class ClassifierConfig:
-    model: str = "simple_cnn"
-    epochs: int = 14
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    dropout: float = 0.3
-    patience: int = 4  # early stopping on validation AUC (never before half of the epochs)
+class ClassifierConfig(_Section):
+    """The classifier every arm trains (`mammosynth.train.train_classifier`)."""
+
+    model: Literal[CLASSIFIER_NAMES] = "simple_cnn"
+    epochs: Pos = 14
+    batch_size: Pos = 32
+    learning_rate: Annotated[float, Field(gt=0, lt=1, strict=True)] = 1e-3
+    dropout: Annotated[float, Field(ge=0, lt=1, strict=True)] = 0.3
+    patience: Pos = 4  # early stopping on validation AUC (never before half of the epochs)
     # Extra keyword arguments of the builder (`mammosynth.models.classifiers.build_<model>`).
-    hparams: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TuneConfig:
-    backend: str = "optuna"  # "optuna" locally, "katib" in the cluster
-    n_trials: int = 3
-    epochs_per_trial: int = 6
-    algorithm: str = "tpe"
-    timeout_s: int = 3600
+class TuneConfig(_Section):
+    """Hyperparameter search (`mammosynth.tune`)."""
+
+    backend: Literal["optuna", "katib"] = "optuna"  # "optuna" locally, "katib" in the cluster
+    n_trials: Pos = 3
+    epochs_per_trial: Pos = 6
+    algorithm: StrictStr = "tpe"
+    timeout_s: Pos = 3600
 
 
-@dataclass(frozen=True)
-class GanConfig:
-    kind: str = "stable-cgan"  # or "seed-cgan" (the study's architecture)
-    steps: int = 1500
-    batch_size: int = 32
-    latent_dim: int = 64
-    learning_rate: float = 2e-4
-    checkpoint_every: int = 250
+class GanConfig(_Section):
+    """Conditional generator training (`mammosynth.gan`)."""
+
+    kind: Literal[GAN_KINDS] = "stable-cgan"  # or "seed-cgan" (the study's architecture)
+    steps: Pos = 1500
+    batch_size: Pos = 32
+    latent_dim: Pos = 64
+    learning_rate: Annotated[float, Field(gt=0, lt=1, strict=True)] = 2e-4
+    checkpoint_every: Pos = 250
+    seeds: Pos = 1  # independent generators trained (GAN seeds 0..seeds-1)
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    preset: str = "embedded"
-    seed: int = 2026  # fixes the split and the embedded dataset
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # repeats per arm
-    image_size: int = 64
-    abnormality: str = "mass"
-    image_kind: str = "crop"
-    val_fraction: float = 0.15
-    arms: tuple[str, ...] = ("real", "real+aug", "real+synthetic")
-    synthetic_ratio: float = 0.5  # synthetic:real ratio for arms without an explicit ratio
-    n_bootstrap: int = 2000
-    phantom: PhantomConfig = field(default_factory=PhantomConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    gan: GanConfig = field(default_factory=GanConfig)
+class StudyConfig(_Section):
+    """The whole study's configuration; load it with `load_config`."""
+
+    preset: StrictStr = "embedded"
+    seed: Annotated[StrictInt, Field(ge=0)] = 2026  # fixes the split and the embedded dataset
+    seeds: Annotated[tuple[Annotated[StrictInt, Field(ge=0)], ...], Field(min_length=1)] = (0, 1, 2, 3, 4)
+    image_size: Annotated[StrictInt, Field(ge=16, le=2048)] = 64
+    abnormality: StrictStr = "mass"
+    image_kind: StrictStr = "crop"
+    val_fraction: Annotated[float, Field(gt=0, lt=0.5, strict=True)] = 0.15
+    arms: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ("real", "real+aug", "real+synthetic")
+    # synthetic:real ratio for arms without an explicit ratio
+    synthetic_ratio: Annotated[float, Field(ge=0, le=10, strict=True)] = 0.5
+    n_bootstrap: Annotated[StrictInt, Field(ge=100)] = 2000
+    phantom: PhantomConfig = Field(default_factory=PhantomConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    gan: GanConfig = Field(default_factory=GanConfig)
+
+    @field_validator("seeds", "arms")
+    @classmethod
+    def _unique(cls, value: tuple) -> tuple:
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeated entries in {list(value)}; list each once")
+        return value
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:  # one parser for arm names (mammosynth.arms once it exists)
+            from mammosynth.arms import parse_arm as parse
+        except ImportError:
+            parse = parse_arm
+        for name in value:
+            parse(name)
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as plain data (tuples for the sequence fields)."""
+        return self.model_dump()
 
     def to_json(self) -> str:
+        """The config as a JSON object with sorted keys."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
@@ -87,7 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "phantom": {"n_patients": 48, "crop_size": 64},
         "classifier": {"epochs": 2, "batch_size": 16, "patience": 2},
         "tune": {"n_trials": 2, "epochs_per_trial": 1},
-        "gan": {"steps": 20, "batch_size": 16, "latent_dim": 16, "checkpoint_every": 10},
+        "gan": {"steps": 20, "batch_size": 16, "latent_dim": 16, "checkpoint_every": 10, "seeds": 1},
     },
     # `make run`: the whole study on 2 CPU cores in a few minutes.
     # Sized so `make run` takes ~7 minutes on 2 cores: a narrow simple CNN, no early stop before the
@@ -101,7 +136,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "tune": {"n_trials": 2, "epochs_per_trial": 6},
         # A short run needs a faster learning rate: at 2e-4 the generator is still noise at 600 steps.
-        "gan": {"steps": 800, "learning_rate": 1e-3, "checkpoint_every": 200},
+        "gan": {"steps": 800, "learning_rate": 1e-3, "checkpoint_every": 200, "seeds": 2},
     },
     # The cluster configuration: real CBIS-DDSM masses, 224², transfer learning on GPUs.
     "cbis-ddsm": {
@@ -124,40 +159,53 @@ PRESETS: dict[str, dict[str, Any]] = {
             "patience": 8,
         },
         "tune": {"backend": "katib", "n_trials": 24, "epochs_per_trial": 10},
-        "gan": {"steps": 40000, "batch_size": 64, "latent_dim": 128, "checkpoint_every": 1000},
+        "gan": {"steps": 40000, "batch_size": 64, "latent_dim": 128, "checkpoint_every": 1000, "seeds": 3},
     },
 }
 
 
-def _merge(base: Any, overrides: dict[str, Any], where: str) -> Any:
-    if not dataclasses.is_dataclass(base):
-        raise TypeError(f"{where}: cannot apply overrides to {type(base).__name__}")
-    known = {f.name: f for f in dataclasses.fields(base)}
-    changes: dict[str, Any] = {}
+def _merge(base: dict[str, Any], overrides: dict[str, Any], model: type[BaseModel], where: str) -> dict:
+    """Deep-merge ``overrides`` into ``base`` (plain dicts), refusing fields ``model`` does not have."""
+    if not isinstance(overrides, dict):
+        raise ValueError(f"config field {where.rstrip('.') or '(root)'} expects an object, got {overrides!r}")
+    merged = dict(base)
     for key, value in overrides.items():
-        if key not in known:
-            raise ValueError(f"unknown config field {where}{key}; known fields: {', '.join(sorted(known))}")
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ValueError(f"config field {where}{key} expects an object, got {value!r}")
-            changes[key] = _merge(current, value, f"{where}{key}.")
-        elif isinstance(current, tuple):
-            changes[key] = tuple(value)
+        if key not in model.model_fields:
+            known = ", ".join(sorted(model.model_fields))
+            raise ValueError(f"unknown config field {where}{key}; known fields: {known}")
+        sub = model.model_fields[key].annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            merged[key] = _merge(merged.get(key, {}), value, sub, f"{where}{key}.")
         else:
-            changes[key] = type(current)(value) if current is not None else value
-    return dataclasses.replace(base, **changes)
+            merged[key] = value
+    return merged
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first validation error as ``config field F: problem (got V)``; allowed values in the message."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"config field {loc}: {msg}; got {err.get('input')!r}{more}"
 
 
 def load_config(preset: str = "embedded", overrides: dict[str, Any] | str | None = None) -> StudyConfig:
     """Build the config of a named preset, then apply overrides (a dict or a JSON object string).
 
+    Args:
+        preset: a key of `PRESETS`.
+        overrides: nested fields to change, e.g. ``{"gan": {"steps": 100}}``.
+
+    Returns:
+        The validated, frozen config.
+
     Raises:
-        ValueError: unknown preset or field, naming the known ones.
+        ValueError: unknown preset or field (naming the known ones), or a value of the wrong type, out
+            of range or not among the allowed values (one line: field, value, what is allowed).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = _merge(StudyConfig(), {**PRESETS[preset], "preset": preset}, "")
     if isinstance(overrides, str):
         try:
             overrides = json.loads(overrides) if overrides.strip() else {}
@@ -170,7 +218,12 @@ def load_config(preset: str = "embedded", overrides: dict[str, Any] | str | None
         raise ValueError(
             f"overrides must be a JSON object of config fields, got {overrides!r}; e.g. '{{\"seeds\": [0]}}'"
         )
-    return _merge(cfg, overrides or {}, "") if overrides else cfg
+    data = _merge({}, {**PRESETS[preset], "preset": preset}, StudyConfig, "")
+    data = _merge(data, overrides or {}, StudyConfig, "")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(_one_line(exc)) from None
 
 
 def from_dict(data: dict[str, Any]) -> StudyConfig:

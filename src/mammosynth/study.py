@@ -501,6 +501,6 @@ def report_step(
 def deploy_step(
     final_model: str, *, model_uri: str = "", namespace: str = "mammosynth", service_name: str = "mammosynth"
 ) -> str:
-    from mammosynth.deploy import deploy
+    from mammosynth.cluster.deploy import deploy
 
     return str(deploy(final_model, model_uri=model_uri, namespace=namespace, name=service_name))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mammosynth import atomic
+from mammosynth import atomic, space
 from mammosynth.config import parse_arm
 from mammosynth.logs import setup_logging
 
@@ -549,8 +549,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared set (local path or s3:// URI)")
     p.add_argument("--out", required=True, help="output directory (arm directory with --arm)")
     p.add_argument("--model", default="simple_cnn", help="classifier builder name")
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience on val AUC")
@@ -567,9 +565,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-only", action="store_true", help="train on synthetic images only (TSTR)")
     p.add_argument("--augment", action="store_true", help="training augmentation")
     p.add_argument("--class-balance", choices=["weights", "oversample", "none"], default="weights")
-    p.add_argument("--n-conv-layers", type=int, default=None, help="tuned_cnn: conv blocks")
-    p.add_argument("--filters", type=int, default=None, help="tuned_cnn: filters of the first block")
-    p.add_argument("--dense-units", type=int, default=None, help="hidden dense units")
+    space.add_flags(p)
     p.add_argument(
         "--weights", default=None, help="transfer models: 'imagenet', a local notop weights file, or 'none'"
     )
@@ -586,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     data = os.fspath(storage.localize(args.data))
     synthetic = os.fspath(storage.localize(args.synthetic)) if args.synthetic else None
     hp: dict[str, Any] = {}
-    for key in ("n_conv_layers", "filters", "dense_units"):
+    for key in (p.name for p in space.SEARCH_SPACE if p.name not in space.TRAIN_DEFAULTS):
         if getattr(args, key) is not None:
             hp[key] = getattr(args, key)
     if args.weights is not None:

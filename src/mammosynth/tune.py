@@ -1,7 +1,7 @@
 """Stage `tune`: hyperparameter search over the study's space, locally (Optuna) or in-cluster (Katib).
 
-The search space is defined once, `SEARCH_SPACE`; the Optuna objective and the Katib Experiment
-(`mammosynth.katib.build_experiment`) are both generated from it, and both backends return the
+The search space is defined once, `mammosynth.space.SEARCH_SPACE`; the Optuna objective and the Katib Experiment
+(`mammosynth.cluster.katib.build_experiment`) are both generated from it, and both backends return the
 same `TuneResult`. A Katib trial is ``python -m mammosynth.train`` with the space's kebab-case flags,
 reporting `mammosynth.train.OBJECTIVE_METRIC` on stdout.
 """
@@ -21,58 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from mammosynth.logs import setup_logging
+from mammosynth.space import SEARCH_SPACE, Param, space_for  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 BEST_PARAMS_FILE = "best_params.json"
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter: ``kind`` ∈ {int, double, categorical}; ``flag`` is its train CLI flag."""
-
-    name: str
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] = ()
-    log: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def cast(self, value: Any) -> Any:
-        """Parse a value (Katib hands back strings) into this parameter's Python type."""
-        if self.kind == "int":
-            return int(float(value))
-        if self.kind == "double":
-            return float(value)
-        for choice in self.choices:
-            if str(choice) == str(value):
-                return choice
-        raise ValueError(f"parameter {self.name}: {value!r} is not one of {list(self.choices)}")
-
-
-# The study's Optuna space for its tuned CNN: number of conv blocks, filters (first block, doubled per
-# block), dense units, dropout, learning rate.
-SEARCH_SPACE: tuple[Param, ...] = (
-    Param("n_conv_layers", "int", 2, 4),
-    Param("filters", "categorical", choices=(16, 32, 64)),
-    Param("dense_units", "categorical", choices=(64, 128, 256)),
-    Param("dropout", "double", 0.1, 0.5),
-    Param("learning_rate", "double", 1e-4, 1e-2, log=True),
-)
-
-# Which parameters each classifier takes; the architecture knobs only exist for tuned_cnn.
-_MODEL_PARAMS = {"tuned_cnn": None}  # None = all
-_DEFAULT_PARAMS = ("dense_units", "dropout", "learning_rate")
-
-
-def space_for(model: str, space: tuple[Param, ...] = SEARCH_SPACE) -> tuple[Param, ...]:
-    """The part of ``space`` that ``model``'s builder accepts (all of it for ``tuned_cnn``)."""
-    names = _MODEL_PARAMS.get(model, _DEFAULT_PARAMS)
-    return tuple(p for p in space if names is None or p.name in names)
 
 
 @dataclass
@@ -217,7 +170,7 @@ def run_tune(
         timeout_s: wall-clock budget of the search.
         data_uri: where Katib trials read the prepared set (``s3://...``); defaults to ``prepared_dir``.
         namespace, image, algorithm, parallel_trials, gpu, experiment_name: Katib settings
-            (`mammosynth.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
+            (`mammosynth.cluster.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
         **train_kwargs: fixed `train_classifier` options for Optuna trials (e.g. ``augment``).
 
     Returns:
@@ -242,7 +195,7 @@ def run_tune(
             train_kwargs=train_kwargs,
         )
     elif backend == "katib":
-        from mammosynth import katib
+        from mammosynth.cluster import katib
 
         image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
         if not image:
@@ -332,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.emit_katib:
             import yaml
 
-            from mammosynth import katib
+            from mammosynth.cluster import katib
 
             if not args.data_uri:
                 raise ValueError("--emit-katib needs --data-uri (where trials read the prepared set)")

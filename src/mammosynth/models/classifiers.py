@@ -96,7 +96,7 @@ def build_tuned_cnn(
     dropout: float = 0.3,
     batch_norm: bool = True,
 ) -> keras.Model:
-    """The study's Optuna-searched CNN (the space is `mammosynth.tune.SEARCH_SPACE`).
+    """The study's Optuna-searched CNN (the space is `mammosynth.space.SEARCH_SPACE`).
 
     Args:
         n_conv_layers: number of conv(3×3)+max-pool blocks; S must be ≥ 2**n_conv_layers.

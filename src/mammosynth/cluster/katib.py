@@ -1,6 +1,6 @@
 """Katib v1beta1 Experiments for the study's search space, built as plain dicts.
 
-`build_experiment` turns `mammosynth.tune.SEARCH_SPACE` into an Experiment whose trials are
+`build_experiment` turns `mammosynth.space.SEARCH_SPACE` into an Experiment whose trials are
 batch/v1 Jobs running ``python -m mammosynth.train`` with the space's kebab-case flags; the StdOut
 metrics collector reads the ``name=value`` lines the trainer prints (`mammosynth.train.METRIC_*`).
 `validate_experiment` checks it offline against Katib's own OpenAPI definitions (with unknown
@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mammosynth.space import SEARCH_SPACE, Param
 from mammosynth.train import ADDITIONAL_METRICS, OBJECTIVE_METRIC
-from mammosynth.tune import SEARCH_SPACE, Param
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def build_experiment(
 
 
 def validate_experiment(obj: dict[str, Any]) -> None:
-    """Check an Experiment offline: its structure through `mammosynth.k8s.validate_katib_experiment`
+    """Check an Experiment offline: its structure through `mammosynth.cluster.k8s.validate_katib_experiment`
     (``spec`` against Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown
     fields rejected), plus what the schema cannot say (enums, names, that every
     ``${trialParameters.x}`` is declared, the primary container exists).
@@ -231,7 +231,7 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     Raises:
         ValueError: every problem found, one per line, each with its field path.
     """
-    from mammosynth import k8s
+    from mammosynth.cluster import k8s
 
     problems: list[str] = []
     try:

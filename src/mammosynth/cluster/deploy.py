@@ -348,7 +348,7 @@ def deploy(
         ValueError: the InferenceService fails the CRD schema (unknown or misspelt fields included).
         TimeoutError: applied but not Ready within ``timeout_s``.
     """
-    from mammosynth import k8s
+    from mammosynth.cluster import k8s
 
     stream = stream or sys.stdout
     exported = export_for_serving(model_dir, model_uri) if model_uri else None

@@ -6,7 +6,7 @@ schema and a Katib Experiment's spec against ``v1beta1.ExperimentSpec`` from Kat
 None of those schemas forbids unknown fields, so a misspelt field (``minReplica``) would pass
 silently and be dropped by the API server; `strict` closes every declared object first.
 
-The CRD files ship inside the package (``mammosynth/schemas``, see its README for source and
+The CRD files ship inside the package (``mammosynth/cluster/schemas``, see its README for source and
 commit); set ``MAMMOSYNTH_CRDS`` to use another copy.
 """
 
@@ -44,7 +44,7 @@ def crd_dir() -> Path:
         if not path.is_dir():
             raise FileNotFoundError(f"{CRDS_ENV}={env} is not a directory; point it at the CRD schemas")
         return path
-    path = Path(str(importlib.resources.files("mammosynth") / "schemas"))
+    path = Path(str(importlib.resources.files("mammosynth") / "cluster" / "schemas"))
     if not (path / INFERENCE_SERVICE_CRD).is_file():
         raise FileNotFoundError(
             f"the CRD schemas are missing from the installed package ({path}); reinstall mammosynth "
