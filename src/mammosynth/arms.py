@@ -128,6 +128,14 @@ def seed_dir(arm_dir: str | os.PathLike, seed: int) -> Path:
     return Path(arm_dir) / f"seed-{seed}"
 
 
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
 def write_arm(
     arm_dir: str | os.PathLike,
     spec: ArmSpec,
@@ -154,7 +162,7 @@ def write_arm(
         "metrics": metrics,
         **extra,
     }
-    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    text = json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n"
     write_text_atomic(Path(arm_dir) / ARM_FILE, text)
     return record
 
