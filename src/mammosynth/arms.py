@@ -272,12 +272,16 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
 def final_arm(arm_dirs: Sequence[str | os.PathLike]) -> str:
     """The arm dir with the best mean *validation* AUC over its seeds: the test set never picks the model.
 
+    TSTR arms are selected on a synthetic validation split, so their validation AUC is not comparable
+    with the real-validation arms: they are candidates only when no other arm is given.
+
     Raises:
         ValueError: no arm dirs given.
     """
+    records = [(d, read_arm_record(d)) for d in arm_dirs]
+    real_val = [(d, r) for d, r in records if parse_arm(r["arm"]).use_real]
     best, best_auc = None, -1.0
-    for d in arm_dirs:
-        record = read_arm_record(d)
+    for d, record in real_val or records:
         vals = [float(m["val_auc"]) for m in record["metrics"].values() if m.get("val_auc") is not None]
         auc = sum(vals) / len(vals) if vals else -1.0
         if auc > best_auc:
