@@ -197,3 +197,102 @@ def test_conclusion_says_when_synthetic_data_hurts(tmp_path):
     assert stats.is_significant_loss(comp)
     headline = harm["conclusion"].split("\n\n")[0]
     assert "No significant gain" in headline and "real+synthetic is significantly worse" in headline
+
+
+# ------------------------------------------------------------------ verdict (issue 14 items 1, 2, 8)
+def test_verdict_augmentation_only_gain_is_not_credited_to_synthetic(tmp_path):
+    # aug gives a large gain over real; synthetic adds nothing on top of aug.
+    m = evaluate.run_evaluate(
+        write_arm_dirs(
+            tmp_path / "a",
+            {"real": 0.5, "real+aug": 1.6, "real+aug+synthetic": 1.6},
+            seeds=(0, 1, 2, 3),
+            n_test=200,
+        ),
+        tmp_path / "e",
+        n_bootstrap=200,
+    )
+    v = m["verdict"]
+    assert v["synthetic_helps"] is False
+    (entry,) = v["comparisons"]
+    assert (entry["arm"], entry["control"]) == ("real+aug+synthetic", "real+aug")
+    assert set(entry) >= {
+        "arm",
+        "control",
+        "delta",
+        "ci95",
+        "p_value",
+        "p_adjusted",
+        "seed_ci95",
+        "significant",
+    }
+    # The unmatched comparison against real is large and stays in the tables...
+    vs_real = next(
+        c for c in m["comparisons"] if c["arm"] == "real+aug+synthetic" and c["baseline"] == "real"
+    )
+    assert stats.is_significant_gain(vs_real) and vs_real["matched"] is False
+    # ...but the headline does not say yes.
+    assert m["conclusion"].startswith("Does synthetic data help? No significant gain")
+
+
+def test_verdict_genuine_synthetic_gain_across_seeds(tmp_path):
+    m = evaluate.run_evaluate(
+        write_arm_dirs(
+            tmp_path / "a",
+            {"real": 0.4, "real+synthetic@0.5": 1.8, "real+aug": 0.4, "real+aug+synthetic": 0.45},
+            seeds=(0, 1, 2, 3),
+            n_test=200,
+        ),
+        tmp_path / "e",
+        n_bootstrap=200,
+    )
+    v = m["verdict"]
+    by_arm = {e["arm"]: e for e in v["comparisons"]}
+    assert v["synthetic_helps"] is True
+    assert by_arm["real+synthetic@0.5"]["control"] == "real" and by_arm["real+synthetic@0.5"]["significant"]
+    assert (
+        by_arm["real+aug+synthetic"]["control"] == "real+aug"
+        and not by_arm["real+aug+synthetic"]["significant"]
+    )
+    assert m["conclusion"].startswith("Does synthetic data help? Yes")
+    assert "real+synthetic@0.5" in m["conclusion"].split("\n\n")[0]
+
+
+def test_verdict_one_seed_is_null_never_yes(tmp_path):
+    m = evaluate.run_evaluate(
+        write_arm_dirs(tmp_path / "a", {"real": 0.3, "real+synthetic": 2.0}, seeds=(0,), n_test=200),
+        tmp_path / "e",
+        n_bootstrap=200,
+    )
+    assert m["verdict"]["synthetic_helps"] is None
+    assert m["verdict"]["comparisons"][0]["significant"] is False
+    assert "Not enough seeds to say" in m["conclusion"].split("\n\n")[0]
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["verdict"]["synthetic_helps"] is None
+
+
+def test_verdict_holm_adjusts_the_matched_family_and_tstr_is_its_own_question(tmp_path):
+    m = evaluate.run_evaluate(
+        write_arm_dirs(
+            tmp_path / "a",
+            {"real": 1.0, "real+synthetic@0.5": 1.1, "real+synthetic@1.0": 0.9, "tstr": 0.2},
+            seeds=(0, 1, 2),
+        ),
+        tmp_path / "e",
+        n_bootstrap=200,
+        data_source="phantom",
+    )
+    entries = m["verdict"]["comparisons"]
+    raw = [e["p_value"] for e in entries]
+    assert [e["p_adjusted"] for e in entries] == pytest.approx(stats.holm_adjust(raw))
+    tstr = next(e for e in entries if e["arm"] == "tstr")
+    assert tstr["control"] == "real" and tstr["question"] == "can synthetic data replace real data?"
+    assert "Can synthetic data replace real data (TSTR)?" in m["conclusion"]
+    assert m["data_source"] == "phantom" and "phantom test set" in m["conclusion"]
+    assert "real test set" not in m["conclusion"]
+    assert "malignant = 1" in m["conclusion"]
+
+
+def test_test_set_name_follows_the_data_source():
+    assert evaluate.test_set_name(evaluate.data_source_of("embedded")) == "phantom test set"
+    assert evaluate.test_set_name(evaluate.data_source_of("s3://bucket/cbis")) == "real test set"
+    assert evaluate.test_set_name(None) == "shared test set"

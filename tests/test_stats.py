@@ -199,3 +199,14 @@ def test_compare_arms_combines_seeds_and_names_tests():
     assert stats.is_significant_gain(comp) and not stats.is_significant_loss(comp)
     unpaired = stats.per_seed_delta(y, {0: strong[0], 1: strong[1]}, {5: weak[0], 6: weak[1]})
     assert unpaired["test"] == stats.TEST_WELCH_SEEDS
+
+
+def test_holm_adjust_matches_a_hand_computation():
+    # p sorted: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06 -> running max 0.06), 0.04 (x1 -> 0.06).
+    p = [0.03, 0.01, 0.04, 0.02]
+    assert stats.holm_adjust(p) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    # None (no test possible) is kept and not counted in m; the result is capped at 1.
+    assert stats.holm_adjust([0.5, None, 0.4]) == pytest.approx([0.8, None, 0.8])
+    assert stats.holm_adjust([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="outside"):
+        stats.holm_adjust([1.5])

@@ -60,12 +60,24 @@ def test_a_published_synthetic_set_is_reused_without_training_a_gan(tmp_path, s3
     rng = np.random.default_rng(0)
     shards.write_split(prepared, "train", rng.random((6, 32, 32, 1)), [0, 1] * 3, [f"r{i}" for i in range(6)])
     shards.write_meta(prepared, 32)
+    patients = {"splits": {"train": {"digest": "d-here", "n_patients": 2, "patients": ["pa", "pb"]}}}
+    (prepared / "patients.json").write_text(json.dumps(patients))
     synthetic = tmp_path / "synthetic"
     shards.write_split(
         synthetic, "train", rng.random((4, 32, 32, 1)), [0, 0, 1, 1], [f"s{i}" for i in range(4)]
     )
-    shards.write_meta(synthetic, 32, {"lineage": {"generator": "test"}})
+    seen = {"patients_digest": "d-gen", "patients": ["pa"], "split_seed": 1, "val_fraction": 0.15}
+    shards.write_meta(synthetic, 32, {"lineage": {"generator": "test", "train_split": seen}})
     uri = storage.publish_set(synthetic, f"s3://{s3_env}/synthetic", kind="synthetic")["uri"]
+    # A set whose generator saw a patient outside this run's train split (e.g. a test patient) is refused.
+    leaky = tmp_path / "leaky"
+    shards.write_split(leaky, "train", rng.random((4, 32, 32, 1)), [0, 0, 1, 1], [f"s{i}" for i in range(4)])
+    shards.write_meta(leaky, 32, {"lineage": {"train_split": {**seen, "patients": ["pa", "p-test"]}}})
+    leaky_uri = storage.publish_set(leaky, f"s3://{s3_env}/leaky", kind="synthetic")["uri"]
+    with pytest.raises(ValueError, match="d-gen.*d-here"):
+        synthesize_step(
+            str(tmp_path / "gan"), str(prepared), str(tmp_path / "l"), preset="tiny", reuse_uri=leaky_uri
+        )
 
     info = train_gan_step(str(prepared), str(tmp_path / "gan"), preset="tiny", reuse_uri=uri)
     assert info == {"reused_synthetic_set": uri}

@@ -23,7 +23,7 @@ def make_set(root, size=32, n=(48, 24, 24), seed=0, synthetic=False):
     """A tiny prepared set: bright disk (malignant, 1) vs faint disk (benign, 0) on a noisy background."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    for split, count in zip(["train"] if synthetic else ["train", "val", "test"], n, strict=False):
+    for split, count in zip(["train", "val"] if synthetic else ["train", "val", "test"], n, strict=False):
         labels = np.arange(count) % 2
         imgs = np.empty((count, size, size, 1), np.float32)
         for i, lab in enumerate(labels):
@@ -161,6 +161,78 @@ def test_train_arm_layout_is_what_evaluate_reads(sets, tmp_path):
         save_model_seeds=0,
     )
     assert tstr["metrics"]["0"]["n_train_real"] == 0 and tstr["metrics"]["0"]["n_train_synthetic"] == 48
+    assert (
+        tstr["metrics"]["0"]["val_source"] == "synthetic" and record["metrics"]["0"]["val_source"] == "real"
+    )
+
+
+def test_tstr_never_reads_real_validation_data(sets, tmp_path, monkeypatch):
+    prepared, synthetic = sets
+    opened = []
+    real_dataset, real_read = shards.dataset, shards.read_split
+    monkeypatch.setattr(
+        shards,
+        "dataset",
+        lambda d, split, **kw: opened.append((str(d), split)) or real_dataset(d, split, **kw),
+    )
+    monkeypatch.setattr(
+        shards,
+        "read_split",
+        lambda d, split, **kw: opened.append((str(d), split)) or real_read(d, split, **kw),
+    )
+    train.train_classifier(
+        prepared,
+        tmp_path / "t",
+        synthetic_dir=synthetic,
+        synthetic_ratio=1.0,
+        use_real=False,
+        epochs=1,
+        batch_size=16,
+        save_model=False,
+    )
+    assert (str(synthetic), "val") in opened
+    real_reads = {split for d, split in opened if d == str(prepared)}
+    assert real_reads == {"test"}, f"TSTR opened real splits {real_reads} (only the test split may be read)"
+
+
+def test_tstr_without_a_synthetic_val_split_is_refused(sets, tmp_path):
+    prepared, _ = sets
+    only_train = tmp_path / "syn"
+    images, labels, ids = shards.read_split(sets[1], "train")
+    shards.write_split(only_train, "train", images, labels, ids)
+    shards.write_meta(only_train, 32)
+    with pytest.raises(ValueError, match="synthetic validation split"):
+        train.train_classifier(
+            prepared,
+            tmp_path / "t",
+            synthetic_dir=only_train,
+            synthetic_ratio=1.0,
+            use_real=False,
+            epochs=1,
+            save_model=False,
+        )
+
+
+def test_train_arm_pairs_classifier_seed_k_with_generator_k_mod_g(sets, tmp_path, monkeypatch):
+    import shutil
+
+    prepared, synthetic = sets
+    root = tmp_path / "syn"
+    for g in range(2):
+        shutil.copytree(synthetic, root / f"gan-seed-{g}")
+    used = {}
+
+    def fake_train(prepared_dir, out_dir, *, seed, synthetic_dir, **kw):
+        used[seed] = synthetic_dir.name
+        return {"val_auc": 0.5, "seed": seed}
+
+    monkeypatch.setattr(train, "train_classifier", fake_train)
+    record = train.train_arm(
+        prepared, tmp_path / "arm", arm="real+synthetic@0.25", seeds=[0, 1, 2, 3, 4], synthetic_dir=root
+    )
+    assert used == {0: "gan-seed-0", 1: "gan-seed-1", 2: "gan-seed-0", 3: "gan-seed-1", 4: "gan-seed-0"}
+    assert record["generators"] == {"0": 0, "1": 1, "2": 0, "3": 1, "4": 0}
+    assert json.loads((tmp_path / "arm" / "arm.json").read_text())["generators"] == record["generators"]
 
 
 def test_bad_inputs_fail_clearly(sets, tmp_path):

@@ -38,19 +38,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammosynth import arms as armlib
 from mammosynth import stats
+from mammosynth.arms import ARM_FILE, PREDICTION_COLUMNS, PREDICTIONS_FILE, TRAIN_METRICS_FILE, load_arm
 from mammosynth.atomic import write_text as write_text_atomic
-from mammosynth.config import parse_arm
 
 log = logging.getLogger(__name__)
 
-ARM_FILE = "arm.json"
-PREDICTIONS_FILE = "predictions.csv"
-TRAIN_METRICS_FILE = "train_metrics.json"
+__all__ = [
+    "ARM_FILE",
+    "PREDICTIONS_FILE",
+    "PREDICTION_COLUMNS",
+    "TRAIN_METRICS_FILE",
+    "load_arm",
+    "run_evaluate",
+]
+
 METRICS_FILE = "metrics.json"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 CONCLUSION_FILE = "conclusion.md"
-PREDICTION_COLUMNS = ("image_id", "label_id", "prob")
 ALPHA = 0.05
 # Keys the evaluate stage owns in metrics.json; context keys never overwrite them.
 CONTRACT_KEYS = (
@@ -66,6 +72,8 @@ CONTRACT_KEYS = (
     "conclusion",
     "statistics",
     "provenance",
+    "verdict",
+    "data_source",
 )
 
 
@@ -90,93 +98,6 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 def _seed_key(seed: Any) -> str:
     return str(seed)
-
-
-def _read_predictions(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: every seed of an arm needs its test predictions")
-    df = pd.read_csv(path, dtype={"image_id": str})
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected columns {list(PREDICTION_COLUMNS)}")
-    if df.empty:
-        raise ValueError(f"{path}: no predictions")
-    if df["image_id"].duplicated().any():
-        raise ValueError(
-            f"{path}: {int(df['image_id'].duplicated().sum())} duplicated image_id rows; "
-            "write one prediction per test image"
-        )
-    bad_label = ~df["label_id"].isin([0, 1])
-    if bad_label.any():
-        raise ValueError(
-            f"{path}: label_id must be 0 (benign) or 1 (malignant), found "
-            f"{sorted(set(df.loc[bad_label, 'label_id'].astype(str)))[:5]}"
-        )
-    prob = pd.to_numeric(df["prob"], errors="coerce")
-    bad_prob = ~(np.isfinite(prob) & (prob >= 0) & (prob <= 1))
-    if bad_prob.any():
-        raise ValueError(
-            f"{path}: column prob must hold probabilities in [0, 1]; "
-            f"{int(bad_prob.sum())} row(s) do not (e.g. {df.loc[bad_prob, 'prob'].iloc[0]!r})"
-        )
-    df = df.assign(prob=prob.astype(np.float64), label_id=df["label_id"].astype(int))
-    # Sorting by id aligns cases across arms and seeds whatever order training wrote them in.
-    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
-
-
-def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read one arm dir.
-
-    Returns:
-        ``{"arm", "dir", "spec", "seeds": [seed...], "predictions": {seed: DataFrame},
-        "train_metrics": {seed: dict}}`` with predictions sorted by ``image_id``.
-
-    Raises:
-        FileNotFoundError: arm.json or a seed's predictions.csv is missing.
-        ValueError: malformed arm.json or predictions, or an unknown arm name.
-    """
-    root = Path(arm_dir)
-    arm_path = root / ARM_FILE
-    if not arm_path.exists():
-        raise FileNotFoundError(f"{arm_path} missing: {root} is not an arm dir (written by train_arm)")
-    try:
-        arm_meta = json.loads(arm_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{arm_path}: not valid JSON ({exc})") from exc
-    name = arm_meta.get("arm")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{arm_path}: field 'arm' must be the arm name (e.g. 'real'), got {name!r}")
-    parse_arm(name)  # raises with the list of valid arm forms
-    seeds = arm_meta.get("seeds")
-    if seeds is None:
-        seeds = sorted(int(p.name.split("-", 1)[1]) for p in root.glob("seed-*") if p.is_dir())
-    if not isinstance(seeds, list) or not seeds:
-        raise ValueError(f"{arm_path}: field 'seeds' must be a non-empty list of seeds, got {seeds!r}")
-    recorded = arm_meta.get("metrics") or {}
-    predictions: dict[Any, pd.DataFrame] = {}
-    train_metrics: dict[Any, dict[str, Any]] = {}
-    hashes: dict[str, str] = {}
-    for seed in seeds:
-        seed_dir = root / f"seed-{seed}"
-        predictions[seed] = _read_predictions(seed_dir / PREDICTIONS_FILE)
-        hashes[_seed_key(seed)] = hashlib.sha256((seed_dir / PREDICTIONS_FILE).read_bytes()).hexdigest()
-        tm_path = seed_dir / TRAIN_METRICS_FILE
-        if tm_path.exists():
-            try:
-                train_metrics[seed] = json.loads(tm_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{tm_path}: not valid JSON ({exc})") from exc
-        else:
-            train_metrics[seed] = dict(recorded.get(str(seed)) or recorded.get(seed) or {})
-    return {
-        "arm": name,
-        "dir": str(root),
-        "spec": arm_meta.get("spec") or {},
-        "seeds": list(seeds),
-        "predictions": predictions,
-        "train_metrics": train_metrics,
-        "predictions_sha256": hashes,
-    }
 
 
 def _check_same_test_set(arms: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +178,7 @@ def run_evaluate(
     seed: int = 0,
     threshold: float = 0.5,
     context: Mapping[str, Any] | None = None,
+    data_source: str | None = None,
 ) -> dict[str, Any]:
     """Compute per-arm metrics over seeds and paired arm-vs-baseline tests; write metrics.json.
 
@@ -268,6 +190,7 @@ def run_evaluate(
         seed: bootstrap RNG seed.
         threshold: P(malignant) at or above which a case is called malignant.
         context: extra top-level keys for metrics.json (config, input hashes, versions...).
+        data_source: ``"phantom"`` or ``"cbis-ddsm"`` (`data_source_of`); names the test set in the text.
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -345,7 +268,8 @@ def run_evaluate(
     comparisons = []
     for arm_name, base in _comparison_pairs(names, list(baselines)):
         comp = stats.compare_arms(y, probs[arm_name], probs[base], n_boot=n_bootstrap, seed=seed)
-        comparisons.append({"arm": arm_name, "baseline": base, **comp})
+        matched = armlib.matched_control(arm_name) == base
+        comparisons.append({"arm": arm_name, "baseline": base, "matched": matched, **comp})
         log.info(
             "%s vs %s: ΔAUC %+.3f (95%% CI %.3f..%.3f, p=%.3g, %s)",
             arm_name,
@@ -386,12 +310,17 @@ def run_evaluate(
                 "primary_test": stats.TEST_DELONG_ENSEMBLE,
                 "secondary_test": stats.TEST_PAIRED_T_SEEDS,
                 "cross_check": stats.TEST_PAIRED_BOOTSTRAP,
-                "significance": "a gain is called significant only when the DeLong 95% CI excludes 0 "
-                "(p < 0.05) and the across-seed 95% CI of ΔAUC excludes 0",
+                "significance": "a gain is called significant only when the Holm-adjusted DeLong p < 0.05 "
+                "and the across-seed 95% CI of ΔAUC excludes 0 (matched comparisons; the others are "
+                "descriptive with raw p)",
+                "label_convention": "malignant = 1 is the positive class (the original study used "
+                "malignant = 0)",
             },
         }
     )
     metrics["provenance"] = _provenance()
+    metrics["data_source"] = data_source
+    metrics["verdict"] = build_verdict(comparisons)
     metrics["conclusion"] = conclusion(metrics)
     metrics = _json_safe(metrics)
 
@@ -448,8 +377,29 @@ def describe_comparison(comp: Mapping[str, Any]) -> str:
     return text
 
 
+def test_set_name(data_source: str | None) -> str:
+    """What to call the test set where a reader sees results: phantom data is called phantom.
+
+    Args:
+        data_source: ``"phantom"`` (the embedded data), ``"cbis-ddsm"`` (real scans) or None (unknown).
+
+    Returns:
+        ``"phantom test set"``, ``"real test set"`` or ``"shared test set"``.
+    """
+    if data_source == "phantom":
+        return "phantom test set"
+    return "real test set" if data_source else "shared test set"
+
+
+def data_source_of(source: str | None) -> str | None:
+    """``"phantom"`` for the embedded source, ``"cbis-ddsm"`` for any other (a folder or s3:// prefix)."""
+    if not source:
+        return None
+    return "phantom" if source in ("embedded", "phantom") else "cbis-ddsm"
+
+
 def verdict(comp: Mapping[str, Any]) -> str:
-    """One plain-language sentence for an arm-vs-baseline comparison."""
+    """One plain-language sentence for an arm-vs-baseline comparison (raw, unadjusted p)."""
     arm, base, delta = comp["arm"], comp["baseline"], _fmt(comp["delta"], signed=True)
     if stats.is_significant_gain(comp):
         return f"{arm} vs {base}: significant gain of {delta} AUC {describe_comparison(comp)}."
@@ -463,55 +413,140 @@ def verdict(comp: Mapping[str, Any]) -> str:
     return f"{arm} vs {base}: no significant gain — {why}; ΔAUC {delta} {describe_comparison(comp)}."
 
 
-def conclusion(metrics: Mapping[str, Any]) -> str:
-    """Plain-language conclusion of an evaluation, built only from means over seeds.
+VERDICT_METHOD = (
+    "Each synthetic arm is judged against its matched control (real+synthetic@r vs real, "
+    "real+aug+synthetic vs real+aug, tstr vs real as the separate question 'can synthetic replace real?'). "
+    "Holm step-down adjustment of the DeLong p-values (seed ensembles) across this family of matched "
+    "comparisons. A comparison is significant only when ΔAUC > 0, the adjusted p < {alpha} and the "
+    "across-seed 95% interval of the per-seed ΔAUC excludes zero. synthetic_helps is true when any "
+    "real+…+synthetic arm is significant, false when none is, null when there are no synthetic arms or "
+    "fewer than 2 seeds (not enough seeds to say)."
+)
 
-    Says "no significant gain" whenever an interval crosses 0 or p ≥ 0.05 (on either the ensemble
-    DeLong test or the across-seed interval), names the effect size and its interval otherwise,
-    and never uses the best seed as the headline.
+
+def build_verdict(comparisons: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> dict[str, Any]:
+    """The structured answer to "does synthetic data help?" from the matched comparisons only.
+
+    Args:
+        comparisons: the ``comparisons`` entries (``arm``, ``baseline``, ``delta``, ``ci95``, ``p_value``,
+            ``per_seed``); those that are not a synthetic arm against its matched control are ignored.
+        alpha: family-wise significance level.
+
+    Returns:
+        ``{"synthetic_helps": True|False|None, "comparisons": [{"arm", "control", "question", "delta",
+        "ci95", "p_value", "p_adjusted", "seed_ci95", "n_seeds", "significant"}], "method"}``.
+    """
+    matched = [c for c in comparisons if armlib.matched_control(c["arm"]) == c["baseline"]]
+    adjusted = stats.holm_adjust([c["p_value"] for c in matched])
+    entries = []
+    for c, p_adj in zip(matched, adjusted, strict=True):
+        ps = c.get("per_seed") or {}
+        seed_ci = list(ps.get("ci95") or [None, None])
+        n_seeds = int(ps.get("n_seeds") or 0)
+        significant = bool(
+            n_seeds >= 2
+            and c["delta"] > 0
+            and p_adj is not None
+            and p_adj < alpha
+            and seed_ci[0] is not None
+            and seed_ci[0] > 0
+        )
+        entries.append(
+            {
+                "arm": c["arm"],
+                "control": c["baseline"],
+                "question": armlib.question(c["arm"]),
+                "delta": c["delta"],
+                "ci95": list(c["ci95"]),
+                "p_value": c["p_value"],
+                "p_adjusted": p_adj,
+                "seed_ci95": seed_ci,
+                "n_seeds": n_seeds,
+                "significant": significant,
+            }
+        )
+    helps = [e for e in entries if e["question"] == armlib.QUESTION_HELPS]
+    if not helps or min(e["n_seeds"] for e in helps) < 2:
+        answer = None
+    else:
+        answer = any(e["significant"] for e in helps)
+    return {"synthetic_helps": answer, "comparisons": entries, "method": VERDICT_METHOD.format(alpha=alpha)}
+
+
+def _is_worse(entry: Mapping[str, Any], alpha: float = ALPHA) -> bool:
+    hi = entry["seed_ci95"][1]
+    return (
+        bool(
+            entry["n_seeds"] >= 2
+            and entry["delta"] < 0
+            and (entry["p_adjusted"] or 1.0) < alpha
+            and hi is not None
+        )
+        and hi < 0
+    )
+
+
+def _describe_entry(e: Mapping[str, Any]) -> str:
+    lo, hi = e["seed_ci95"]
+    seeds = (
+        f"across-seed 95% CI {_fmt(lo, signed=True)} to {_fmt(hi, signed=True)} over {e['n_seeds']} seeds"
+        if lo is not None
+        else "no across-seed interval (fewer than 2 seeds)"
+    )
+    return (
+        f"{e['arm']} vs {e['control']}: ΔAUC {_fmt(e['delta'], signed=True)} "
+        f"(95% CI {_fmt(e['ci95'][0], signed=True)} to {_fmt(e['ci95'][1], signed=True)}, "
+        f"{_fmt_p(e['p_value'])}, Holm-adjusted {_fmt_p(e['p_adjusted'])}; {seeds})"
+    )
+
+
+def _verdict_lines(v: Mapping[str, Any], test_set: str) -> list[str]:
+    """Plain-language sentences generated from the structured verdict."""
+    helps = [e for e in v["comparisons"] if e["question"] == armlib.QUESTION_HELPS]
+    tstr = [e for e in v["comparisons"] if e["question"] == armlib.QUESTION_REPLACES]
+    lines = []
+    if helps:
+        detail = "; ".join(_describe_entry(e) for e in helps)
+        if v["synthetic_helps"] is None:
+            head = (
+                "Does synthetic data help? Not enough seeds to say (an across-seed interval needs ≥ 2 seeds)."
+            )
+        elif v["synthetic_helps"]:
+            gains = ", ".join(e["arm"] for e in helps if e["significant"])
+            head = f"Does synthetic data help? Yes, on the {test_set}, for {gains} over its matched control."
+        else:
+            head = (
+                f"Does synthetic data help? No significant gain on the {test_set} for "
+                f"{'the synthetic arm' if len(helps) == 1 else 'any synthetic arm'} over its matched control."
+            )
+        worse = [f"{e['arm']} is significantly worse than {e['control']}" for e in helps if _is_worse(e)]
+        tail = f" It hurts: {'; '.join(worse)}." if worse else ""
+        lines.append(f"{head}{tail} Matched comparisons: {detail}.")
+    for e in tstr:
+        if _is_worse(e):
+            answer = "No: training on synthetic images only is significantly worse than on real ones"
+        elif e["significant"]:
+            answer = "Synthetic-only training beats real training here"
+        else:
+            answer = "No significant difference from real training (which is not evidence of equivalence)"
+        lines.append(f"Can synthetic data replace real data (TSTR)? {answer}: {_describe_entry(e)}.")
+    return lines
+
+
+def conclusion(metrics: Mapping[str, Any]) -> str:
+    """Plain-language conclusion of an evaluation, generated from the structured verdict.
+
+    The answer uses the matched comparisons only (each synthetic arm against the same recipe without
+    synthetic data), Holm-adjusted; headline numbers are means over seeds, never the best seed. Every
+    other pairwise comparison follows as descriptive detail with its raw p-value.
     """
     arms = metrics.get("arms") or {}
     comps = metrics.get("comparisons") or []
     if not arms:
         return "No arms were evaluated, so there is nothing to conclude."
-    lines = []
-    first_base = (metrics.get("baselines") or [None])[0]
-    synth = [
-        c for c in comps if c["baseline"] == first_base and ("synthetic" in c["arm"] or c["arm"] == "tstr")
-    ]
-    if synth:
-        gains = [c for c in synth if stats.is_significant_gain(c)]
-        if gains:
-            lines.append(
-                "Does synthetic data help? Yes, for "
-                + "; ".join(
-                    f"{c['arm']} ({_fmt(c['delta'], signed=True)} AUC over {first_base}, 95% CI "
-                    f"{_fmt(c['ci95'][0], signed=True)} to {_fmt(c['ci95'][1], signed=True)})"
-                    for c in gains
-                )
-                + (
-                    f". No significant gain for {', '.join(c['arm'] for c in synth if c not in gains)}."
-                    if len(gains) < len(synth)
-                    else "."
-                )
-            )
-        else:
-            lines.append(
-                f"Does synthetic data help? No significant gain over {first_base} for "
-                f"{'the synthetic arm' if len(synth) == 1 else 'any synthetic arm'} "
-                f"({', '.join(c['arm'] for c in synth)})."
-            )
-        losses = [c for c in synth if stats.is_significant_loss(c)]
-        if losses:
-            lines[-1] += (
-                " It hurts: "
-                + "; ".join(
-                    f"{c['arm']} is significantly worse ({_fmt(c['delta'], signed=True)} AUC vs {first_base}, "
-                    f"95% CI {_fmt(c['ci95'][0], signed=True)} to {_fmt(c['ci95'][1], signed=True)})"
-                    for c in losses
-                )
-                + "."
-            )
+    test_set = test_set_name(metrics.get("data_source"))
+    v = metrics.get("verdict") or build_verdict(comps, metrics.get("alpha", ALPHA))
+    lines = _verdict_lines(v, test_set)
     n_test = (metrics.get("test_set") or {}).get("n")
     headline = []
     for name, arm in arms.items():
@@ -526,9 +561,16 @@ def conclusion(metrics: Mapping[str, Any]) -> str:
             else f"AUC {_fmt(s['mean'])} from a single seed (no run-to-run spread available)"
         )
         headline.append(f"{name}: {spread}, mean test accuracy {_fmt(arm['accuracy'])}")
-    lines.append(f"On the shared real test set ({n_test} masses): " + "; ".join(headline) + ".")
+    lines.append(
+        f"On the {test_set} ({n_test} masses; malignant = 1 is the positive class, the original study "
+        "used malignant = 0): " + "; ".join(headline) + "."
+    )
     if not comps:
         lines.append("Only one arm was evaluated, so no comparison between arms is possible.")
+    elif v["comparisons"]:
+        lines.append(
+            "All pairwise comparisons (descriptive, raw p-values; the answer above uses the matched ones):"
+        )
     for base in metrics.get("baselines") or []:
         lines.extend(verdict(c) for c in comps if c["baseline"] == base)
     lines.append(
@@ -562,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     p.add_argument("--threshold", type=float, default=0.5, help="P(malignant) decision threshold")
     p.add_argument("--context", default=None, help="JSON object (or path to one) merged into metrics.json")
+    p.add_argument(
+        "--data-source",
+        default=None,
+        choices=["phantom", "cbis-ddsm"],
+        help="what the test set is (names it 'phantom test set' or 'real test set' in the text)",
+    )
     return p
 
 
@@ -575,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         threshold=args.threshold,
         context=_parse_context(args.context),
+        data_source=args.data_source,
     )
     print(metrics["conclusion"])
     return 0

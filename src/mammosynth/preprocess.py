@@ -7,6 +7,7 @@ can never disagree about windowing, resizing or channels.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mammosynth import atomic
 from mammosynth.data import shards
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,55 @@ def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             out, split, images, rows["label_id"].astype(int).to_numpy(), rows["image_id"].to_list()
         )
         log.info("preprocess: %s split, %d images at %d²", split, len(rows), image_size)
+    write_patients(out, index, storage_digest(split_dir / "index.csv"))
     return shards.write_meta(out, image_size, {"source": str(split_dir)})
+
+
+PATIENTS_FILE = "patients.json"
+
+
+def storage_digest(path: Path) -> str:
+    """sha256 of a file (the split index: it fixes the source, split seed and val fraction)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _patient_hash(patient_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"mammosynth-patient:{patient_id}".encode()).hexdigest()[:16]
+
+
+def write_patients(out: Path, index, index_sha256: str) -> dict:
+    """Write ``patients.json``: hashed patient ids per split (no raw id is stored) and per image.
+
+    ``{"index_sha256", "splits": {split: {"n_patients", "digest", "patients": [hash...]}},
+    "image_patient": {split: {image_id: hash}}}``. The digest of a split is the sha256 of its sorted
+    patient hashes: two prepared sets trained on the same patients share it. Reuse lineage
+    (`mammosynth.synthesize.check_reuse_lineage`) and the patient-grouped floors of the report card
+    (`mammosynth.quality`) read it.
+    """
+    import hashlib
+
+    if "patient_id" not in index.columns:
+        return {}
+    data: dict = {"index_sha256": index_sha256, "splits": {}, "image_patient": {}}
+    for split in ("train", "val", "test"):
+        rows = index[index["split"] == split]
+        hashes = [_patient_hash(p) for p in rows["patient_id"]]
+        unique = sorted(set(hashes))
+        digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()
+        data["splits"][split] = {"n_patients": len(unique), "digest": digest, "patients": unique}
+        data["image_patient"][split] = dict(zip(rows["image_id"], hashes, strict=True))
+    atomic.write_text(out / PATIENTS_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
+def read_patients(prepared_dir: str | os.PathLike) -> dict | None:
+    """``patients.json`` of a prepared set (see `write_patients`), or None when it has none."""
+    path = Path(prepared_dir) / PATIENTS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -735,3 +735,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _summarise_leaves(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _summarise_leaves([v.get(k) for v in values if isinstance(v, dict)]) for k in first}
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) == len(values) and nums:
+        return {"mean": float(np.mean(nums)), "min": float(min(nums)), "max": float(max(nums))}
+    return first
+
+
+def summarise_cards(cards: list[dict[str, Any]], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """One report card per generator summarised: each number as mean and range over the generators.
+
+    Args:
+        cards: the per-generator cards (`run_quality` results), in generator order.
+        out_dir: where ``report_card.json`` is written (the per-generator cards sit in ``gan-seed-<g>/``).
+
+    Returns:
+        ``{"n_generators", "summary": {block: {metric: {"mean", "min", "max"}}}, "per_generator": [...],
+        **the first generator's card}`` (the first card's keys keep existing readers working).
+    """
+    summary = {
+        k: _summarise_leaves([c.get(k) for c in cards]) for k in ("overall", "per_class") if k in cards[0]
+    }
+    card = {**cards[0], "n_generators": len(cards), "summary": summary, "per_generator": cards}
+    from mammosynth.atomic import write_text
+
+    write_text(Path(out_dir) / "report_card.json", json.dumps(card, indent=2, default=str) + "\n")
+    return card

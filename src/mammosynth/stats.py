@@ -475,3 +475,32 @@ def is_significant_loss(comparison: Mapping[str, Any], alpha: float = 0.05) -> b
     per_seed = comparison.get("per_seed") or {}
     seed_hi = (per_seed.get("ci95") or [None, None])[1]
     return seed_hi is None or seed_hi < 0
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni step-down adjusted p-values (family-wise error control), in input order.
+
+    Sort the m p-values ascending; the i-th smallest (i from 0) becomes ``max_{j<=i} min(1, (m-j) p_(j))``.
+    ``None`` entries (no test possible) stay ``None`` and do not count towards m.
+
+    Args:
+        p_values: raw p-values of one family of comparisons.
+
+    Returns:
+        The adjusted p-values, aligned with ``p_values``.
+
+    Raises:
+        ValueError: a p-value outside [0, 1].
+    """
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    for i in idx:
+        if not 0.0 <= float(p_values[i]) <= 1.0:
+            raise ValueError(f"holm_adjust: p-value {p_values[i]!r} at position {i} is outside [0, 1]")
+    order = sorted(idx, key=lambda i: float(p_values[i]))
+    m = len(order)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        out[i] = running
+    return out

@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 
 from mammosynth import __version__, storage
-from mammosynth.config import CLASS_NAMES, StudyConfig, load_config, parse_arm
+from mammosynth import arms as armlib
+from mammosynth.arms import parse_arm
+from mammosynth.config import CLASS_NAMES, StudyConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +127,35 @@ def train_gan_step(
         log.info("train_gan: reusing the published synthetic set %s; no GAN trained", reuse_uri)
         return {"reused_synthetic_set": reuse_uri}
     from mammosynth.gan import train_gan
+    from mammosynth.synthesize import GENERATOR_PREFIX
 
     g = cfg.gan
-    result = train_gan(
-        prepared_dir,
-        out_dir,
-        kind=g.kind,
-        steps=g.steps,
-        batch_size=g.batch_size,
-        latent_dim=g.latent_dim,
-        learning_rate=g.learning_rate,
-        seed=cfg.seed,
-        checkpoint_every=g.checkpoint_every,
-    )
-    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    n_gen = max(1, int(g.seeds))
+    results = []
+    for k in range(n_gen):
+        # One generator per GAN seed (gan-seed-<k>/ when there are several) so the across-seed intervals
+        # of the synthetic arms include generator randomness.
+        target = Path(out_dir) / f"{GENERATOR_PREFIX}{k}" if n_gen > 1 else Path(out_dir)
+        results.append(
+            train_gan(
+                prepared_dir,
+                target,
+                kind=g.kind,
+                steps=g.steps,
+                batch_size=g.batch_size,
+                latent_dim=g.latent_dim,
+                learning_rate=g.learning_rate,
+                seed=gan_seed(cfg, k),
+                checkpoint_every=g.checkpoint_every,
+            )
+        )
+    info = {k: v for k, v in results[0].items() if isinstance(v, (int, float, str, bool))}
+    return {**info, "n_generators": n_gen, "gan_seeds": json.dumps([gan_seed(cfg, k) for k in range(n_gen)])}
+
+
+def gan_seed(cfg: StudyConfig, k: int) -> int:
+    """Training seed of generator ``k`` (generator 0 keeps the study seed)."""
+    return int(cfg.seed) + 1000 * int(k)
 
 
 def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
@@ -148,6 +165,14 @@ def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
     total = math.ceil(max(ratios + [0.0]) * n_real_train)
     per_class = max(1, math.ceil(total / len(CLASS_NAMES)))
     return dict.fromkeys(CLASS_NAMES, per_class)
+
+
+def synthetic_val_counts(cfg: StudyConfig, n_real_val: int) -> dict[str, int] | None:
+    """Images per class of the synthetic ``val`` split TSTR selects on (as large as the real val split),
+    or None when no arm trains on synthetic images only."""
+    if not any(parse_arm(a, cfg.synthetic_ratio).is_tstr for a in cfg.arms):
+        return None
+    return dict.fromkeys(CLASS_NAMES, max(1, math.ceil(n_real_val / len(CLASS_NAMES))))
 
 
 def synthesize_step(
@@ -163,6 +188,7 @@ def synthesize_step(
     """Sample the synthetic set (publishing it with its lineage when ``publish_uri`` is given), or copy
     the verified published set ``reuse_uri`` so a run can reuse it without retraining the GAN."""
     from mammosynth.data import shards
+    from mammosynth.synthesize import check_reuse_lineage
 
     cfg = _cfg(preset, overrides)
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
@@ -176,25 +202,37 @@ def synthesize_step(
                     f"synthetic set {reuse_uri} has {meta['image_size']}px images, the prepared set "
                     f"{want}px: reuse a set made at the same image_size or drop synthetic_set_uri"
                 )
+            check_reuse_lineage(meta, prepared_dir, reuse_uri)  # its generator saw only our train patients
             shutil.copytree(local, out_dir, dirs_exist_ok=True)
         log.info("synthesize: reused %s (%s)", reuse_uri, meta["counts"])
         return {"reused_from": reuse_uri, "n_real_train": n_train, "image_size": int(meta["image_size"])}
-    from mammosynth.synthesize import run_synthesize
+    from mammosynth.synthesize import generator_sets, run_synthesize, train_split_lineage
 
     counts = synthetic_counts(cfg, n_train)
-    generator = Path(generator_dir) / "generator"  # train_gan keeps checkpoints beside the final generator
-    meta = run_synthesize(
-        generator if generator.is_dir() else generator_dir,
-        out_dir,
-        n_per_class=counts,
-        seed=cfg.seed + 1,
-        publish_uri=publish_uri or None,
-    )
+    n_val = sum(shards.read_meta(prepared_dir)["counts"].get("val", {}).values())
+    trained_on = train_split_lineage(prepared_dir, cfg.seed, cfg.val_fraction)
+    gens = generator_sets(generator_dir)
+    published = []
+    for k, gen_root in enumerate(gens):
+        generator = gen_root / "generator"  # train_gan keeps checkpoints beside the final generator
+        target = Path(out_dir) / gen_root.name if len(gens) > 1 else Path(out_dir)
+        meta = run_synthesize(
+            generator if generator.is_dir() else gen_root,
+            target,
+            n_per_class=counts,
+            seed=gan_seed(cfg, k) + 1,
+            publish_uri=(f"{publish_uri.rstrip('/')}/{gen_root.name}" if len(gens) > 1 else publish_uri)
+            or None,
+            n_val_per_class=synthetic_val_counts(cfg, n_val),
+            trained_on=trained_on,
+        )
+        published.append(meta.get("published_uri", ""))
     return {
         "n_per_class": json.dumps(counts),
         "n_real_train": n_train,
+        "n_generators": len(gens),
         "image_size": int(meta.get("image_size", cfg.image_size)),
-        "published_uri": meta.get("published_uri", ""),
+        "published_uri": ",".join(u for u in published if u),
     }
 
 
@@ -206,11 +244,22 @@ def assess_generator_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
-    from mammosynth.quality import run_quality
+    from mammosynth.quality import run_quality, summarise_cards
+    from mammosynth.synthesize import generator_sets
 
     cfg = _cfg(preset, overrides)
     # Held-out real = the validation split: the GAN never trained on it, the test set stays untouched.
-    card = run_quality(prepared_dir, synthetic_dir, out_dir, heldout_split="val", seed=cfg.seed)
+    sets = generator_sets(synthetic_dir)
+    if len(sets) == 1:
+        card = run_quality(prepared_dir, synthetic_dir, out_dir, heldout_split="val", seed=cfg.seed)
+        return {k: v for k, v in card.items() if isinstance(v, (int, float, str, bool))}
+    # One report card per generator (the first one's figures at the top level), then mean and range.
+    cards = [
+        run_quality(prepared_dir, s, Path(out_dir) / s.name, heldout_split="val", seed=cfg.seed) for s in sets
+    ]
+    card = summarise_cards(cards, out_dir)
+    for png in (Path(out_dir) / sets[0].name).glob("*.png"):
+        shutil.copy2(png, Path(out_dir) / png.name)
     return {k: v for k, v in card.items() if isinstance(v, (int, float, str, bool))}
 
 
@@ -219,10 +268,11 @@ def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) 
     """The preset's arms, validated; `real` always runs since every comparison is against it."""
     cfg = _cfg(preset, overrides)
     arms = list(dict.fromkeys(cfg.arms))
-    for arm in arms:
-        parse_arm(arm, cfg.synthetic_ratio)
+    controls = [armlib.matched_control(parse_arm(arm, cfg.synthetic_ratio)) for arm in arms]
     if "real" not in arms:
         arms.insert(0, "real")
+    # Every synthetic arm runs with its matched control (real+aug+synthetic needs real+aug).
+    arms += [c for c in dict.fromkeys(controls) if c and c not in arms]
     return arms
 
 
@@ -266,21 +316,15 @@ def train_arm_step(
 
 # Steps 8–9 ------------------------------------------------------------------------------------------
 def _arm_name(arm_dir: str | Path) -> str:
-    return json.loads((Path(arm_dir) / "arm.json").read_text())["arm"]
+    return armlib.read_arm_record(arm_dir)["arm"]
 
 
-def final_arm(arm_dirs: list[str]) -> str:
-    """The arm with the best mean *validation* AUC: the test set never picks the model."""
-    best, best_auc = None, -1.0
-    for d in arm_dirs:
-        info = json.loads((Path(d) / "arm.json").read_text())
-        vals = [float(m["val_auc"]) for m in info["metrics"].values() if m.get("val_auc") is not None]
-        auc = sum(vals) / len(vals) if vals else -1.0
-        if auc > best_auc:
-            best, best_auc = d, auc
-    if best is None:
-        raise ValueError("no arm results to choose a final model from")
-    return str(best)
+final_arm = armlib.final_arm  # the rule lives in mammosynth.arms
+
+
+def deployed_seed(arm_dir: str | Path) -> int:
+    """The seed whose model is deployed: the first seed of the final arm (the one that kept model/)."""
+    return int(armlib.read_arm_record(arm_dir)["seeds"][0])
 
 
 def evaluate_step(
@@ -295,21 +339,25 @@ def evaluate_step(
 
     cfg = _cfg(preset, overrides)
     chosen = final_arm(arm_dirs)
+    seed = deployed_seed(chosen)
     metrics = run_evaluate(
         arm_dirs,
         out_dir,
         n_bootstrap=cfg.n_bootstrap,
         seed=cfg.seed,
-        context={"preset": cfg.preset, "final_arm": _arm_name(chosen)},
+        context={
+            "preset": cfg.preset,
+            "final_arm": _arm_name(chosen),
+            "ui_metrics": f"ROC and confusion matrix of the deployed model: arm {_arm_name(chosen)}, seed {seed}",
+        },
     )
     scalars = {}
     for name, arm in metrics["arms"].items():
         scalars[f"{name}.auc"] = float(arm["auc"])
         scalars[f"{name}.accuracy"] = float(arm["accuracy"])
-    # ROC and confusion of the final arm's seed ensemble (mean probability over seeds).
-    preds = [pd.read_csv(p) for p in sorted(Path(chosen).glob("seed-*/predictions.csv"))]
-    y = preds[0]["label_id"].to_numpy()
-    p = np.mean([d.set_index("image_id").loc[preds[0]["image_id"], "prob"].to_numpy() for d in preds], axis=0)
+    # What is deployed is what is shown: ROC and confusion of the deployed model (final arm, first seed).
+    pred = pd.read_csv(armlib.seed_dir(chosen, seed) / armlib.PREDICTIONS_FILE)
+    y, p = pred["label_id"].to_numpy(), pred["prob"].to_numpy()
     fpr, tpr, thr = roc_curve(y, p)
     thr = np.clip(thr, 0.0, 1.0)  # sklearn's first threshold is +inf
     cm = confusion_matrix(y, (p >= 0.5).astype(int), labels=[0, 1])
@@ -422,9 +470,12 @@ def report_step(
     """Assemble the run folder: metrics.json, figures/, model/, report.md and report.html."""
     from mammosynth import figures as figs
     from mammosynth.data import shards
+    from mammosynth.evaluate import conclusion, data_source_of
     from mammosynth.report import write_report
+    from mammosynth.synthesize import generator_sets
 
     cfg = _cfg(preset, overrides)
+    syn_sets = generator_sets(synthetic_set)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
@@ -454,12 +505,20 @@ def report_step(
             "path": "model/",
         },
         "data set sizes": shards.read_meta(prepared_set)["counts"],
-        "synthetic set": shards.read_meta(synthetic_set).get("counts"),
+        "synthetic set": {
+            s.name if len(syn_sets) > 1 else "counts": shards.read_meta(s).get("counts") for s in syn_sets
+        },
+        "label convention": "malignant = 1 is the positive class (the original study used malignant = 0)",
         "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
         "input hashes (sha256)": {
             "index.csv": storage.sha256_file(Path(split_set) / "index.csv"),
             "prepared meta.json": storage.sha256_file(Path(prepared_set) / "meta.json"),
-            "synthetic meta.json": storage.sha256_file(Path(synthetic_set) / "meta.json"),
+            **{
+                f"synthetic meta.json{f' ({s.name})' if len(syn_sets) > 1 else ''}": storage.sha256_file(
+                    s / "meta.json"
+                )
+                for s in syn_sets
+            },
         },
         "versions": _versions(),
         "config": cfg.to_dict(),
@@ -474,8 +533,10 @@ def report_step(
             "seeds": list(cfg.seeds),
             "split_sizes": context["data set sizes"],
             "final_arm": model_meta.get("selected_arm"),
+            "data_source": data_source_of(source),
         }
     )
+    metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     if card is not None:
         (out / "report_card.json").write_text(json.dumps(card, indent=2, default=str))

@@ -25,6 +25,92 @@ log = logging.getLogger(__name__)
 
 STUDY_COUNTS = {"benign": 300, "malignant": 250}  # the study's 550 synthetic images
 SAMPLE_BATCH = 64
+VAL_SEED_OFFSET = 7_919  # the val split's noise stream differs from the train split's
+GENERATOR_PREFIX = "gan-seed-"  # <generator artifact>/gan-seed-<g>/ and <synthetic set>/gan-seed-<g>/
+
+
+def generator_sets(root: str | os.PathLike) -> list[Path]:
+    """The per-generator folders of a generator artifact or synthetic set, in generator order.
+
+    A study with ``gan.seeds`` G > 1 keeps one folder per generator (``gan-seed-0``, ...); with one
+    generator the root itself is the only set.
+
+    Args:
+        root: a generator artifact or synthetic set directory.
+
+    Returns:
+        ``[root]`` or ``[root/gan-seed-0, root/gan-seed-1, ...]``.
+    """
+    root = Path(root)
+    subs = sorted(
+        (p for p in root.glob(f"{GENERATOR_PREFIX}*") if p.is_dir()),
+        key=lambda p: int(p.name[len(GENERATOR_PREFIX) :]),
+    )
+    return subs or [root]
+
+
+def train_split_lineage(
+    prepared_dir: str | os.PathLike, split_seed: int, val_fraction: float
+) -> dict[str, Any]:
+    """What a generator trained on ``prepared_dir``'s train split saw: hashed patients and split settings.
+
+    Raises:
+        FileNotFoundError: the prepared set has no ``patients.json`` (re-run preprocess).
+    """
+    from mammosynth.preprocess import PATIENTS_FILE, read_patients
+
+    patients = read_patients(prepared_dir)
+    if not patients:
+        raise FileNotFoundError(
+            f"{Path(prepared_dir) / PATIENTS_FILE} missing: re-run preprocess so the synthetic set can "
+            "record which patients its generator saw"
+        )
+    train = patients["splits"]["train"]
+    return {
+        "patients_digest": train["digest"],
+        "n_patients": train["n_patients"],
+        "patients": train["patients"],
+        "split_seed": int(split_seed),
+        "val_fraction": float(val_fraction),
+        "index_sha256": patients.get("index_sha256"),
+    }
+
+
+def check_reuse_lineage(set_meta: dict[str, Any], prepared_dir: str | os.PathLike, uri: str) -> None:
+    """Refuse a reused synthetic set whose generator saw any patient outside this run's train split.
+
+    Args:
+        set_meta: the reused set's ``meta.json``.
+        prepared_dir: this run's prepared set.
+        uri: the reused set's URI (for the message).
+
+    Raises:
+        ValueError: the set records no training patients, or its generator saw patients that are not in
+            this run's train split (they may be in this run's val or test split); the message names both
+            digests.
+    """
+    from mammosynth.preprocess import read_patients
+
+    seen = (set_meta.get("lineage") or {}).get("train_split")
+    here = (read_patients(prepared_dir) or {}).get("splits", {}).get("train")
+    if not here:
+        raise ValueError(
+            f"prepared set {prepared_dir} has no patients.json: re-run preprocess before reusing {uri}"
+        )
+    if not seen or not seen.get("patients"):
+        raise ValueError(
+            f"synthetic set {uri} records no training patients (lineage.train_split): it cannot be shown that "
+            f"its generator never saw this run's val/test patients; regenerate it or drop synthetic_set_uri"
+        )
+    outside = set(seen["patients"]) - set(here["patients"])
+    if outside:
+        raise ValueError(
+            f"synthetic set {uri} was made by a generator that saw {len(outside)} patient(s) outside this "
+            f"run's train split (generator train digest {seen.get('patients_digest')}, split seed "
+            f"{seen.get('split_seed')}, val fraction {seen.get('val_fraction')}; this run's train digest "
+            f"{here['digest']}): they may be in this run's test split. Reuse a set made under the same split "
+            "or drop synthetic_set_uri"
+        )
 
 
 def resolve_counts(
@@ -107,6 +193,8 @@ def run_synthesize(
     seed: int = 0,
     real_counts: dict[str, int] | None = None,
     publish_uri: str | None = None,
+    n_val_per_class: dict[str, int] | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a synthetic set sampled from a generator directory.
 
@@ -119,6 +207,10 @@ def run_synthesize(
             generator was trained on, from its ``gan.json``).
         publish_uri: also publish the set immutably under this URI (local path, ``file://`` or
             ``s3://``) with `mammosynth.storage.publish_set`; the result's ``published_uri`` names it.
+        n_val_per_class: also write a ``val`` split of this many images per class, drawn with other
+            noise: the synthetic validation split TSTR selects its checkpoint on.
+        trained_on: what the generator saw (`train_split_lineage`), recorded as ``lineage.train_split``
+            so a later run can refuse to reuse a set whose generator saw its test patients.
 
     Returns:
         The written ``meta.json`` content.
@@ -138,6 +230,13 @@ def run_synthesize(
         for path in shards.iter_shards(out, stale):
             path.unlink()
     shards.write_split(out, "train", images, labels, ids)
+    if n_val_per_class:
+        v_images, v_labels, v_ids = generate(
+            sampler, int(gmeta["latent_dim"]), n_val_per_class, seed + VAL_SEED_OFFSET
+        )
+        shards.write_split(
+            out, "val", v_images, v_labels, [i.replace("synthetic-", "synthetic-val-", 1) for i in v_ids]
+        )
     lineage = {
         "generator_dir": str(generator_dir),
         "kind": gmeta.get("kind"),
@@ -148,6 +247,8 @@ def run_synthesize(
         "requested": counts,
         "synthetic": True,
     }
+    if trained_on:
+        lineage["train_split"] = trained_on
     meta = shards.write_meta(out, int(images.shape[1]), {"lineage": lineage})
     log.info("wrote synthetic set %s: %s", out, meta["counts"])
     if publish_uri:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -31,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from mammosynth import arms as armlib
 from mammosynth import atomic, space
-from mammosynth.config import parse_arm
+from mammosynth.arms import ARM_FILE, MODEL_DIR, PREDICTIONS_FILE, TRAIN_METRICS_FILE, parse_arm
 from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,9 @@ METRIC_TRAIN_ACCURACY = "train_accuracy"
 OBJECTIVE_METRIC = METRIC_VAL_AUC
 ADDITIONAL_METRICS = (METRIC_VAL_ACCURACY, METRIC_VAL_LOSS, METRIC_TRAIN_ACCURACY)
 
-PREDICTIONS_FILE = "predictions.csv"
-TRAIN_METRICS_FILE = "train_metrics.json"
+__all__ = ["ARM_FILE", "MODEL_DIR", "PREDICTIONS_FILE", "TRAIN_METRICS_FILE", "train_arm", "train_classifier"]
+
 HISTORY_FILE = "history.json"
-ARM_FILE = "arm.json"
-MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 
 # Keys of **hp that steer the fine-tuning schedule instead of the builder.
@@ -200,6 +198,24 @@ def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: n
     _write_atomic(path, buf.getvalue())
 
 
+def _validation_set(prepared_dir: Any, synthetic_dir: Any, use_real: bool) -> Any:
+    """The set whose ``val`` split selects the checkpoint: real, or synthetic for TSTR.
+
+    Raises:
+        ValueError: TSTR with a synthetic set that has no ``val`` split.
+    """
+    from mammosynth.data import shards
+
+    if use_real:
+        return prepared_dir
+    if synthetic_dir is None or "val" not in shards.splits(synthetic_dir):
+        raise ValueError(
+            f"TSTR (use_real=False) selects its checkpoint on a synthetic validation split, but the synthetic "
+            f"set {synthetic_dir} has no 'val' split: re-run synthesize with n_val_per_class"
+        )
+    return synthetic_dir
+
+
 def train_classifier(
     prepared_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -227,8 +243,10 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train one classifier and write its outputs into ``out_dir``.
 
-    Validation AUC (real ``val`` split) drives early stopping and picks the weights kept; the test
-    split is only predicted, never looked at for choices.
+    Validation AUC drives early stopping and picks the weights kept: on the real ``val`` split, or — for
+    TSTR (``use_real=False``) — on the synthetic set's ``val`` split, so a synthetic-only classifier never
+    reads real data before its test predictions. The test split is only predicted, never looked at for
+    choices.
 
     Args:
         prepared_dir: the real prepared set (splits ``train``, ``val``, ``test``).
@@ -309,7 +327,8 @@ def train_classifier(
         augment=augmenter,
         class_balance=class_balance,
     )
-    val_ds = shards.dataset(prepared_dir, "val", batch_size=batch_size)
+    val_dir = _validation_set(prepared_dir, synthetic_dir, use_real)
+    val_ds = shards.dataset(val_dir, "val", batch_size=batch_size)
     log.info(
         "train %s seed %d: %d real + %d synthetic training images, image size %d",
         model,
@@ -402,6 +421,7 @@ def train_classifier(
         "early_stopped": bool(state["stopped"]),
         "n_train_real": counts["n_real"],
         "n_train_synthetic": counts["n_synthetic"],
+        "val_source": "real" if use_real else "synthetic",
         "seed": seed,
         "model": model,
         "arm": arm,
@@ -495,49 +515,59 @@ def train_arm(
 ) -> dict[str, Any]:
     """Train one experimental arm for each seed into ``out_dir/seed-<s>/`` and write ``arm.json``.
 
+    With G generators (``synthetic_dir/gan-seed-<g>/``, `mammosynth.synthesize.generator_sets`),
+    classifier seed k trains on generator k mod G's set (`mammosynth.arms.generator_index`), so the
+    across-seed spread of a synthetic arm includes generator randomness; ``arm.json`` records the pairing
+    under ``generators``.
+
     Args:
         prepared_dir: the real prepared set.
         out_dir: the arm directory.
-        arm: an arm name (`mammosynth.config.parse_arm`), e.g. ``real+synthetic@0.5``.
+        arm: an arm name (`mammosynth.arms.parse_arm`), e.g. ``real+synthetic@0.5``.
         seeds: one run per seed.
-        synthetic_dir: the synthetic set (needed by arms with synthetic data).
+        synthetic_dir: the synthetic set, or the folder of per-generator sets (needed by synthetic arms).
         default_ratio: synthetic ratio for arm names without ``@ratio``.
         save_model_seeds: only the first this-many seeds keep their ``model/`` directory.
         **train_kwargs: passed to `train_classifier` (model, epochs, batch_size, learning_rate, ...).
 
     Returns:
         The arm record written to ``arm.json``.
+
+    Raises:
+        ValueError: a synthetic arm without ``synthetic_dir``, or no seeds.
     """
+    from mammosynth.synthesize import generator_sets
+
     spec = parse_arm(arm, default_ratio)
-    if spec.synthetic_ratio > 0 and not synthetic_dir:
+    if spec.uses_synthetic and not synthetic_dir:
         raise ValueError(f"arm {arm!r} uses synthetic images: pass synthetic_dir (the synthesize output)")
     if not seeds:
         raise ValueError(f"arm {arm!r}: no seeds given")
+    sets = generator_sets(synthetic_dir) if spec.uses_synthetic else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_seed: dict[str, Any] = {}
+    generators: dict[str, int] = {}
     for i, seed in enumerate(seeds):
         log.info("arm %s: seed %d (%d/%d)", arm, seed, i + 1, len(seeds))
+        syn = None
+        if sets:
+            g = armlib.generator_index(int(seed), len(sets))
+            generators[str(seed)] = g
+            syn = sets[g]
         per_seed[str(seed)] = train_classifier(
             prepared_dir,
-            out / f"seed-{seed}",
+            armlib.seed_dir(out, seed),
             seed=int(seed),
             use_real=spec.use_real,
             augment=spec.augment,
-            synthetic_dir=synthetic_dir if spec.synthetic_ratio > 0 else None,
+            synthetic_dir=syn,
             synthetic_ratio=spec.synthetic_ratio,
             save_model=i < save_model_seeds,
             arm=arm,
             **train_kwargs,
         )
-    record = {
-        "arm": arm,
-        "seeds": [int(s) for s in seeds],
-        "spec": dataclasses.asdict(spec),
-        "metrics": per_seed,
-    }
-    _write_atomic(out / ARM_FILE, _json(record))
-    return record
+    return armlib.write_arm(out, spec, seeds, per_seed, generators=generators)
 
 
 def _parser() -> argparse.ArgumentParser:
