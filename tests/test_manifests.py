@@ -382,7 +382,7 @@ def test_crd_dir_lookup(monkeypatch, tmp_path):
     import mammosynth
 
     monkeypatch.delenv(k8s.CRDS_ENV, raising=False)
-    assert k8s.crd_dir() == Path(mammosynth.__file__).parent / "schemas"  # the installed package's copy
+    assert k8s.crd_dir() == Path(mammosynth.__file__).parent / "cluster" / "schemas"  # the package copy
     assert (k8s.crd_dir() / k8s.INFERENCE_SERVICE_CRD).is_file()
     override = tmp_path / "crds"
     override.mkdir()
@@ -392,7 +392,7 @@ def test_crd_dir_lookup(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match=k8s.CRDS_ENV):
         k8s.crd_dir()
     with pytest.raises(ValueError, match="serves: v1beta1"):
-        k8s.load_crd_schema(ROOT / "src" / "mammosynth" / "schemas" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9")
+        k8s.load_crd_schema(ROOT / "src" / "mammosynth" / "cluster" / "schemas" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9")
 
 
 # ---- no credential in the repository or the rendered output ---------------------------------------

@@ -42,8 +42,21 @@ WINDOW_PERCENTILES = (0.5, 99.5)
 BETA_BAND = (1.0 / 32.0, 1.0 / 4.0)
 ROUGHNESS_SIGMA = 1.0
 METRICS = ("beta", "skewness", "excess_kurtosis", "roughness")
-REPO_ROOT = Path(__file__).resolve().parents[3]
-FIXTURE_DICOM = REPO_ROOT / "tests" / "fixtures" / "cbis-ddsm" / "dicom"
+
+
+def _checkout_fixtures() -> Path:
+    """The vendored real crops of the checkout this module runs from (``tests/fixtures/...``).
+
+    Walks up from the package to the folder holding ``pyproject.toml``; an installed package (no
+    checkout) gets a path that does not exist, and `real_fixture_crops` then says so.
+    """
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder / "tests" / "fixtures" / "cbis-ddsm" / "dicom"
+    return Path("tests") / "fixtures" / "cbis-ddsm" / "dicom"
+
+
+FIXTURE_DICOM = _checkout_fixtures()
 
 
 def normalise_crop(pixels: np.ndarray) -> np.ndarray:
