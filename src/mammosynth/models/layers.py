@@ -248,32 +248,28 @@ class RandomAffine(keras.layers.Layer):
             return inputs
         x = tf.cast(inputs, tf.float32)
         shape = tf.shape(x)
-        n, h, w = shape[:1], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-        s = self.seed
-        one, zero = tf.ones(n), tf.zeros(n)
-        theta = _uniform(n, -self.rotation, self.rotation, s, 0) * 2.0 * 3.141592653589793
-        shx = _uniform(n, -self.shear, self.shear, s, 1)
-        shy = _uniform(n, -self.shear, self.shear, s, 2)
-        zx = _uniform(n, 1.0 - self.zoom, 1.0 + self.zoom, s, 3)
-        zy = _uniform(n, 1.0 - self.zoom, 1.0 + self.zoom, s, 4)
-        tx = _uniform(n, -self.shift, self.shift, s, 5) * w
-        ty = _uniform(n, -self.shift, self.shift, s, 6) * h
-        fx = tf.where(_uniform(n, 0.0, 1.0, s, 7) < 0.5, -one, one) if self.flip_horizontal else one
-        fy = tf.where(_uniform(n, 0.0, 1.0, s, 8) < 0.5, -one, one) if self.flip_vertical else one
-
-        def mat(rows):
-            return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)  # (N,3,3)
-
-        cx, cy = (w - 1.0) / 2.0 * one, (h - 1.0) / 2.0 * one
+        h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        # One draw for all nine per-image numbers and the matrix in closed form: the warp kernel is
+        # the cost; every extra small op (a draw, a stack, a 3×3 matmul) showed up at 64².
+        u = tf.random.uniform(tf.stack([shape[0], 9]), seed=None if self.seed is None else self.seed * 16)
+        lo = tf.constant([-self.rotation, -self.shear, -self.shear, 1.0 - self.zoom, 1.0 - self.zoom])
+        hi = tf.constant([self.rotation, self.shear, self.shear, 1.0 + self.zoom, 1.0 + self.zoom])
+        p = lo + (hi - lo) * u[:, :5]
+        theta, shx, shy = p[:, 0] * 2.0 * 3.141592653589793, p[:, 1], p[:, 2]
+        tx = (2.0 * u[:, 5] - 1.0) * self.shift * w
+        ty = (2.0 * u[:, 6] - 1.0) * self.shift * h
+        ax = p[:, 3] * (tf.where(u[:, 7] < 0.5, -1.0, 1.0) if self.flip_horizontal else 1.0)
+        ay = p[:, 4] * (tf.where(u[:, 8] < 0.5, -1.0, 1.0) if self.flip_vertical else 1.0)
         c, sn = tf.cos(theta), tf.sin(theta)
-        centre = mat([[one, zero, cx + tx], [zero, one, cy + ty], [zero, zero, one]])
-        rot = mat([[c, -sn, zero], [sn, c, zero], [zero, zero, one]])
-        shear = mat([[one, shx, zero], [shy, one, zero], [zero, zero, one]])
-        scale = mat([[zx * fx, zero, zero], [zero, zy * fy, zero], [zero, zero, one]])
-        uncentre = mat([[one, zero, -cx], [zero, one, -cy], [zero, zero, one]])
-        # Output pixel → input pixel (the op's convention); every factor is symmetric in distribution.
-        m = centre @ rot @ shear @ scale @ uncentre
-        transforms = tf.reshape(m, [-1, 9])[:, :8]
+        # Output pixel → input pixel (the op's convention): centre·(tx,ty) · rot · shear · scale ·
+        # uncentre, i.e. A = R·Sh·diag(ax, ay) and offset b = centre + t − A·centre.
+        a00, a01 = (c - sn * shy) * ax, (c * shx - sn) * ay
+        a10, a11 = (sn + c * shy) * ax, (sn * shx + c) * ay
+        cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+        b0 = cx + tx - a00 * cx - a01 * cy
+        b1 = cy + ty - a10 * cx - a11 * cy
+        zero = tf.zeros_like(a00)
+        transforms = tf.stack([a00, a01, b0, a10, a11, b1, zero, zero], axis=-1)
         return tf.raw_ops.ImageProjectiveTransformV3(
             images=x,
             transforms=transforms,
