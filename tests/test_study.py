@@ -137,3 +137,19 @@ def test_final_model_json_records_the_data_source(tmp_path, source, kind, where)
     assert isinstance(line, str) and "\n" not in line
     assert "preset tiny" in line and where in line and "48 real + 24 synthetic" in line
     assert f"split seed {load_config('tiny').seed}" in line and "arm real+synthetic@0.5" in line
+
+
+def test_model_json_states_the_label_convention(tmp_path):
+    """Users read labels in model.json: malignant = 1 is positive here, the study used malignant = 0."""
+    import json
+
+    import keras
+
+    from mammosynth.config import CLASS_NAMES
+    from mammosynth.models.io import save_classifier
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    save_classifier(model, tmp_path / "m", {"image_size": 8})
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["class_names"] == list(CLASS_NAMES) and meta["positive_class"] == "malignant"
+    assert "malignant = 1" in meta["label_convention"] and "malignant = 0" in meta["label_convention"]

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 CLASS_NAMES = ("benign", "malignant")  # label_id 0, 1; malignant is the positive class
+# Said wherever users read labels (model.json, report, README): the student study used malignant = 0.
+LABEL_CONVENTION = "malignant = 1 is the positive class (the original study used malignant = 0)"
 
 
 Pos = Annotated[StrictInt, Field(ge=1)]

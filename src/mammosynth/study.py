@@ -18,7 +18,7 @@ from pathlib import Path
 from mammosynth import __version__, storage
 from mammosynth import arms as armlib
 from mammosynth.arms import parse_arm
-from mammosynth.config import CLASS_NAMES, StudyConfig, load_config
+from mammosynth.config import CLASS_NAMES, LABEL_CONVENTION, StudyConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ def report_step(
         "synthetic set": {
             s.name if len(syn_sets) > 1 else "counts": shards.read_meta(s).get("counts") for s in syn_sets
         },
-        "label convention": "malignant = 1 is the positive class (the original study used malignant = 0)",
+        "label convention": LABEL_CONVENTION,
         "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
         "input hashes (sha256)": {
             "index.csv": storage.sha256_file(Path(split_set) / "index.csv"),

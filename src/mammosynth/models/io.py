@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mammosynth import atomic
-from mammosynth.config import CLASS_NAMES
+from mammosynth.config import CLASS_NAMES, LABEL_CONVENTION
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
@@ -40,6 +40,8 @@ def save_classifier(
         "version": "1",
         "channels": 1,
         "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "label_convention": LABEL_CONVENTION,
         "threshold": 0.5,
         "keras_version": keras.__version__,
         **meta,
