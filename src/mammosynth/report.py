@@ -27,6 +27,7 @@ from mammosynth.evaluate import (
     CONTRACT_KEYS,
     METRICS_FILE,
     TEST_PREDICTIONS_FILE,
+    build_verdict,
     conclusion,
     write_text_atomic,
 )
@@ -54,17 +55,24 @@ FIGURE_TITLES = {
     "seed_auc": "Test AUC per seed with the mean and its 95% CI over seeds",
     "forest": "Δ AUC against the baselines with 95% CIs",
     "confusion": "Confusion matrices (seed ensemble)",
+    "roc_band": "ROC curves with bootstrap bands",
+    "reliability": "Reliability diagram",
+    "pr": "Precision–recall curves",
+    "subgroups": "Subgroup AUC forest",
+    "learning_curves": "Learning curves (loss and AUC per epoch over seeds)",
+    "gan_curves": "GAN losses, D outputs and the per-step sample strip",
 }
 
 
 # ----------------------------------------------------------------------------- document model
 @dataclass
 class Block:
-    kind: str  # "p" | "table" | "img" | "code" | "note"
+    kind: str  # "p" | "table" | "img" | "code" | "note" | "list"
     text: str = ""
     headers: Sequence[str] = ()
     rows: Sequence[Sequence[Any]] = ()
     path: str | None = None  # image path relative to the report directory
+    id: str | None = None  # HTML id (the first screen's table is found by it)
 
 
 @dataclass
@@ -72,6 +80,8 @@ class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
     level: int = 2
+    id: str | None = None  # HTML id of the section
+    collapsed: bool = True  # HTML: a closed <details> (the first screen's sections set False)
 
     def p(self, text: str) -> Section:
         self.blocks.append(Block("p", text))
@@ -81,8 +91,12 @@ class Section:
         self.blocks.append(Block("note", text))
         return self
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Section:
-        self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows]))
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], id: str | None = None) -> Section:
+        self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows], id=id))
+        return self
+
+    def items(self, texts: Sequence[str]) -> Section:
+        self.blocks.append(Block("list", rows=[[t] for t in texts]))
         return self
 
     def img(self, caption: str, path: str) -> Section:
@@ -210,7 +224,7 @@ def _delta_cell(comps: Sequence[Mapping[str, Any]], arm: str, base: str) -> str:
 
 
 def _headline(metrics: Mapping[str, Any]) -> Section:
-    sec = Section("Headline")
+    sec = Section("Headline")  # the whole conclusion; its first paragraph is the verdict above
     text = metrics.get("conclusion") or conclusion(metrics)
     for para in text.split("\n\n"):
         sec.p(para)
@@ -347,19 +361,16 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
     return [sec, other, comp_sec, seeds]
 
 
-def _figure_section(title: str, keys: Sequence[str], placed: Mapping[str, str | None]) -> Section:
+def _figure_section(
+    title: str, keys: Sequence[str], placed: Mapping[str, str | None], captions: Mapping[str, str]
+) -> Section:
     sec = Section(title)
-    for key in keys:
-        rel = placed.get(key)
-        if rel:
-            sec.img(FIGURE_TITLES.get(key, key), rel)
-        else:
-            sec.p(f"{FIGURE_TITLES.get(key, key)}: {NOT_AVAILABLE}.")
+    _fig_blocks(sec, [k for k in keys if k in placed or k in FIGURE_TITLES], placed, captions)
     return sec
 
 
-def _confusion(metrics: Mapping[str, Any], placed: Mapping[str, str | None]) -> Section:
-    sec = _figure_section("Confusion matrices", ["confusion"], placed)
+def _confusion(metrics: Mapping[str, Any], placed: Mapping[str, str | None], captions) -> Section:
+    sec = _figure_section("Confusion matrices", ["confusion"], placed, captions)
     rows = [
         [n, c["tn"], c["fp"], c["fn"], c["tp"]]
         for n, a in (metrics.get("arms") or {}).items()
@@ -408,7 +419,12 @@ def _report_card(card: Mapping[str, Any] | None) -> Section:
         "Image-quality and privacy checks of the synthetic set as computed by the generator stage "
         "(e.g. FID/KID against the real-vs-real floor, precision/recall, memorisation share, diversity)."
     )
-    dict_blocks(sec, card)
+    scalars = {k: v for k, v in card.items() if _is_scalar(v)}
+    flat = {
+        k: v for k, v in card.items() if isinstance(v, Mapping) and all(_is_scalar(x) for x in v.values())
+    }
+    dict_blocks(sec, {**scalars, **flat})
+    sec.p("Nested entries (per-class values, flagged indices, figure lists) are in the appendix.")
     return sec
 
 
@@ -464,9 +480,10 @@ def _data_and_reproducibility(metrics: Mapping[str, Any], context: Mapping[str, 
     if context:
         sec.p(
             "**Run context** (split, input versions/hashes, package versions and the config to re-run, "
-            "as recorded by the pipeline)"
+            "as recorded by the pipeline): see the appendix."
         )
-        dict_blocks(sec, context)
+        if context.get("re-run"):
+            sec.p(f"Re-run: `{context['re-run']}`")
     else:
         sec.p(f"Run context (split, input hashes, versions, config): {NOT_AVAILABLE}.")
     return sec
@@ -492,12 +509,240 @@ def _methods(metrics: Mapping[str, Any]) -> Section:
     return sec
 
 
+# ----------------------------------------------------------------------------- first screen
+def _answer(v: Mapping[str, Any]) -> str:
+    helps = v.get("synthetic_helps")
+    if helps is None:
+        return "**Does synthetic data help? Not enough evidence to say** (no synthetic arm, or fewer than 2 seeds)."
+    return (
+        "**Does synthetic data help? Yes.**"
+        if helps
+        else "**Does synthetic data help? No significant gain.**"
+    )
+
+
+def _verdict_section(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Verdict", id="verdict", collapsed=False)
+    v = metrics.get("verdict") or build_verdict(metrics.get("comparisons") or [])
+    text = metrics.get("conclusion") or conclusion(metrics)
+    sec.p(_answer(v))
+    sec.p(text.split("\n\n")[0])
+    return sec
+
+
+def _warnings_section(warns: Sequence[Mapping[str, Any]]) -> Section:
+    sec = Section("Warnings", id="warnings", collapsed=False)
+    if not warns:
+        return sec.p("No warnings: no phantom data, enough seeds, no collapsed seed, no memorisation flag.")
+    return sec.items([f"**{w['kind'].replace('_', ' ')}**: {w['message']}" for w in warns])
+
+
+def _table_rows(metrics: Mapping[str, Any]) -> list[list[Any]]:
+    matched = {e["arm"]: e for e in (metrics.get("verdict") or {}).get("comparisons") or []}
+    controls = {e["control"] for e in matched.values()}
+    rows = []
+    for name, a in (metrics.get("arms") or {}).items():
+        auc = (a.get("summary") or {}).get("auc") or {}
+        e = matched.get(name)
+        if e:
+            delta = f"{e['delta']:+.3f} {_ci(e['ci95'], True)} vs {e['control']}"
+            p_adj = _p(e.get("p_adjusted")) + (" (significant)" if e.get("significant") else "")
+        else:
+            delta, p_adj = ("— (matched control)" if name in controls else "—"), "—"
+        rows.append([name, a.get("n_seeds"), f"{fmt(auc.get('mean'))} {_ci(auc.get('ci95'))}", delta, p_adj])
+    return rows
+
+
+def _results_table(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Results", id="results", collapsed=False)
+    if not metrics.get("arms"):
+        return sec.p(f"Arm results: {NOT_AVAILABLE}.")
+    sec.table(
+        ["arm", "seeds", "test AUC mean [95% CI over seeds]", "Δ AUC vs matched control [95% CI]", "Holm p"],
+        _table_rows(metrics),
+        id="results-table",
+    )
+    ts = metrics.get("test_set") or {}
+    return sec.p(
+        f"Test set: {fmt(ts.get('n'))} held-out real masses ({fmt(ts.get('n_malignant'))} malignant); "
+        "Δ on the seed ensemble with DeLong's CI, p Holm-adjusted over the matched comparisons."
+    )
+
+
+def _forest_section(placed: Mapping[str, str | None], captions: Mapping[str, str]) -> Section:
+    sec = Section("Matched comparisons", id="forest", collapsed=False)
+    if placed.get("forest"):
+        return sec.img(captions.get("forest", "forest"), placed["forest"])
+    return sec.p(f"Forest plot: {NOT_AVAILABLE}.")
+
+
+# ----------------------------------------------------------------------------- clinical sections
+def _ci_text(est: Any, ci: Sequence[Any] | None) -> str:
+    return f"{fmt(est)} {_ci(ci)}"
+
+
+def _fig_blocks(
+    sec: Section, keys: Sequence[str], placed: Mapping[str, str | None], captions: Mapping[str, str]
+):
+    for key in keys:
+        if placed.get(key):
+            sec.img(captions.get(key, FIGURE_TITLES.get(key, key)), placed[key])
+        else:
+            sec.p(f"{FIGURE_TITLES.get(key, key)}: {NOT_AVAILABLE}.")
+
+
+def _operating_points(readout: Mapping[str, Any]) -> Section:
+    sec = Section("Clinical operating points")
+    rows = []
+    for arm, r in readout["arms"].items():
+        op = r["ensemble"]["operating_points"]
+        t = op["at_threshold"]
+        rows.append(
+            [
+                arm,
+                _ci_text(op["sens_at_spec"]["estimate"], op["sens_at_spec"]["ci"]),
+                _ci_text(op["spec_at_sens"]["estimate"], op["spec_at_sens"]["ci"]),
+                _ci_text(t["sensitivity"], t["sensitivity_ci95"]),
+                _ci_text(t["specificity"], t["specificity_ci95"]),
+                f"{fmt(r['mean_over_seeds']['sens_at_spec'])} / {fmt(r['mean_over_seeds']['spec_at_sens'])}",
+            ]
+        )
+    thr = fmt(next(iter(readout["arms"].values()))["threshold"], 2) if readout["arms"] else "n/a"
+    sec.p(
+        "Seed ensemble of each arm (probabilities averaged over seeds). Fixed-specificity / fixed-sensitivity "
+        f"points on the empirical ROC with {readout['n_boot']} stratified bootstrap resamples (seed "
+        f"{readout['seed']}); threshold {thr} points with Wilson intervals."
+    )
+    return sec.table(
+        [
+            "arm",
+            "sensitivity at 90% specificity [95% CI]",
+            "specificity at 90% sensitivity [95% CI]",
+            f"sensitivity at {thr} [95% CI]",
+            f"specificity at {thr} [95% CI]",
+            "mean over seeds (sens@90%spec / spec@90%sens)",
+        ],
+        rows,
+    )
+
+
+def _calibration(readout: Mapping[str, Any], placed, captions) -> Section:
+    sec = Section("Calibration and precision–recall")
+    rows = [
+        [
+            arm,
+            fmt(r["ensemble"]["calibration"]["brier"]),
+            fmt(r["ensemble"]["calibration"]["ece"]),
+            fmt(r["mean_over_seeds"]["brier"]),
+            fmt(r["mean_over_seeds"]["ece"]),
+            fmt(r["ensemble"]["pr"]["average_precision"]),
+            fmt(r["mean_over_seeds"]["average_precision"]),
+        ]
+        for arm, r in readout["arms"].items()
+    ]
+    sec.table(
+        [
+            "arm",
+            "Brier (ensemble)",
+            "ECE (ensemble)",
+            "Brier (mean over seeds)",
+            "ECE (mean over seeds)",
+            "AP (ensemble)",
+            "AP (mean over seeds)",
+        ],
+        rows,
+    )
+    _fig_blocks(sec, ["reliability", "pr"], placed, captions)
+    return sec
+
+
+def _subgroup_rows(rows: Sequence[Mapping[str, Any]], delta: bool) -> list[list[Any]]:
+    out = []
+    for r in rows:
+        row = [
+            r["factor"],
+            r["level"],
+            r["n"],
+            f"{r['n_malignant']} / {r['n_benign']}",
+            _ci_text(r["auc"], r["ci95"]),
+        ]
+        if delta:
+            row += [fmt(r["auc_baseline"]), f"{_signed(r['delta'])} {_ci(r['delta_ci95'], True)}"]
+        out.append([*row, "too small (no CI)" if r["too_small"] else ""])
+    return out
+
+
+def _subgroups(readout: Mapping[str, Any], placed, captions) -> Section:
+    sec = Section("Subgroups")
+    comps = readout.get("subgroup_comparisons") or []
+    if not comps and not any(r.get("subgroups") for r in readout["arms"].values()):
+        return sec.p(f"Subgroups: {NOT_AVAILABLE} (no case metadata (index.csv) was given).")
+    sec.p(
+        f"AUC by mass shape, margin, breast density, subtlety and view on the seed ensemble; subgroups with "
+        f"fewer than {readout['min_subgroup_size']} cases (or too few of one class) are marked, not hidden."
+    )
+    for c in comps:
+        sec.p(f"**{c['arm']} vs {c['baseline']}**")
+        sec.table(
+            [
+                "factor",
+                "level",
+                "n",
+                "malignant / benign",
+                f"AUC {c['arm']} [95% CI]",
+                f"AUC {c['baseline']}",
+                "Δ AUC [95% CI]",
+                "note",
+            ],
+            _subgroup_rows(c["rows"], True),
+        )
+    if not comps:
+        for arm, r in readout["arms"].items():
+            sec.p(f"**{arm}**")
+            sec.table(
+                ["factor", "level", "n", "malignant / benign", "AUC [95% CI]", "note"],
+                _subgroup_rows(r["subgroups"] or [], False),
+            )
+    _fig_blocks(sec, ["subgroups"], placed, captions)
+    return sec
+
+
+def _training_curves(placed, captions) -> Section:
+    sec = Section("Training curves")
+    _fig_blocks(sec, ["learning_curves", "gan_curves"], placed, captions)
+    return sec
+
+
+def _clinical_sections(readout: Mapping[str, Any] | None, placed, captions) -> list[Section]:
+    if not readout or not readout.get("arms"):
+        return [Section("Clinical operating points").p(f"Clinical readout: {NOT_AVAILABLE}.")]
+    return [
+        _operating_points(readout),
+        _calibration(readout, placed, captions),
+        _subgroups(readout, placed, captions),
+        _training_curves(placed, captions),
+    ]
+
+
+def _appendix(context: Mapping[str, Any], card: Mapping[str, Any] | None) -> Section:
+    sec = Section("Appendix: machine-readable run record")
+    sec.p("The same facts are in metrics.json, report_card.json and run.json next to this report.")
+    if context:
+        sec.p("**Run context**")
+        dict_blocks(sec, context)
+    if card:
+        sec.p("**Generator report card (full)**")
+        dict_blocks(sec, card)
+    return sec
+
+
 # ----------------------------------------------------------------------------- renderers
 def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    """Markdown of the document model, in the same order as the HTML (first screen, then sections)."""
     out = [f"# {title}", ""]
     for sec in sections:
         out += [f"{'#' * sec.level} {sec.title}", ""]
@@ -506,6 +751,8 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
                 out += [b.text, ""]
             elif b.kind == "note":
                 out += [f"> {b.text}", ""]
+            elif b.kind == "list":
+                out += [*(f"- {row[0]}" for row in b.rows), ""]
             elif b.kind == "code":
                 out += ["```json", b.text, "```", ""]
             elif b.kind == "img":
@@ -519,16 +766,26 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:1.2em auto;
 padding:0 1em;color:#1d2733;line-height:1.45}
-h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b6cb0}
+h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em;font-size:1.55em;margin:.2em 0 .5em}
+h2{margin:1em 0 .4em;color:#2b6cb0;font-size:1.25em}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
 th,td{border:1px solid #cbd5e0;padding:.3em .55em;text-align:left;vertical-align:top}
 th{background:#edf2f7}tr:nth-child(even) td{background:#f7fafc}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #e2e8f0}
+#forest figure img{max-height:420px}
 figcaption{font-size:.85em;color:#4a5568}
-pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.6em;overflow-x:auto;font-size:.82em}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.6em;overflow-x:auto;font-size:.82em;max-height:30em}
 blockquote{border-left:4px solid #ed8936;margin:.8em 0;padding:.3em .8em;background:#fffaf0}
+#verdict{background:#ebf4ff;border-left:5px solid #2b6cb0;padding:.2em 1em}
+#verdict p:first-of-type{font-size:1.1em}
+#warnings{background:#fff5f5;border-left:5px solid #c53030;padding:.2em 1em}
+#warnings.none{background:#f0fff4;border-left-color:#2f855a}
+#warnings ul{margin:.3em 0;padding-left:1.2em}
+details{border-top:1px solid #e2e8f0;padding:.2em 0}
+details>summary{cursor:pointer;list-style-position:outside;margin-left:1em}
+details>summary h2,details>summary h3{display:inline;margin:0}
 """
 
 
@@ -537,36 +794,73 @@ def _inline_md(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
 
+def _html_block(b: Block, out_dir: Path) -> str:
+    if b.kind == "p":
+        return f"<p>{_inline_md(b.text)}</p>"
+    if b.kind == "note":
+        return f"<blockquote>{_inline_md(b.text)}</blockquote>"
+    if b.kind == "list":
+        return "<ul>" + "".join(f"<li>{_inline_md(str(r[0]))}</li>" for r in b.rows) + "</ul>"
+    if b.kind == "code":
+        return f"<pre>{html.escape(b.text)}</pre>"
+    if b.kind == "img":
+        data = base64.b64encode((out_dir / b.path).read_bytes()).decode("ascii")
+        mime = "image/png" if b.path.lower().endswith(".png") else "image/jpeg"
+        return (
+            f"<figure><img alt='{html.escape(b.text)}' src='data:{mime};base64,{data}'>"
+            f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
+        )
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows
+    )
+    tid = f" id='{html.escape(b.id)}'" if b.id else ""
+    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def render_html(title: str, sections: Sequence[Section], out_dir: Path) -> str:
+    """One self-contained HTML page: first-screen sections open, the rest closed ``<details>``.
+
+    Args:
+        title: page title.
+        sections: the document model.
+        out_dir: report folder (image paths are relative to it; images are embedded as data URIs).
+
+    Returns:
+        The HTML text.
+    """
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     ]
     for sec in sections:
-        parts.append(f"<h{sec.level}>{html.escape(sec.title)}</h{sec.level}>")
-        for b in sec.blocks:
-            if b.kind == "p":
-                parts.append(f"<p>{_inline_md(b.text)}</p>")
-            elif b.kind == "note":
-                parts.append(f"<blockquote>{_inline_md(b.text)}</blockquote>")
-            elif b.kind == "code":
-                parts.append(f"<pre>{html.escape(b.text)}</pre>")
-            elif b.kind == "img":
-                data = base64.b64encode((out_dir / b.path).read_bytes()).decode("ascii")
-                mime = "image/png" if b.path.lower().endswith(".png") else "image/jpeg"
-                parts.append(
-                    f"<figure><img alt='{html.escape(b.text)}' src='data:{mime};base64,{data}'>"
-                    f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
-                )
-            elif b.kind == "table":
-                head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers)
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                    for row in b.rows
-                )
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        sid = f" id='{html.escape(sec.id)}'" if sec.id else ""
+        cls = (
+            " class='none'" if sec.id == "warnings" and not any(b.kind == "list" for b in sec.blocks) else ""
+        )
+        heading = f"<h{sec.level}>{html.escape(sec.title)}</h{sec.level}>"
+        body = "\n".join(_html_block(b, out_dir) for b in sec.blocks)
+        if sec.collapsed:
+            parts.append(f"<details{sid}><summary>{heading}</summary>\n{body}\n</details>")
+        else:
+            parts.append(f"<section{sid}{cls}>{heading}\n{body}\n</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dict]:
+    """Place every figure under the report folder; captions from `figures.caption` or the Figure."""
+    placed: dict[str, str | None] = {}
+    captions: dict[str, str] = {}
+    for k, v in (figures or {}).items():
+        if v:
+            placed[k] = _place_image(v, out, f"figure-{k}")
+            captions[k] = figs.caption(k, metrics) if k in figs.FIGURE_FILES else FIGURE_TITLES.get(k, k)
+    for k, f in (clinical_figures or {}).items():
+        placed[k] = _place_image(f.path, out, f"figure-{k}")
+        captions[k] = f.caption
+    return placed, captions
 
 
 def write_report(
@@ -578,38 +872,57 @@ def write_report(
     sample_grids: Mapping[str, Any] | None = None,
     report_card: Mapping[str, Any] | None = None,
     data_figures: Mapping[str, str | os.PathLike] | None = None,
+    readout: Mapping[str, Any] | None = None,
+    clinical_figures: Mapping[str, figs.Figure] | None = None,
     title: str = "mammosynth: does synthetic data help the breast-mass classifier?",
 ) -> dict[str, Any]:
     """Write ``report.md`` and ``report.html`` for an evaluation.
 
+    The first screen holds the verdict (id ``verdict``), the warnings (id ``warnings``), the one table
+    (id ``results-table``) and the forest plot of the matched comparisons; every other section follows
+    as a closed ``<details>`` in the HTML, with the machine-readable dumps in a final appendix.
+
     Args:
         out_dir: report folder (figures given from elsewhere are copied into ``assets/``).
-        metrics: evaluate's ``metrics.json`` content.
+        metrics: evaluate's ``metrics.json`` content (with the structured ``verdict``).
         context: run facts to show (split, input hashes, versions, config); any keys, nested allowed.
         figures: ``{key: png path}`` with keys from `mammosynth.figures.FIGURE_FILES` (``roc``,
             ``confusion``, ``forest``, ``seed_auc``); missing ones read "not available".
         sample_grids: ``{name: png}`` or ``{class: {"real": png, "synthetic": png}}``.
         report_card: the generator's report card (any nested dict).
         data_figures: ``{caption: png}`` of the data set (EDA: pathology counts, split balance, ...).
+        readout: `mammosynth.clinical.evaluation_readout` (operating points, calibration, subgroups,
+            warnings); ``None``: clinical sections say "not available" and the warnings come from
+            `mammosynth.clinical.warnings` on ``metrics`` and ``report_card``.
+        clinical_figures: `mammosynth.figures.render_clinical`'s ``{key: Figure}``.
         title: report title.
 
     Returns:
         ``{"markdown": path, "html": path, "sections": [titles], "images": [relative paths]}``.
     """
+    from mammosynth import clinical
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    placed = {k: _place_image(v, out, f"figure-{k}") for k, v in (figures or {}).items() if v}
+    placed, captions = _place_all(figures, clinical_figures, metrics, out)
+    warns = readout["warnings"] if readout else clinical.warnings(metrics, report_card=report_card)
     sections = [
+        _verdict_section(metrics),
+        _warnings_section(warns),
+        _results_table(metrics),
+        _forest_section(placed, captions),
         _headline(metrics),
         *_results(metrics),
-        _figure_section("ROC curves and per-seed AUC", ["roc", "seed_auc", "forest"], placed),
-        _confusion(metrics, placed),
+        *_clinical_sections(readout, placed, captions),
+        _figure_section("ROC curves and per-seed AUC", ["roc", "roc_band", "seed_auc"], placed, captions),
+        _confusion(metrics, placed, captions),
         _samples(sample_grids, out),
         _report_card(report_card),
         _data_figures(data_figures, out),
         _data_and_reproducibility(metrics, dict(context or {})),
         _published(),
         _methods(metrics),
+        _appendix(dict(context or {}), report_card),
     ]
     md_path = write_text_atomic(out / REPORT_MD, render_markdown(title, sections))
     html_path = write_text_atomic(out / REPORT_HTML, render_html(title, sections, out))
