@@ -29,6 +29,7 @@ from mammosynth.evaluate import (
     TEST_PREDICTIONS_FILE,
     build_verdict,
     conclusion,
+    test_set_name,
     write_text_atomic,
 )
 
@@ -526,7 +527,10 @@ def _verdict_section(metrics: Mapping[str, Any]) -> Section:
     v = metrics.get("verdict") or build_verdict(metrics.get("comparisons") or [])
     text = metrics.get("conclusion") or conclusion(metrics)
     sec.p(_answer(v))
-    sec.p(text.split("\n\n")[0])
+    first = text.split("\n\n")[0]
+    head, sep, detail = first.partition(" Matched comparisons: ")
+    # the question is answered in bold above; the sentence's own evidence follows
+    sec.p(f"{head.split('? ', 1)[-1]}{sep}{detail}" if sep else first)
     return sec
 
 
@@ -546,7 +550,9 @@ def _table_rows(metrics: Mapping[str, Any]) -> list[list[Any]]:
         e = matched.get(name)
         if e:
             delta = f"{e['delta']:+.3f} {_ci(e['ci95'], True)} vs {e['control']}"
-            p_adj = _p(e.get("p_adjusted")) + (" (significant)" if e.get("significant") else "")
+            p_adj = _p(e.get("p_adjusted")) + (
+                " (significant)" if e.get("significant") else " (not significant under the verdict rule)"
+            )
         else:
             delta, p_adj = ("— (matched control)" if name in controls else "—"), "—"
         rows.append([name, a.get("n_seeds"), f"{fmt(auc.get('mean'))} {_ci(auc.get('ci95'))}", delta, p_adj])
@@ -564,7 +570,8 @@ def _results_table(metrics: Mapping[str, Any]) -> Section:
     )
     ts = metrics.get("test_set") or {}
     return sec.p(
-        f"Test set: {fmt(ts.get('n'))} held-out real masses ({fmt(ts.get('n_malignant'))} malignant); "
+        f"{test_set_name(metrics.get('data_source')).capitalize()}: {fmt(ts.get('n'))} held-out masses "
+        f"({fmt(ts.get('n_malignant'))} malignant); "
         "Δ on the seed ensemble with DeLong's CI, p Holm-adjusted over the matched comparisons."
     )
 
@@ -857,6 +864,8 @@ def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dic
         if v:
             placed[k] = _place_image(v, out, f"figure-{k}")
             captions[k] = figs.caption(k, metrics) if k in figs.FIGURE_FILES else FIGURE_TITLES.get(k, k)
+            if metrics.get("data_source") == "phantom":  # phantom data is called phantom where it is read
+                captions[k] = captions[k].replace("the real test set", "the phantom test set")
     for k, f in (clinical_figures or {}).items():
         placed[k] = _place_image(f.path, out, f"figure-{k}")
         captions[k] = f.caption
@@ -905,7 +914,12 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     placed, captions = _place_all(figures, clinical_figures, metrics, out)
-    warns = readout["warnings"] if readout else clinical.warnings(metrics, report_card=report_card)
+    phantom = None if not metrics.get("data_source") else metrics["data_source"] == "phantom"
+    warns = (
+        readout["warnings"]
+        if readout
+        else clinical.warnings(metrics, report_card=report_card, phantom=phantom)
+    )
     sections = [
         _verdict_section(metrics),
         _warnings_section(warns),
@@ -934,6 +948,210 @@ def write_report(
         "sections": [s.title for s in sections],
         "images": images,
     }
+
+
+# ----------------------------------------------------------------------------- run folder (pipeline step)
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    from mammosynth import __version__
+
+    out = {"python": platform.python_version(), "mammosynth": __version__}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pydicom", "kfp"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _pngs(folder: Path) -> dict[str, Path]:
+    """``{caption: path}`` of the PNGs in a folder, captions from file names."""
+    if not folder.exists():
+        return {}
+    return {p.stem.replace("_", " "): p.resolve() for p in sorted(folder.glob("*.png"))}
+
+
+def _rerun(cfg: Any, source: str, overrides: str | dict | None) -> str:
+    if source == "embedded":
+        return f"make run PRESET={cfg.preset}"
+    ov = json.dumps(overrides) if isinstance(overrides, dict) else (overrides or "{}")
+    return f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{ov}'"
+
+
+def run_context(
+    cfg: Any, model_meta: Mapping[str, Any], inputs: Mapping[str, Path], syn_sets: Sequence[Path], **how: Any
+) -> dict[str, Any]:
+    """The run facts the report and run.json show: sizes, split, input hashes, versions, config.
+
+    Args:
+        cfg: the validated `mammosynth.config.StudyConfig`.
+        model_meta: the final model's ``model.json``.
+        inputs: ``{"prepared_set": dir, "split_set": dir}``.
+        syn_sets: the synthetic set folders (one per generator).
+        **how: ``source`` and ``overrides`` of the run (for the re-run command).
+
+    Returns:
+        The context dict (any nesting; rendered in the appendix).
+    """
+    from mammosynth import storage
+    from mammosynth.data import shards
+
+    many = len(syn_sets) > 1
+    split_report = inputs["split_set"] / "split_report.json"
+    hashes = {
+        "index.csv": storage.sha256_file(inputs["split_set"] / "index.csv"),
+        "prepared meta.json": storage.sha256_file(inputs["prepared_set"] / "meta.json"),
+    }
+    for s in syn_sets:
+        hashes[f"synthetic meta.json{f' ({s.name})' if many else ''}"] = storage.sha256_file(s / "meta.json")
+    return {
+        "preset": cfg.preset,
+        "source": how.get("source", "embedded"),
+        "seed (split, phantom)": cfg.seed,
+        "seeds (repeats)": list(cfg.seeds),
+        "arms": list(cfg.arms),
+        "final model": {
+            "arm": model_meta.get("selected_arm"),
+            "seed": model_meta.get("seed"),
+            "selected by": model_meta.get("selected_by"),
+            "path": "model/",
+        },
+        "data set sizes": shards.read_meta(inputs["prepared_set"])["counts"],
+        "synthetic set": {s.name if many else "counts": shards.read_meta(s).get("counts") for s in syn_sets},
+        "label convention": "malignant = 1 is the positive class (the original study used malignant = 0)",
+        "split": json.loads(split_report.read_text()) if split_report.exists() else {},
+        "input hashes (sha256)": hashes,
+        "versions": _versions(),
+        "config": cfg.to_dict(),
+        "re-run": _rerun(cfg, how.get("source", "embedded"), how.get("overrides")),
+    }
+
+
+def _card_figures(card: Mapping[str, Any] | None, card_dir: Path, out: Path) -> dict[str, Path]:
+    """Copy every figure the report card names into ``assets/`` under the same file name."""
+    names = list((card or {}).get("figures") or []) or [p.name for p in sorted(card_dir.glob("*.png"))]
+    placed = {}
+    for name in names:
+        src = card_dir / Path(name).name
+        if src.is_file():
+            dest = out / "assets" / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            placed[CARD_FIGURE_CAPTIONS.get(src.name, src.stem.replace("_", " "))] = dest
+        else:
+            log.warning("report card names figure %s but %s has no such file", name, card_dir)
+    return placed
+
+
+CARD_FIGURE_CAPTIONS = {
+    "samples_per_class.png": "real (top) vs synthetic (bottom) per class",
+    "closest_pairs.png": "memorisation audit (pixels): synthetic images closest to a GAN-training image",
+    "closest_pairs_features.png": "memorisation audit (report-card features): the closest synthetic/training "
+    "pairs in feature space, for a human to judge",
+}
+
+
+def _gan_dir(syn_sets: Sequence[Path]) -> Path | None:
+    """The GAN run folder (losses.csv, samples/) of the first synthetic set, from its lineage."""
+    from mammosynth.data import shards
+
+    for s in syn_sets:
+        gen = ((shards.read_meta(s).get("lineage") or {}) if (s / "meta.json").exists() else {}).get(
+            "generator_dir"
+        )
+        if gen and (Path(gen).parent / "losses.csv").is_file():
+            return Path(gen).parent
+    return None
+
+
+def _clinical(metrics, evaluation: Path, split_set: Path, card, out: Path, gan_dir) -> tuple[dict, dict]:
+    from mammosynth import clinical
+    from mammosynth.evaluate import data_source_of
+
+    preds = evaluation / TEST_PREDICTIONS_FILE
+    index = split_set / "index.csv"
+    readout = clinical.evaluation_readout(
+        metrics,
+        preds,
+        index_csv=index if index.exists() else None,
+        report_card=card,
+        phantom=metrics.get("data_source") == data_source_of("embedded"),
+    )
+    arm_dirs = [
+        a["dir"] for a in (metrics.get("arms") or {}).values() if a.get("dir") and Path(a["dir"]).is_dir()
+    ]
+    n_boot = min(int(metrics.get("n_bootstrap") or 500), 500)
+    rendered = figs.render_clinical(
+        out / "figures",
+        preds,
+        readout,
+        arm_dirs=arm_dirs,
+        gan_dir=gan_dir,
+        n_boot=n_boot,
+        seed=int(metrics.get("bootstrap_seed") or 0),
+    )
+    return readout, rendered
+
+
+def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, overrides: Any) -> Path:
+    """The report step: the run folder with metrics.json, figures/, assets/, model/, report.md/html, run.json.
+
+    Args:
+        out: run folder to write.
+        cfg: the validated `mammosynth.config.StudyConfig`.
+        paths: ``evaluation``, ``report_card``, ``final_model``, ``prepared_set``, ``split_set``,
+            ``synthetic_set`` folders from the pipeline.
+        source: data source name (``embedded`` = the phantom).
+        overrides: the run's config overrides (for the re-run command).
+
+    Returns:
+        ``out``.
+    """
+    from mammosynth.evaluate import data_source_of
+    from mammosynth.synthesize import generator_sets
+
+    p = {k: Path(v) for k, v in paths.items()}
+    syn_sets = generator_sets(paths["synthetic_set"])
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((p["evaluation"] / METRICS_FILE).read_text())
+    card_path = p["report_card"] / "report_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    shutil.copytree(p["final_model"], out / "model", dirs_exist_ok=True)
+    model_meta = json.loads((p["final_model"] / "model.json").read_text())
+    context = run_context(cfg, model_meta, p, syn_sets, source=source, overrides=overrides)
+    metrics.update(
+        {
+            "preset": cfg.preset,
+            "seed": cfg.seed,
+            "seeds": list(cfg.seeds),
+            "split_sizes": context["data set sizes"],
+            "final_arm": model_meta.get("selected_arm"),
+            "data_source": data_source_of(source),
+        }
+    )
+    metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
+    if card is not None:
+        write_text_atomic(out / "report_card.json", json.dumps(card, indent=2, default=str))
+    readout, clinical_figs = _clinical(
+        metrics, p["evaluation"], p["split_set"], card, out, _gan_dir(syn_sets)
+    )
+    write_report(
+        out,
+        metrics=metrics,
+        context=context,
+        figures=figs.render_all(metrics, out / "figures", p["evaluation"] / TEST_PREDICTIONS_FILE),
+        sample_grids=_card_figures(card, p["report_card"], out),
+        report_card=card,
+        data_figures=_pngs(p["split_set"] / "eda"),
+        readout=readout,
+        clinical_figures=clinical_figs,
+    )
+    run = {"preset": cfg.preset, "source": source, "config": cfg.to_dict()}
+    write_text_atomic(out / "run.json", json.dumps(run, indent=2))
+    return out
 
 
 def _load_json_arg(text: str | None, flag: str) -> Any:
