@@ -585,7 +585,7 @@ def _forest_section(placed: Mapping[str, str | None], captions: Mapping[str, str
 
 # ----------------------------------------------------------------------------- clinical sections
 def _ci_text(est: Any, ci: Sequence[Any] | None) -> str:
-    return f"{fmt(est)} {_ci(ci)}"
+    return "n/a" if est is None else f"{fmt(est)} {_ci(ci)}"
 
 
 def _fig_blocks(
