@@ -232,12 +232,12 @@ def _headline(metrics: Mapping[str, Any]) -> Section:
     return sec
 
 
-def _results(metrics: Mapping[str, Any]) -> list[Section]:
+def _arm_table(metrics: Mapping[str, Any]) -> Section:
     arms = metrics.get("arms") or {}
     comps = metrics.get("comparisons") or []
     sec = Section("Results per arm")
     if not arms:
-        return [sec.p(f"Arm results: {NOT_AVAILABLE}.")]
+        return sec.p(f"Arm results: {NOT_AVAILABLE}.")
     baselines = ["real", "real+aug"]
     sec.p(
         "As in the study: train accuracy, test accuracy and AUC per arm — here the mean over seeds "
@@ -276,7 +276,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         ],
         rows,
     )
+    return sec
 
+
+def _other_metrics(metrics: Mapping[str, Any]) -> Section:
+    arms = metrics.get("arms") or {}
     other = Section("Other test metrics (mean ± SD over seeds)", level=3)
     keys = ["sensitivity", "specificity", "f1", "balanced_accuracy", "val_auc"]
     other.table(
@@ -287,7 +291,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         f"Threshold for the thresholded metrics: P(malignant) ≥ {fmt(metrics.get('threshold', 0.5), 2)}; "
         "sensitivity is the share of malignant masses called malignant."
     )
+    return other
 
+
+def _comparison_table(metrics: Mapping[str, Any]) -> Section:
+    comps = metrics.get("comparisons") or []
     comp_sec = Section("Paired comparisons", level=3)
     if comps:
         comp_sec.p(
@@ -329,7 +337,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         )
     else:
         comp_sec.p(f"Comparisons: {NOT_AVAILABLE} (fewer than two arms, or no baseline arm evaluated).")
+    return comp_sec
 
+
+def _seed_table(metrics: Mapping[str, Any]) -> Section:
+    arms = metrics.get("arms") or {}
     seeds = Section("Per-seed results", level=3)
     seed_rows = []
     for n, a in arms.items():
@@ -359,7 +371,14 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         ],
         seed_rows,
     )
-    return [sec, other, comp_sec, seeds]
+    return seeds
+
+
+def _results(metrics: Mapping[str, Any]) -> list[Section]:
+    """The detailed per-arm sections (below the first screen)."""
+    if not metrics.get("arms"):
+        return [_arm_table(metrics)]
+    return [_arm_table(metrics), _other_metrics(metrics), _comparison_table(metrics), _seed_table(metrics)]
 
 
 def _figure_section(
