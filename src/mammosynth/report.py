@@ -440,8 +440,11 @@ def _report_card(card: Mapping[str, Any] | None) -> Section:
         "(e.g. FID/KID against the real-vs-real floor, precision/recall, memorisation share, diversity)."
     )
     scalars = {k: v for k, v in card.items() if _is_scalar(v)}
+    # each nested entry's scalar fields (overall FID vs floor, the memorisation audit and its rule)
     flat = {
-        k: v for k, v in card.items() if isinstance(v, Mapping) and all(_is_scalar(x) for x in v.values())
+        k: {f: x for f, x in v.items() if _is_scalar(x)}
+        for k, v in card.items()
+        if isinstance(v, Mapping) and any(_is_scalar(x) for x in v.values())
     }
     dict_blocks(sec, {**scalars, **flat})
     sec.p("Nested entries (per-class values, flagged indices, figure lists) are in the appendix.")
