@@ -512,11 +512,15 @@ def _memorisation(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     share = mem.get("share_flagged")
     fired = mem.get("fired")
     which = f"; fired: {', '.join(fired)}" if fired else ""
-    share_txt = f"{share:.1%} of synthetic images flagged (expected {mem.get('expected_share', 0.05):.0%})"
+    share_txt = (  # a card without the share still warns (formatting None raised here)
+        f"{share:.1%} of synthetic images flagged (expected {mem.get('expected_share', 0.05):.0%})"
+        if share is not None
+        else "flagged"
+    )
     return [
         _warning(
             "memorisation_suspected",
-            f"memorisation suspected: {share_txt if share is not None else 'flagged'}{which}; "
+            f"memorisation suspected: {share_txt}{which}; "
             "check the closest-pairs figure before trusting the synthetic arms",
         )
     ]

@@ -169,6 +169,143 @@ def _comparison_pairs(arm_names: Sequence[str], baselines: Sequence[str]) -> lis
     return pairs
 
 
+def _load_arms(arm_dirs: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[str], Any]:
+    """Load the arm dirs and check them: distinct names, one shared test set with both classes."""
+    if not arm_dirs:
+        raise ValueError("run_evaluate: no arm dirs given")
+    arms = [load_arm(d) for d in arm_dirs]
+    names = [a["arm"] for a in arms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(
+            f"arm name(s) {dupes} given more than once ({[str(d) for d in arm_dirs]}); pass one dir per arm"
+        )
+    ids, y = _check_same_test_set(arms)
+    if len(set(y.tolist())) < 2:
+        raise ValueError(
+            f"the test set has only {'malignant' if y[0] else 'benign'} cases; "
+            "AUC and sensitivity/specificity need both"
+        )
+    return arms, ids, y
+
+
+def _arm_entry(
+    arm: Mapping[str, Any], y: Any, probs: Mapping[Any, Any], *, threshold: float, n_bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """One arm's metrics.json entry: per-seed metrics, the across-seed summary and the seed ensemble."""
+    name = arm["arm"]
+    per_seed: dict[str, dict[str, Any]] = {}
+    for s in arm["seeds"]:
+        m = stats.binary_metrics(y, probs[s], threshold)
+        tm = arm["train_metrics"].get(s, {})
+        m.update({k: _float_or_none(tm.get(k)) for k in ("train_accuracy", "val_auc", "val_accuracy")})
+        for k in ("epochs_run", "n_train_real", "n_train_synthetic"):
+            if tm.get(k) is not None:
+                m[k] = tm[k]
+        per_seed[_seed_key(s)] = m
+    summary = {
+        k: stats.summarise([ps.get(k) for ps in per_seed.values()], bounds=(0.0, 1.0))
+        for k in (*stats.METRICS, "train_accuracy", "val_auc")
+    }
+    ens = stats.seed_ensemble(probs)
+    ens_metrics = stats.binary_metrics(y, ens, threshold)
+    ens_ci = stats.bootstrap_cis(y, ens, n_bootstrap, seed, ALPHA, threshold)
+    first = per_seed[_seed_key(arm["seeds"][0])]
+    out = {
+        "accuracy": summary["accuracy"]["mean"],
+        "auc": summary["auc"]["mean"],
+        "train_accuracy": summary["train_accuracy"]["mean"],
+        "per_seed": per_seed,
+        "summary": summary,
+        "ensemble": {
+            "metrics": ens_metrics,
+            "ci95": ens_ci,
+            "confusion": stats.confusion(y, ens, threshold),
+            "method": "per-case probabilities averaged over seeds; "
+            "CIs by stratified percentile bootstrap over test cases",
+        },
+        "n_seeds": len(arm["seeds"]),
+        "seeds": list(arm["seeds"]),
+        "n_train_real": first.get("n_train_real"),
+        "n_train_synthetic": first.get("n_train_synthetic"),
+        "spec": arm["spec"],
+        "predictions_sha256": arm["predictions_sha256"],
+        "dir": arm["dir"],
+    }
+    log.info(
+        "arm %s: AUC %.3f ± %s over %d seed(s)",
+        name,
+        out["auc"],
+        "n/a" if summary["auc"]["sd"] is None else f"{summary['auc']['sd']:.3f}",
+        len(arm["seeds"]),
+    )
+
+    return out
+
+
+def _comparisons(
+    names: Sequence[str],
+    baselines: Sequence[str],
+    y: Any,
+    probs: Mapping[str, Any],
+    n_bootstrap: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Every arm against every baseline present (paired DeLong, across-seed t, paired bootstrap)."""
+    comparisons = []
+    for arm_name, base in _comparison_pairs(names, list(baselines)):
+        comp = stats.compare_arms(y, probs[arm_name], probs[base], n_boot=n_bootstrap, seed=seed)
+        matched = armlib.matched_control(arm_name) == base
+        comparisons.append({"arm": arm_name, "baseline": base, "matched": matched, **comp})
+        log.info(
+            "%s vs %s: ΔAUC %+.3f (95%% CI %.3f..%.3f, p=%.3g, %s)",
+            arm_name,
+            base,
+            comp["delta"],
+            comp["ci95"][0],
+            comp["ci95"][1],
+            comp["p_value"],
+            comp["test"],
+        )
+
+    return comparisons
+
+
+STATISTICS_NOTES = {
+    "headline": "mean over seeds (never the best seed)",
+    "across_seeds": "mean, SD and Student-t 95% interval over seeds",
+    "per_arm_ci": "stratified percentile bootstrap over test cases on the seed-ensemble",
+    "primary_test": stats.TEST_DELONG_ENSEMBLE,
+    "secondary_test": stats.TEST_PAIRED_T_SEEDS,
+    "cross_check": stats.TEST_PAIRED_BOOTSTRAP,
+    "significance": "a gain is called significant only when the Holm-adjusted DeLong p < 0.05 "
+    "and the across-seed 95% CI of ΔAUC excludes 0 (matched comparisons; the others are "
+    "descriptive with raw p)",
+    "label_convention": "malignant = 1 is the positive class (the original study used malignant = 0)",
+}
+
+
+def _write_outputs(out: Path, arms: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) -> None:
+    """test_predictions.csv (every arm and seed), conclusion.md and metrics.json, each atomically."""
+    rows = [
+        pd.DataFrame(
+            {
+                "arm": a["arm"],
+                "seed": s,
+                "image_id": df["image_id"],
+                "label_id": df["label_id"],
+                "prob": df["prob"],
+            }
+        )
+        for a in arms
+        for s, df in a["predictions"].items()
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / TEST_PREDICTIONS_FILE, pd.concat(rows, ignore_index=True).to_csv(index=False))
+    write_text_atomic(out / CONCLUSION_FILE, metrics["conclusion"] + "\n")
+    write_json_atomic(out / METRICS_FILE, metrics)
+
+
 def run_evaluate(
     arm_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -198,88 +335,16 @@ def run_evaluate(
     Raises:
         ValueError: no arms, duplicate arm names, or arms not sharing the same test images/labels.
     """
-    if not arm_dirs:
-        raise ValueError("run_evaluate: no arm dirs given")
-    arms = [load_arm(d) for d in arm_dirs]
+    arms, ids, y = _load_arms(arm_dirs)
     names = [a["arm"] for a in arms]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(
-            f"arm name(s) {dupes} given more than once ({[str(d) for d in arm_dirs]}); pass one dir per arm"
-        )
-    ids, y = _check_same_test_set(arms)
-    if len(set(y.tolist())) < 2:
-        raise ValueError(
-            f"the test set has only {'malignant' if y[0] else 'benign'} cases; "
-            "AUC and sensitivity/specificity need both"
-        )
     log.info("evaluating %d arm(s) on %d test images (%d malignant)", len(arms), len(y), int(y.sum()))
 
     probs = {a["arm"]: {s: df["prob"].to_numpy() for s, df in a["predictions"].items()} for a in arms}
-    arms_out: dict[str, Any] = {}
-    for arm in arms:
-        name = arm["arm"]
-        per_seed: dict[str, dict[str, Any]] = {}
-        for s in arm["seeds"]:
-            m = stats.binary_metrics(y, probs[name][s], threshold)
-            tm = arm["train_metrics"].get(s, {})
-            m.update({k: _float_or_none(tm.get(k)) for k in ("train_accuracy", "val_auc", "val_accuracy")})
-            for k in ("epochs_run", "n_train_real", "n_train_synthetic"):
-                if tm.get(k) is not None:
-                    m[k] = tm[k]
-            per_seed[_seed_key(s)] = m
-        summary = {
-            k: stats.summarise([ps.get(k) for ps in per_seed.values()], bounds=(0.0, 1.0))
-            for k in (*stats.METRICS, "train_accuracy", "val_auc")
-        }
-        ens = stats.seed_ensemble(probs[name])
-        ens_metrics = stats.binary_metrics(y, ens, threshold)
-        ens_ci = stats.bootstrap_cis(y, ens, n_bootstrap, seed, ALPHA, threshold)
-        first = per_seed[_seed_key(arm["seeds"][0])]
-        arms_out[name] = {
-            "accuracy": summary["accuracy"]["mean"],
-            "auc": summary["auc"]["mean"],
-            "train_accuracy": summary["train_accuracy"]["mean"],
-            "per_seed": per_seed,
-            "summary": summary,
-            "ensemble": {
-                "metrics": ens_metrics,
-                "ci95": ens_ci,
-                "confusion": stats.confusion(y, ens, threshold),
-                "method": "per-case probabilities averaged over seeds; "
-                "CIs by stratified percentile bootstrap over test cases",
-            },
-            "n_seeds": len(arm["seeds"]),
-            "seeds": list(arm["seeds"]),
-            "n_train_real": first.get("n_train_real"),
-            "n_train_synthetic": first.get("n_train_synthetic"),
-            "spec": arm["spec"],
-            "predictions_sha256": arm["predictions_sha256"],
-            "dir": arm["dir"],
-        }
-        log.info(
-            "arm %s: AUC %.3f ± %s over %d seed(s)",
-            name,
-            arms_out[name]["auc"],
-            "n/a" if summary["auc"]["sd"] is None else f"{summary['auc']['sd']:.3f}",
-            len(arm["seeds"]),
-        )
-
-    comparisons = []
-    for arm_name, base in _comparison_pairs(names, list(baselines)):
-        comp = stats.compare_arms(y, probs[arm_name], probs[base], n_boot=n_bootstrap, seed=seed)
-        matched = armlib.matched_control(arm_name) == base
-        comparisons.append({"arm": arm_name, "baseline": base, "matched": matched, **comp})
-        log.info(
-            "%s vs %s: ΔAUC %+.3f (95%% CI %.3f..%.3f, p=%.3g, %s)",
-            arm_name,
-            base,
-            comp["delta"],
-            comp["ci95"][0],
-            comp["ci95"][1],
-            comp["p_value"],
-            comp["test"],
-        )
+    arms_out = {
+        a["arm"]: _arm_entry(a, y, probs[a["arm"]], threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
+        for a in arms
+    }
+    comparisons = _comparisons(names, baselines, y, probs, n_bootstrap, seed)
 
     all_seeds = sorted({s for a in arms for s in a["seeds"]}, key=lambda s: (str(type(s)), s))
     metrics: dict[str, Any] = {}
@@ -303,19 +368,7 @@ def run_evaluate(
             "n_bootstrap": n_bootstrap,
             "bootstrap_seed": seed,
             "alpha": ALPHA,
-            "statistics": {
-                "headline": "mean over seeds (never the best seed)",
-                "across_seeds": "mean, SD and Student-t 95% interval over seeds",
-                "per_arm_ci": "stratified percentile bootstrap over test cases on the seed-ensemble",
-                "primary_test": stats.TEST_DELONG_ENSEMBLE,
-                "secondary_test": stats.TEST_PAIRED_T_SEEDS,
-                "cross_check": stats.TEST_PAIRED_BOOTSTRAP,
-                "significance": "a gain is called significant only when the Holm-adjusted DeLong p < 0.05 "
-                "and the across-seed 95% CI of ΔAUC excludes 0 (matched comparisons; the others are "
-                "descriptive with raw p)",
-                "label_convention": "malignant = 1 is the positive class (the original study used "
-                "malignant = 0)",
-            },
+            "statistics": dict(STATISTICS_NOTES),
         }
     )
     metrics["provenance"] = _provenance()
@@ -325,23 +378,7 @@ def run_evaluate(
     metrics = _json_safe(metrics)
 
     out = Path(out_dir)
-    rows = [
-        pd.DataFrame(
-            {
-                "arm": a["arm"],
-                "seed": s,
-                "image_id": df["image_id"],
-                "label_id": df["label_id"],
-                "prob": df["prob"],
-            }
-        )
-        for a in arms
-        for s, df in a["predictions"].items()
-    ]
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / TEST_PREDICTIONS_FILE, pd.concat(rows, ignore_index=True).to_csv(index=False))
-    write_text_atomic(out / CONCLUSION_FILE, metrics["conclusion"] + "\n")
-    write_json_atomic(out / METRICS_FILE, metrics)
+    _write_outputs(out, arms, metrics)
     log.info("wrote %s", out / METRICS_FILE)
     return metrics
 

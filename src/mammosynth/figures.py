@@ -145,11 +145,12 @@ def forest_figure(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathL
     # at most ~5 signed ticks (long CIs made the default ticks run together)
     ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=5, symmetric=False))
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.2f}" if abs(v) > 1e-9 else "0"))
-    if comparisons:  # below the axes, never on top of a whisker
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
+    if comparisons:  # in a strip of the figure below the x label, never on a whisker or the label
+        fig.legend(fontsize=8, loc="lower center", ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
     else:
         ax.text(0.5, 0.5, "no comparisons (one arm only)", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
+        fig.tight_layout()
     return _save(fig, Path(path))
 
 

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from mammosynth import figures as figs
+from mammosynth.config import LABEL_CONVENTION
 from mammosynth.evaluate import (
     CONTRACT_KEYS,
     METRICS_FILE,
     TEST_PREDICTIONS_FILE,
+    build_verdict,
     conclusion,
+    test_set_name,
     write_text_atomic,
 )
 
@@ -54,17 +57,24 @@ FIGURE_TITLES = {
     "seed_auc": "Test AUC per seed with the mean and its 95% CI over seeds",
     "forest": "Δ AUC against the baselines with 95% CIs",
     "confusion": "Confusion matrices (seed ensemble)",
+    "roc_band": "ROC curves with bootstrap bands",
+    "reliability": "Reliability diagram",
+    "pr": "Precision–recall curves",
+    "subgroups": "Subgroup AUC forest",
+    "learning_curves": "Learning curves (loss and AUC per epoch over seeds)",
+    "gan_curves": "GAN losses, D outputs and the per-step sample strip",
 }
 
 
 # ----------------------------------------------------------------------------- document model
 @dataclass
 class Block:
-    kind: str  # "p" | "table" | "img" | "code" | "note"
+    kind: str  # "p" | "table" | "img" | "code" | "note" | "list"
     text: str = ""
     headers: Sequence[str] = ()
     rows: Sequence[Sequence[Any]] = ()
     path: str | None = None  # image path relative to the report directory
+    id: str | None = None  # HTML id (the first screen's table is found by it)
 
 
 @dataclass
@@ -72,6 +82,8 @@ class Section:
     title: str
     blocks: list[Block] = field(default_factory=list)
     level: int = 2
+    id: str | None = None  # HTML id of the section
+    collapsed: bool = True  # HTML: a closed <details> (the first screen's sections set False)
 
     def p(self, text: str) -> Section:
         self.blocks.append(Block("p", text))
@@ -81,8 +93,12 @@ class Section:
         self.blocks.append(Block("note", text))
         return self
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Section:
-        self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows]))
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], id: str | None = None) -> Section:
+        self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows], id=id))
+        return self
+
+    def items(self, texts: Sequence[str]) -> Section:
+        self.blocks.append(Block("list", rows=[[t] for t in texts]))
         return self
 
     def img(self, caption: str, path: str) -> Section:
@@ -210,19 +226,19 @@ def _delta_cell(comps: Sequence[Mapping[str, Any]], arm: str, base: str) -> str:
 
 
 def _headline(metrics: Mapping[str, Any]) -> Section:
-    sec = Section("Headline")
+    sec = Section("Headline")  # the whole conclusion; its first paragraph is the verdict above
     text = metrics.get("conclusion") or conclusion(metrics)
     for para in text.split("\n\n"):
         sec.p(para)
     return sec
 
 
-def _results(metrics: Mapping[str, Any]) -> list[Section]:
+def _arm_table(metrics: Mapping[str, Any]) -> Section:
     arms = metrics.get("arms") or {}
     comps = metrics.get("comparisons") or []
     sec = Section("Results per arm")
     if not arms:
-        return [sec.p(f"Arm results: {NOT_AVAILABLE}.")]
+        return sec.p(f"Arm results: {NOT_AVAILABLE}.")
     baselines = ["real", "real+aug"]
     sec.p(
         "As in the study: train accuracy, test accuracy and AUC per arm — here the mean over seeds "
@@ -261,7 +277,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         ],
         rows,
     )
+    return sec
 
+
+def _other_metrics(metrics: Mapping[str, Any]) -> Section:
+    arms = metrics.get("arms") or {}
     other = Section("Other test metrics (mean ± SD over seeds)", level=3)
     keys = ["sensitivity", "specificity", "f1", "balanced_accuracy", "val_auc"]
     other.table(
@@ -272,7 +292,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         f"Threshold for the thresholded metrics: P(malignant) ≥ {fmt(metrics.get('threshold', 0.5), 2)}; "
         "sensitivity is the share of malignant masses called malignant."
     )
+    return other
 
+
+def _comparison_table(metrics: Mapping[str, Any]) -> Section:
+    comps = metrics.get("comparisons") or []
     comp_sec = Section("Paired comparisons", level=3)
     if comps:
         comp_sec.p(
@@ -314,7 +338,11 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         )
     else:
         comp_sec.p(f"Comparisons: {NOT_AVAILABLE} (fewer than two arms, or no baseline arm evaluated).")
+    return comp_sec
 
+
+def _seed_table(metrics: Mapping[str, Any]) -> Section:
+    arms = metrics.get("arms") or {}
     seeds = Section("Per-seed results", level=3)
     seed_rows = []
     for n, a in arms.items():
@@ -344,22 +372,26 @@ def _results(metrics: Mapping[str, Any]) -> list[Section]:
         ],
         seed_rows,
     )
-    return [sec, other, comp_sec, seeds]
+    return seeds
 
 
-def _figure_section(title: str, keys: Sequence[str], placed: Mapping[str, str | None]) -> Section:
+def _results(metrics: Mapping[str, Any]) -> list[Section]:
+    """The detailed per-arm sections (below the first screen)."""
+    if not metrics.get("arms"):
+        return [_arm_table(metrics)]
+    return [_arm_table(metrics), _other_metrics(metrics), _comparison_table(metrics), _seed_table(metrics)]
+
+
+def _figure_section(
+    title: str, keys: Sequence[str], placed: Mapping[str, str | None], captions: Mapping[str, str]
+) -> Section:
     sec = Section(title)
-    for key in keys:
-        rel = placed.get(key)
-        if rel:
-            sec.img(FIGURE_TITLES.get(key, key), rel)
-        else:
-            sec.p(f"{FIGURE_TITLES.get(key, key)}: {NOT_AVAILABLE}.")
+    _fig_blocks(sec, [k for k in keys if k in placed or k in FIGURE_TITLES], placed, captions)
     return sec
 
 
-def _confusion(metrics: Mapping[str, Any], placed: Mapping[str, str | None]) -> Section:
-    sec = _figure_section("Confusion matrices", ["confusion"], placed)
+def _confusion(metrics: Mapping[str, Any], placed: Mapping[str, str | None], captions) -> Section:
+    sec = _figure_section("Confusion matrices", ["confusion"], placed, captions)
     rows = [
         [n, c["tn"], c["fp"], c["fn"], c["tp"]]
         for n, a in (metrics.get("arms") or {}).items()
@@ -408,7 +440,15 @@ def _report_card(card: Mapping[str, Any] | None) -> Section:
         "Image-quality and privacy checks of the synthetic set as computed by the generator stage "
         "(e.g. FID/KID against the real-vs-real floor, precision/recall, memorisation share, diversity)."
     )
-    dict_blocks(sec, card)
+    scalars = {k: v for k, v in card.items() if _is_scalar(v)}
+    # each nested entry's scalar fields (overall FID vs floor, the memorisation audit and its rule)
+    flat = {
+        k: {f: x for f, x in v.items() if _is_scalar(x)}
+        for k, v in card.items()
+        if isinstance(v, Mapping) and any(_is_scalar(x) for x in v.values())
+    }
+    dict_blocks(sec, {**scalars, **flat})
+    sec.p("Nested entries (per-class values, flagged indices, figure lists) are in the appendix.")
     return sec
 
 
@@ -464,9 +504,10 @@ def _data_and_reproducibility(metrics: Mapping[str, Any], context: Mapping[str, 
     if context:
         sec.p(
             "**Run context** (split, input versions/hashes, package versions and the config to re-run, "
-            "as recorded by the pipeline)"
+            "as recorded by the pipeline): see the appendix."
         )
-        dict_blocks(sec, context)
+        if context.get("re-run"):
+            sec.p(f"Re-run: `{context['re-run']}`")
     else:
         sec.p(f"Run context (split, input hashes, versions, config): {NOT_AVAILABLE}.")
     return sec
@@ -492,12 +533,246 @@ def _methods(metrics: Mapping[str, Any]) -> Section:
     return sec
 
 
+# ----------------------------------------------------------------------------- first screen
+def _answer(v: Mapping[str, Any]) -> str:
+    helps = v.get("synthetic_helps")
+    if helps is None:
+        return "**Does synthetic data help? Not enough evidence to say** (no synthetic arm, or fewer than 2 seeds)."
+    return (
+        "**Does synthetic data help? Yes.**"
+        if helps
+        else "**Does synthetic data help? No significant gain.**"
+    )
+
+
+def _verdict_section(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Verdict", id="verdict", collapsed=False)
+    v = metrics.get("verdict") or build_verdict(metrics.get("comparisons") or [])
+    text = metrics.get("conclusion") or conclusion(metrics)
+    sec.p(_answer(v))
+    first = text.split("\n\n")[0]
+    head, sep, detail = first.partition(" Matched comparisons: ")
+    # the question is answered in bold above; the sentence's own evidence follows
+    sec.p(f"{head.split('? ', 1)[-1]}{sep}{detail}" if sep else first)
+    return sec
+
+
+def _warnings_section(warns: Sequence[Mapping[str, Any]]) -> Section:
+    sec = Section("Warnings", id="warnings", collapsed=False)
+    if not warns:
+        return sec.p("No warnings: no phantom data, enough seeds, no collapsed seed, no memorisation flag.")
+    return sec.items([f"**{w['kind'].replace('_', ' ')}**: {w['message']}" for w in warns])
+
+
+def _table_rows(metrics: Mapping[str, Any]) -> list[list[Any]]:
+    matched = {e["arm"]: e for e in (metrics.get("verdict") or {}).get("comparisons") or []}
+    controls = {e["control"] for e in matched.values()}
+    rows = []
+    for name, a in (metrics.get("arms") or {}).items():
+        auc = (a.get("summary") or {}).get("auc") or {}
+        e = matched.get(name)
+        if e:
+            delta = f"{e['delta']:+.3f} {_ci(e['ci95'], True)} vs {e['control']}"
+            p_adj = _p(e.get("p_adjusted")) + (
+                " (significant)" if e.get("significant") else " (not significant under the verdict rule)"
+            )
+        else:
+            delta, p_adj = ("— (matched control)" if name in controls else "—"), "—"
+        rows.append([name, a.get("n_seeds"), f"{fmt(auc.get('mean'))} {_ci(auc.get('ci95'))}", delta, p_adj])
+    return rows
+
+
+def _results_table(metrics: Mapping[str, Any]) -> Section:
+    sec = Section("Results", id="results", collapsed=False)
+    if not metrics.get("arms"):
+        return sec.p(f"Arm results: {NOT_AVAILABLE}.")
+    sec.table(
+        ["arm", "seeds", "test AUC mean [95% CI over seeds]", "Δ AUC vs matched control [95% CI]", "Holm p"],
+        _table_rows(metrics),
+        id="results-table",
+    )
+    ts = metrics.get("test_set") or {}
+    return sec.p(
+        f"{test_set_name(metrics.get('data_source')).capitalize()}: {fmt(ts.get('n'))} held-out masses "
+        f"({fmt(ts.get('n_malignant'))} malignant); "
+        "Δ on the seed ensemble with DeLong's CI, p Holm-adjusted over the matched comparisons."
+    )
+
+
+def _forest_section(placed: Mapping[str, str | None], captions: Mapping[str, str]) -> Section:
+    sec = Section("Matched comparisons", id="forest", collapsed=False)
+    if placed.get("forest"):
+        return sec.img(captions.get("forest", "forest"), placed["forest"])
+    return sec.p(f"Forest plot: {NOT_AVAILABLE}.")
+
+
+# ----------------------------------------------------------------------------- clinical sections
+def _ci_text(est: Any, ci: Sequence[Any] | None) -> str:
+    return "n/a" if est is None else f"{fmt(est)} {_ci(ci)}"
+
+
+def _fig_blocks(
+    sec: Section, keys: Sequence[str], placed: Mapping[str, str | None], captions: Mapping[str, str]
+):
+    for key in keys:
+        if placed.get(key):
+            sec.img(captions.get(key, FIGURE_TITLES.get(key, key)), placed[key])
+        else:
+            sec.p(f"{FIGURE_TITLES.get(key, key)}: {NOT_AVAILABLE}.")
+
+
+def _operating_points(readout: Mapping[str, Any]) -> Section:
+    sec = Section("Clinical operating points")
+    rows = []
+    for arm, r in readout["arms"].items():
+        op = r["ensemble"]["operating_points"]
+        t = op["at_threshold"]
+        rows.append(
+            [
+                arm,
+                _ci_text(op["sens_at_spec"]["estimate"], op["sens_at_spec"]["ci"]),
+                _ci_text(op["spec_at_sens"]["estimate"], op["spec_at_sens"]["ci"]),
+                _ci_text(t["sensitivity"], t["sensitivity_ci95"]),
+                _ci_text(t["specificity"], t["specificity_ci95"]),
+                f"{fmt(r['mean_over_seeds']['sens_at_spec'])} / {fmt(r['mean_over_seeds']['spec_at_sens'])}",
+            ]
+        )
+    thr = fmt(next(iter(readout["arms"].values()))["threshold"], 2) if readout["arms"] else "n/a"
+    sec.p(
+        "Seed ensemble of each arm (probabilities averaged over seeds). Fixed-specificity / fixed-sensitivity "
+        f"points on the empirical ROC with {readout['n_boot']} stratified bootstrap resamples (seed "
+        f"{readout['seed']}); threshold {thr} points with Wilson intervals."
+    )
+    return sec.table(
+        [
+            "arm",
+            "sensitivity at 90% specificity [95% CI]",
+            "specificity at 90% sensitivity [95% CI]",
+            f"sensitivity at {thr} [95% CI]",
+            f"specificity at {thr} [95% CI]",
+            "mean over seeds (sens@90%spec / spec@90%sens)",
+        ],
+        rows,
+    )
+
+
+def _calibration(readout: Mapping[str, Any], placed, captions) -> Section:
+    sec = Section("Calibration and precision–recall")
+    rows = [
+        [
+            arm,
+            fmt(r["ensemble"]["calibration"]["brier"]),
+            fmt(r["ensemble"]["calibration"]["ece"]),
+            fmt(r["mean_over_seeds"]["brier"]),
+            fmt(r["mean_over_seeds"]["ece"]),
+            fmt(r["ensemble"]["pr"]["average_precision"]),
+            fmt(r["mean_over_seeds"]["average_precision"]),
+        ]
+        for arm, r in readout["arms"].items()
+    ]
+    sec.table(
+        [
+            "arm",
+            "Brier (ensemble)",
+            "ECE (ensemble)",
+            "Brier (mean over seeds)",
+            "ECE (mean over seeds)",
+            "AP (ensemble)",
+            "AP (mean over seeds)",
+        ],
+        rows,
+    )
+    _fig_blocks(sec, ["reliability", "pr"], placed, captions)
+    return sec
+
+
+def _subgroup_rows(rows: Sequence[Mapping[str, Any]], delta: bool) -> list[list[Any]]:
+    out = []
+    for r in rows:
+        row = [
+            r["factor"],
+            r["level"],
+            r["n"],
+            f"{r['n_malignant']} / {r['n_benign']}",
+            _ci_text(r["auc"], r["ci95"]),
+        ]
+        if delta:
+            row += [fmt(r["auc_baseline"]), f"{_signed(r['delta'])} {_ci(r['delta_ci95'], True)}"]
+        out.append([*row, "too small (no CI)" if r["too_small"] else ""])
+    return out
+
+
+def _subgroups(readout: Mapping[str, Any], placed, captions) -> Section:
+    sec = Section("Subgroups")
+    comps = readout.get("subgroup_comparisons") or []
+    if not comps and not any(r.get("subgroups") for r in readout["arms"].values()):
+        return sec.p(f"Subgroups: {NOT_AVAILABLE} (no case metadata (index.csv) was given).")
+    sec.p(
+        f"AUC by mass shape, margin, breast density, subtlety and view on the seed ensemble; subgroups with "
+        f"fewer than {readout['min_subgroup_size']} cases (or too few of one class) are marked, not hidden."
+    )
+    for c in comps:
+        sec.p(f"**{c['arm']} vs {c['baseline']}**")
+        sec.table(
+            [
+                "factor",
+                "level",
+                "n",
+                "malignant / benign",
+                f"AUC {c['arm']} [95% CI]",
+                f"AUC {c['baseline']}",
+                "Δ AUC [95% CI]",
+                "note",
+            ],
+            _subgroup_rows(c["rows"], True),
+        )
+    if not comps:
+        for arm, r in readout["arms"].items():
+            sec.p(f"**{arm}**")
+            sec.table(
+                ["factor", "level", "n", "malignant / benign", "AUC [95% CI]", "note"],
+                _subgroup_rows(r["subgroups"] or [], False),
+            )
+    _fig_blocks(sec, ["subgroups"], placed, captions)
+    return sec
+
+
+def _training_curves(placed, captions) -> Section:
+    sec = Section("Training curves")
+    _fig_blocks(sec, ["learning_curves", "gan_curves"], placed, captions)
+    return sec
+
+
+def _clinical_sections(readout: Mapping[str, Any] | None, placed, captions) -> list[Section]:
+    if not readout or not readout.get("arms"):
+        return [Section("Clinical operating points").p(f"Clinical readout: {NOT_AVAILABLE}.")]
+    return [
+        _operating_points(readout),
+        _calibration(readout, placed, captions),
+        _subgroups(readout, placed, captions),
+        _training_curves(placed, captions),
+    ]
+
+
+def _appendix(context: Mapping[str, Any], card: Mapping[str, Any] | None) -> Section:
+    sec = Section("Appendix: machine-readable run record")
+    sec.p("The same facts are in metrics.json, report_card.json and run.json next to this report.")
+    if context:
+        sec.p("**Run context**")
+        dict_blocks(sec, context)
+    if card:
+        sec.p("**Generator report card (full)**")
+        dict_blocks(sec, card)
+    return sec
+
+
 # ----------------------------------------------------------------------------- renderers
 def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    """Markdown of the document model, in the same order as the HTML (first screen, then sections)."""
     out = [f"# {title}", ""]
     for sec in sections:
         out += [f"{'#' * sec.level} {sec.title}", ""]
@@ -506,6 +781,8 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
                 out += [b.text, ""]
             elif b.kind == "note":
                 out += [f"> {b.text}", ""]
+            elif b.kind == "list":
+                out += [*(f"- {row[0]}" for row in b.rows), ""]
             elif b.kind == "code":
                 out += ["```json", b.text, "```", ""]
             elif b.kind == "img":
@@ -519,16 +796,26 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:1.2em auto;
 padding:0 1em;color:#1d2733;line-height:1.45}
-h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b6cb0}
+h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em;font-size:1.55em;margin:.2em 0 .5em}
+h2{margin:1em 0 .4em;color:#2b6cb0;font-size:1.25em}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
 th,td{border:1px solid #cbd5e0;padding:.3em .55em;text-align:left;vertical-align:top}
 th{background:#edf2f7}tr:nth-child(even) td{background:#f7fafc}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #e2e8f0}
+#forest figure img{max-height:420px}
 figcaption{font-size:.85em;color:#4a5568}
-pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.6em;overflow-x:auto;font-size:.82em}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.6em;overflow-x:auto;font-size:.82em;max-height:30em}
 blockquote{border-left:4px solid #ed8936;margin:.8em 0;padding:.3em .8em;background:#fffaf0}
+#verdict{background:#ebf4ff;border-left:5px solid #2b6cb0;padding:.2em 1em}
+#verdict p:first-of-type{font-size:1.1em}
+#warnings{background:#fff5f5;border-left:5px solid #c53030;padding:.2em 1em}
+#warnings.none{background:#f0fff4;border-left-color:#2f855a}
+#warnings ul{margin:.3em 0;padding-left:1.2em}
+details{border-top:1px solid #e2e8f0;padding:.2em 0}
+details>summary{cursor:pointer;list-style-position:outside;margin-left:1em}
+details>summary h2,details>summary h3{display:inline;margin:0}
 """
 
 
@@ -537,36 +824,75 @@ def _inline_md(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
 
+def _html_block(b: Block, out_dir: Path) -> str:
+    if b.kind == "p":
+        return f"<p>{_inline_md(b.text)}</p>"
+    if b.kind == "note":
+        return f"<blockquote>{_inline_md(b.text)}</blockquote>"
+    if b.kind == "list":
+        return "<ul>" + "".join(f"<li>{_inline_md(str(r[0]))}</li>" for r in b.rows) + "</ul>"
+    if b.kind == "code":
+        return f"<pre>{html.escape(b.text)}</pre>"
+    if b.kind == "img":
+        data = base64.b64encode((out_dir / b.path).read_bytes()).decode("ascii")
+        mime = "image/png" if b.path.lower().endswith(".png") else "image/jpeg"
+        return (
+            f"<figure><img alt='{html.escape(b.text)}' src='data:{mime};base64,{data}'>"
+            f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
+        )
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows
+    )
+    tid = f" id='{html.escape(b.id)}'" if b.id else ""
+    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def render_html(title: str, sections: Sequence[Section], out_dir: Path) -> str:
+    """One self-contained HTML page: first-screen sections open, the rest closed ``<details>``.
+
+    Args:
+        title: page title.
+        sections: the document model.
+        out_dir: report folder (image paths are relative to it; images are embedded as data URIs).
+
+    Returns:
+        The HTML text.
+    """
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     ]
     for sec in sections:
-        parts.append(f"<h{sec.level}>{html.escape(sec.title)}</h{sec.level}>")
-        for b in sec.blocks:
-            if b.kind == "p":
-                parts.append(f"<p>{_inline_md(b.text)}</p>")
-            elif b.kind == "note":
-                parts.append(f"<blockquote>{_inline_md(b.text)}</blockquote>")
-            elif b.kind == "code":
-                parts.append(f"<pre>{html.escape(b.text)}</pre>")
-            elif b.kind == "img":
-                data = base64.b64encode((out_dir / b.path).read_bytes()).decode("ascii")
-                mime = "image/png" if b.path.lower().endswith(".png") else "image/jpeg"
-                parts.append(
-                    f"<figure><img alt='{html.escape(b.text)}' src='data:{mime};base64,{data}'>"
-                    f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
-                )
-            elif b.kind == "table":
-                head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers)
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                    for row in b.rows
-                )
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        sid = f" id='{html.escape(sec.id)}'" if sec.id else ""
+        cls = (
+            " class='none'" if sec.id == "warnings" and not any(b.kind == "list" for b in sec.blocks) else ""
+        )
+        heading = f"<h{sec.level}>{html.escape(sec.title)}</h{sec.level}>"
+        body = "\n".join(_html_block(b, out_dir) for b in sec.blocks)
+        if sec.collapsed:
+            parts.append(f"<details{sid}><summary>{heading}</summary>\n{body}\n</details>")
+        else:
+            parts.append(f"<section{sid}{cls}>{heading}\n{body}\n</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dict]:
+    """Place every figure under the report folder; captions from `figures.caption` or the Figure."""
+    placed: dict[str, str | None] = {}
+    captions: dict[str, str] = {}
+    for k, v in (figures or {}).items():
+        if v:
+            placed[k] = _place_image(v, out, f"figure-{k}")
+            captions[k] = figs.caption(k, metrics) if k in figs.FIGURE_FILES else FIGURE_TITLES.get(k, k)
+            if metrics.get("data_source") == "phantom":  # phantom data is called phantom where it is read
+                captions[k] = captions[k].replace("the real test set", "the phantom test set")
+    for k, f in (clinical_figures or {}).items():
+        placed[k] = _place_image(f.path, out, f"figure-{k}")
+        captions[k] = f.caption
+    return placed, captions
 
 
 def write_report(
@@ -578,38 +904,62 @@ def write_report(
     sample_grids: Mapping[str, Any] | None = None,
     report_card: Mapping[str, Any] | None = None,
     data_figures: Mapping[str, str | os.PathLike] | None = None,
+    readout: Mapping[str, Any] | None = None,
+    clinical_figures: Mapping[str, figs.Figure] | None = None,
     title: str = "mammosynth: does synthetic data help the breast-mass classifier?",
 ) -> dict[str, Any]:
     """Write ``report.md`` and ``report.html`` for an evaluation.
 
+    The first screen holds the verdict (id ``verdict``), the warnings (id ``warnings``), the one table
+    (id ``results-table``) and the forest plot of the matched comparisons; every other section follows
+    as a closed ``<details>`` in the HTML, with the machine-readable dumps in a final appendix.
+
     Args:
         out_dir: report folder (figures given from elsewhere are copied into ``assets/``).
-        metrics: evaluate's ``metrics.json`` content.
+        metrics: evaluate's ``metrics.json`` content (with the structured ``verdict``).
         context: run facts to show (split, input hashes, versions, config); any keys, nested allowed.
         figures: ``{key: png path}`` with keys from `mammosynth.figures.FIGURE_FILES` (``roc``,
             ``confusion``, ``forest``, ``seed_auc``); missing ones read "not available".
         sample_grids: ``{name: png}`` or ``{class: {"real": png, "synthetic": png}}``.
         report_card: the generator's report card (any nested dict).
         data_figures: ``{caption: png}`` of the data set (EDA: pathology counts, split balance, ...).
+        readout: `mammosynth.clinical.evaluation_readout` (operating points, calibration, subgroups,
+            warnings); ``None``: clinical sections say "not available" and the warnings come from
+            `mammosynth.clinical.warnings` on ``metrics`` and ``report_card``.
+        clinical_figures: `mammosynth.figures.render_clinical`'s ``{key: Figure}``.
         title: report title.
 
     Returns:
         ``{"markdown": path, "html": path, "sections": [titles], "images": [relative paths]}``.
     """
+    from mammosynth import clinical
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    placed = {k: _place_image(v, out, f"figure-{k}") for k, v in (figures or {}).items() if v}
+    placed, captions = _place_all(figures, clinical_figures, metrics, out)
+    phantom = None if not metrics.get("data_source") else metrics["data_source"] == "phantom"
+    warns = (
+        readout["warnings"]
+        if readout
+        else clinical.warnings(metrics, report_card=report_card, phantom=phantom)
+    )
     sections = [
+        _verdict_section(metrics),
+        _warnings_section(warns),
+        _results_table(metrics),
+        _forest_section(placed, captions),
         _headline(metrics),
         *_results(metrics),
-        _figure_section("ROC curves and per-seed AUC", ["roc", "seed_auc", "forest"], placed),
-        _confusion(metrics, placed),
+        *_clinical_sections(readout, placed, captions),
+        _figure_section("ROC curves and per-seed AUC", ["roc", "roc_band", "seed_auc"], placed, captions),
+        _confusion(metrics, placed, captions),
         _samples(sample_grids, out),
         _report_card(report_card),
         _data_figures(data_figures, out),
         _data_and_reproducibility(metrics, dict(context or {})),
         _published(),
         _methods(metrics),
+        _appendix(dict(context or {}), report_card),
     ]
     md_path = write_text_atomic(out / REPORT_MD, render_markdown(title, sections))
     html_path = write_text_atomic(out / REPORT_HTML, render_html(title, sections, out))
@@ -621,6 +971,210 @@ def write_report(
         "sections": [s.title for s in sections],
         "images": images,
     }
+
+
+# ----------------------------------------------------------------------------- run folder (pipeline step)
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    from mammosynth import __version__
+
+    out = {"python": platform.python_version(), "mammosynth": __version__}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pydicom", "kfp"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _pngs(folder: Path) -> dict[str, Path]:
+    """``{caption: path}`` of the PNGs in a folder, captions from file names."""
+    if not folder.exists():
+        return {}
+    return {p.stem.replace("_", " "): p.resolve() for p in sorted(folder.glob("*.png"))}
+
+
+def _rerun(cfg: Any, source: str, overrides: str | dict | None) -> str:
+    if source == "embedded":
+        return f"make run PRESET={cfg.preset}"
+    ov = json.dumps(overrides) if isinstance(overrides, dict) else (overrides or "{}")
+    return f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{ov}'"
+
+
+def run_context(
+    cfg: Any, model_meta: Mapping[str, Any], inputs: Mapping[str, Path], syn_sets: Sequence[Path], **how: Any
+) -> dict[str, Any]:
+    """The run facts the report and run.json show: sizes, split, input hashes, versions, config.
+
+    Args:
+        cfg: the validated `mammosynth.config.StudyConfig`.
+        model_meta: the final model's ``model.json``.
+        inputs: ``{"prepared_set": dir, "split_set": dir}``.
+        syn_sets: the synthetic set folders (one per generator).
+        **how: ``source`` and ``overrides`` of the run (for the re-run command).
+
+    Returns:
+        The context dict (any nesting; rendered in the appendix).
+    """
+    from mammosynth import storage
+    from mammosynth.data import shards
+
+    many = len(syn_sets) > 1
+    split_report = inputs["split_set"] / "split_report.json"
+    hashes = {
+        "index.csv": storage.sha256_file(inputs["split_set"] / "index.csv"),
+        "prepared meta.json": storage.sha256_file(inputs["prepared_set"] / "meta.json"),
+    }
+    for s in syn_sets:
+        hashes[f"synthetic meta.json{f' ({s.name})' if many else ''}"] = storage.sha256_file(s / "meta.json")
+    return {
+        "preset": cfg.preset,
+        "source": how.get("source", "embedded"),
+        "seed (split, phantom)": cfg.seed,
+        "seeds (repeats)": list(cfg.seeds),
+        "arms": list(cfg.arms),
+        "final model": {
+            "arm": model_meta.get("selected_arm"),
+            "seed": model_meta.get("seed"),
+            "selected by": model_meta.get("selected_by"),
+            "path": "model/",
+        },
+        "data set sizes": shards.read_meta(inputs["prepared_set"])["counts"],
+        "synthetic set": {s.name if many else "counts": shards.read_meta(s).get("counts") for s in syn_sets},
+        "label convention": LABEL_CONVENTION,
+        "split": json.loads(split_report.read_text()) if split_report.exists() else {},
+        "input hashes (sha256)": hashes,
+        "versions": _versions(),
+        "config": cfg.to_dict(),
+        "re-run": _rerun(cfg, how.get("source", "embedded"), how.get("overrides")),
+    }
+
+
+def _card_figures(card: Mapping[str, Any] | None, card_dir: Path, out: Path) -> dict[str, Path]:
+    """Copy every figure the report card names into ``assets/`` under the same file name."""
+    names = list((card or {}).get("figures") or []) or [p.name for p in sorted(card_dir.glob("*.png"))]
+    placed = {}
+    for name in names:
+        src = card_dir / Path(name).name
+        if src.is_file():
+            dest = out / "assets" / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            placed[CARD_FIGURE_CAPTIONS.get(src.name, src.stem.replace("_", " "))] = dest
+        else:
+            log.warning("report card names figure %s but %s has no such file", name, card_dir)
+    return placed
+
+
+CARD_FIGURE_CAPTIONS = {
+    "samples_per_class.png": "real (top) vs synthetic (bottom) per class",
+    "closest_pairs.png": "memorisation audit (pixels): synthetic images closest to a GAN-training image",
+    "closest_pairs_features.png": "memorisation audit (report-card features): the closest synthetic/training "
+    "pairs in feature space, for a human to judge",
+}
+
+
+def _gan_dir(syn_sets: Sequence[Path]) -> Path | None:
+    """The GAN run folder (losses.csv, samples/) of the first synthetic set, from its lineage."""
+    from mammosynth.data import shards
+
+    for s in syn_sets:
+        gen = ((shards.read_meta(s).get("lineage") or {}) if (s / "meta.json").exists() else {}).get(
+            "generator_dir"
+        )
+        if gen and (Path(gen).parent / "losses.csv").is_file():
+            return Path(gen).parent
+    return None
+
+
+def _clinical(metrics, evaluation: Path, split_set: Path, card, out: Path, gan_dir) -> tuple[dict, dict]:
+    from mammosynth import clinical
+    from mammosynth.evaluate import data_source_of
+
+    preds = evaluation / TEST_PREDICTIONS_FILE
+    index = split_set / "index.csv"
+    readout = clinical.evaluation_readout(
+        metrics,
+        preds,
+        index_csv=index if index.exists() else None,
+        report_card=card,
+        phantom=metrics.get("data_source") == data_source_of("embedded"),
+    )
+    arm_dirs = [
+        a["dir"] for a in (metrics.get("arms") or {}).values() if a.get("dir") and Path(a["dir"]).is_dir()
+    ]
+    n_boot = min(int(metrics.get("n_bootstrap") or 500), 500)
+    rendered = figs.render_clinical(
+        out / "figures",
+        preds,
+        readout,
+        arm_dirs=arm_dirs,
+        gan_dir=gan_dir,
+        n_boot=n_boot,
+        seed=int(metrics.get("bootstrap_seed") or 0),
+    )
+    return readout, rendered
+
+
+def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, overrides: Any) -> Path:
+    """The report step: the run folder with metrics.json, figures/, assets/, model/, report.md/html, run.json.
+
+    Args:
+        out: run folder to write.
+        cfg: the validated `mammosynth.config.StudyConfig`.
+        paths: ``evaluation``, ``report_card``, ``final_model``, ``prepared_set``, ``split_set``,
+            ``synthetic_set`` folders from the pipeline.
+        source: data source name (``embedded`` = the phantom).
+        overrides: the run's config overrides (for the re-run command).
+
+    Returns:
+        ``out``.
+    """
+    from mammosynth.evaluate import data_source_of
+    from mammosynth.synthesize import generator_sets
+
+    p = {k: Path(v) for k, v in paths.items()}
+    syn_sets = generator_sets(paths["synthetic_set"])
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((p["evaluation"] / METRICS_FILE).read_text())
+    card_path = p["report_card"] / "report_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    shutil.copytree(p["final_model"], out / "model", dirs_exist_ok=True)
+    model_meta = json.loads((p["final_model"] / "model.json").read_text())
+    context = run_context(cfg, model_meta, p, syn_sets, source=source, overrides=overrides)
+    metrics.update(
+        {
+            "preset": cfg.preset,
+            "seed": cfg.seed,
+            "seeds": list(cfg.seeds),
+            "split_sizes": context["data set sizes"],
+            "final_arm": model_meta.get("selected_arm"),
+            "data_source": data_source_of(source),
+        }
+    )
+    metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
+    if card is not None:
+        write_text_atomic(out / "report_card.json", json.dumps(card, indent=2, default=str))
+    readout, clinical_figs = _clinical(
+        metrics, p["evaluation"], p["split_set"], card, out, _gan_dir(syn_sets)
+    )
+    write_report(
+        out,
+        metrics=metrics,
+        context=context,
+        figures=figs.render_all(metrics, out / "figures", p["evaluation"] / TEST_PREDICTIONS_FILE),
+        sample_grids=_card_figures(card, p["report_card"], out),
+        report_card=card,
+        data_figures=_pngs(p["split_set"] / "eda"),
+        readout=readout,
+        clinical_figures=clinical_figs,
+    )
+    run = {"preset": cfg.preset, "source": source, "config": cfg.to_dict()}
+    write_text_atomic(out / "run.json", json.dumps(run, indent=2))
+    return out
 
 
 def _load_json_arg(text: str | None, flag: str) -> Any:

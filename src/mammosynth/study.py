@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import shutil
 import tempfile
 from pathlib import Path
 
-from mammosynth import __version__, storage
 from mammosynth import arms as armlib
+from mammosynth import storage
 from mammosynth.arms import parse_arm
-from mammosynth.config import CLASS_NAMES, LABEL_CONVENTION, StudyConfig, load_config
+from mammosynth.config import CLASS_NAMES, StudyConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -433,25 +432,6 @@ def select_model_step(
 
 
 # Step 10 --------------------------------------------------------------------------------------------
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "mammosynth": __version__}
-    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pydicom", "kfp"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def _pngs(folder: Path) -> dict[str, Path]:
-    """``{caption: path}`` of the PNGs in a folder, captions from file names."""
-    if not folder.exists():
-        return {}
-    return {p.stem.replace("_", " "): p.resolve() for p in sorted(folder.glob("*.png"))}
-
-
 def report_step(
     run_dir: str,
     md_path: str,
@@ -467,91 +447,18 @@ def report_step(
     overrides: str | dict | None = None,
     source: str = "embedded",
 ) -> dict:
-    """Assemble the run folder: metrics.json, figures/, model/, report.md and report.html."""
-    from mammosynth import figures as figs
-    from mammosynth.data import shards
-    from mammosynth.evaluate import conclusion, data_source_of
-    from mammosynth.report import write_report
-    from mammosynth.synthesize import generator_sets
+    """Assemble the run folder (`mammosynth.report.assemble_run`) and copy the two reports out."""
+    from mammosynth.report import assemble_run
 
-    cfg = _cfg(preset, overrides)
-    syn_sets = generator_sets(synthetic_set)
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
-    figures = figs.render_all(metrics, out / "figures", Path(evaluation) / "test_predictions.csv")
-    card_path = Path(report_card) / "report_card.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else None
-    sample_grids = {
-        "real (top) vs synthetic (bottom) per class": Path(report_card) / "samples_per_class.png",
-        "memorisation audit: synthetic images closest to a GAN-training image": Path(report_card)
-        / "closest_pairs.png",
+    paths = {
+        "evaluation": evaluation,
+        "report_card": report_card,
+        "final_model": final_model,
+        "prepared_set": prepared_set,
+        "split_set": split_set,
+        "synthetic_set": synthetic_set,
     }
-    sample_grids = {k: v for k, v in sample_grids.items() if v.exists()}
-    data_figures = _pngs(Path(split_set) / "eda")
-    shutil.copytree(final_model, out / "model", dirs_exist_ok=True)
-    split_report_path = Path(split_set) / "split_report.json"
-    model_meta = json.loads((Path(final_model) / "model.json").read_text())
-    context = {
-        "preset": cfg.preset,
-        "source": source,
-        "seed (split, phantom)": cfg.seed,
-        "seeds (repeats)": list(cfg.seeds),
-        "arms": list(cfg.arms),
-        "final model": {
-            "arm": model_meta.get("selected_arm"),
-            "seed": model_meta.get("seed"),
-            "selected by": model_meta.get("selected_by"),
-            "path": "model/",
-        },
-        "data set sizes": shards.read_meta(prepared_set)["counts"],
-        "synthetic set": {
-            s.name if len(syn_sets) > 1 else "counts": shards.read_meta(s).get("counts") for s in syn_sets
-        },
-        "label convention": LABEL_CONVENTION,
-        "split": json.loads(split_report_path.read_text()) if split_report_path.exists() else {},
-        "input hashes (sha256)": {
-            "index.csv": storage.sha256_file(Path(split_set) / "index.csv"),
-            "prepared meta.json": storage.sha256_file(Path(prepared_set) / "meta.json"),
-            **{
-                f"synthetic meta.json{f' ({s.name})' if len(syn_sets) > 1 else ''}": storage.sha256_file(
-                    s / "meta.json"
-                )
-                for s in syn_sets
-            },
-        },
-        "versions": _versions(),
-        "config": cfg.to_dict(),
-        "re-run": f"make run PRESET={cfg.preset}"
-        if source == "embedded"
-        else f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{json.dumps(overrides) if isinstance(overrides, dict) else (overrides or '{}')}'",
-    }
-    metrics.update(
-        {
-            "preset": cfg.preset,
-            "seed": cfg.seed,
-            "seeds": list(cfg.seeds),
-            "split_sizes": context["data set sizes"],
-            "final_arm": model_meta.get("selected_arm"),
-            "data_source": data_source_of(source),
-        }
-    )
-    metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    if card is not None:
-        (out / "report_card.json").write_text(json.dumps(card, indent=2, default=str))
-    write_report(
-        out,
-        metrics=metrics,
-        context=context,
-        figures=figures,
-        sample_grids=sample_grids,
-        report_card=card,
-        data_figures=data_figures,
-    )
-    (out / "run.json").write_text(
-        json.dumps({"preset": cfg.preset, "source": source, "config": cfg.to_dict()}, indent=2)
-    )
+    out = assemble_run(Path(run_dir), _cfg(preset, overrides), paths, source=source, overrides=overrides)
     for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
