@@ -273,6 +273,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.tune``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     from mammosynth.config import load_config
 
     args = _parser().parse_args(argv)
