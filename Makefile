@@ -44,7 +44,7 @@ test-all: setup ## run every test, slow ones included
 
 lint: setup ## ruff lint + format check, hadolint on the Dockerfiles
 	$(RUFF) check src components pipelines tests bench
-	$(RUFF) format --check src components pipelines tests bench || echo "(ruff format would reformat the files above: make format)"
+	$(RUFF) format --check src components pipelines tests bench
 	@if [ -x $(VENV)/bin/hadolint ]; then $(VENV)/bin/hadolint images/*.Dockerfile; fi
 
 format: setup ## apply ruff's formatter and import sorting

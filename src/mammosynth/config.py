@@ -11,14 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
+from mammosynth.registry import CLASSIFIER_NAMES, GAN_KINDS
+
 CLASS_NAMES = ("benign", "malignant")  # label_id 0, 1; malignant is the positive class
 # Said wherever users read labels (model.json, report, README): the student study used malignant = 0.
 LABEL_CONVENTION = "malignant = 1 is the positive class (the original study used malignant = 0)"
 
 
 Pos = Annotated[StrictInt, Field(ge=1)]
-GAN_KINDS = ("stable-cgan", "seed-cgan", "cvae")  # `mammosynth.models.cgan.KINDS`
-CLASSIFIER_NAMES = ("simple_cnn", "tuned_cnn", "vgg16", "inception_resnet_v2", "efficientnet_b0")
 
 
 class _Section(BaseModel):

@@ -12,6 +12,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr at ``level`` with the project's one-line format."""
     logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
 
 

@@ -156,6 +156,14 @@ def read_patients(prepared_dir: str | os.PathLike) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.preprocess``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     parser = argparse.ArgumentParser(
         prog="mammosynth preprocess",
         description="Resize and normalise a split ingested set into training shards.",

@@ -148,7 +148,8 @@ def resolve_features(
     classifier_dir: str | os.PathLike | None = None,
 ) -> tuple[FeatureFn, str]:
     """Pick the extractor: ImageNet weights if given, else a feature function / classifier, else
-    the fixed random-conv extractor. Returns ``(fn, name)``."""
+    the fixed random-conv extractor. Returns ``(fn, name)``.
+    """
     if inception_weights:
         return inception_features(inception_weights), "inception-v3-imagenet"
     if feature_fn is not None:
@@ -197,7 +198,8 @@ def kid(
     feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 20, subset_size: int = 200, seed: int = 0
 ) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial
-    kernel, mean and std over random subsets. Unbiased, so ≈ 0 (can be < 0) for equal distributions."""
+    kernel, mean and std over random subsets. Unbiased, so ≈ 0 (can be < 0) for equal distributions.
+    """
     a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
     m = min(subset_size, len(a), len(b))
     if m < 2:
@@ -245,7 +247,8 @@ def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
 
 def ssim(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """Per-image SSIM (Wang et al. 2004) of two (N,S,S,1) batches in [0,1], Gaussian window σ=1.5
-    (≈ the usual 11×11), reflected borders."""
+    (≈ the usual 11×11), reflected borders.
+    """
     from scipy.ndimage import gaussian_filter
 
     x, y = _as_gray(x)[..., 0].astype(np.float64), _as_gray(y)[..., 0].astype(np.float64)
@@ -672,7 +675,8 @@ def run_quality(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Report card from directories: GAN training = ``train`` of the prepared set, held-out =
-    ``heldout_split`` (default ``val``; the GAN never sees it), synthetic = the synthetic set."""
+    ``heldout_split`` (default ``val``; the GAN never sees it), synthetic = the synthetic set.
+    """
     from mammosynth.data import shards
 
     tr_x, tr_y, _ = shards.read_split(prepared_dir, "train")
@@ -710,6 +714,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.quality``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     args = _parser().parse_args(argv)
     setup_logging()
     card = run_quality(

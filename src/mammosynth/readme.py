@@ -125,6 +125,14 @@ def rewrite(readme: str, block: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.readme``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     p = argparse.ArgumentParser(prog="mammosynth readme", description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path("runs/latest"), help="run folder")
     p.add_argument("--readme", type=Path, default=Path("README.md"))

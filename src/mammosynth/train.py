@@ -33,7 +33,10 @@ import numpy as np
 from mammosynth import arms as armlib
 from mammosynth import atomic, space
 from mammosynth.arms import ARM_FILE, MODEL_DIR, PREDICTIONS_FILE, TRAIN_METRICS_FILE, parse_arm
+from mammosynth.config import ClassifierConfig
 from mammosynth.logs import setup_logging
+
+_DEFAULTS = ClassifierConfig()  # every default declared once, in the config
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +223,18 @@ def train_classifier(
     prepared_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    model: str = "simple_cnn",
-    epochs: int = 12,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    dropout: float = 0.3,
+    model: str = _DEFAULTS.model,
+    epochs: int = _DEFAULTS.epochs,
+    batch_size: int = _DEFAULTS.batch_size,
+    learning_rate: float = _DEFAULTS.learning_rate,
+    dropout: float = _DEFAULTS.dropout,
     seed: int = 0,
     augment: bool = False,
     augment_config: dict[str, Any] | None = None,
     synthetic_dir: str | os.PathLike | None = None,
     synthetic_ratio: float = 0.0,
     use_real: bool = True,
-    patience: int = 4,
+    patience: int = _DEFAULTS.patience,
     min_epochs: int | None = None,
     class_balance: str | None = "weights",
     save_model: bool = True,
@@ -578,10 +581,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="prepared set (local path or s3:// URI)")
     p.add_argument("--out", required=True, help="output directory (arm directory with --arm)")
-    p.add_argument("--model", default="simple_cnn", help="classifier builder name")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience on val AUC")
+    p.add_argument("--model", default=_DEFAULTS.model, help="classifier builder name")
+    p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="early-stopping patience on val AUC")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (with --arm)")
     p.add_argument("--arm", default=None, help="run a whole arm (e.g. real+synthetic@0.5) over --seeds")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mammosynth.config import ClassifierConfig, TuneConfig
 from mammosynth.logs import setup_logging
 from mammosynth.space import SEARCH_SPACE, Param, space_for  # noqa: F401  (re-exported)
 
@@ -137,18 +138,18 @@ def run_tune(
     prepared_dir: str | os.PathLike,
     out_path: str | os.PathLike,
     *,
-    backend: str = "optuna",
-    n_trials: int = 4,
-    epochs_per_trial: int = 4,
+    backend: str = TuneConfig().backend,
+    n_trials: int = TuneConfig().n_trials,
+    epochs_per_trial: int = TuneConfig().epochs_per_trial,
     seed: int = 0,
     model: str = "tuned_cnn",
-    batch_size: int = 32,
+    batch_size: int = ClassifierConfig().batch_size,
     space: tuple[Param, ...] | None = None,
-    timeout_s: float | None = 3600,
+    timeout_s: float | None = TuneConfig().timeout_s,
     data_uri: str | None = None,
     namespace: str = "kubeflow",
     image: str | None = None,
-    algorithm: str = "tpe",
+    algorithm: str = TuneConfig().algorithm,
     parallel_trials: int = 2,
     gpu: bool = True,
     experiment_name: str | None = None,
@@ -272,6 +273,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.tune``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     from mammosynth.config import load_config
 
     args = _parser().parse_args(argv)

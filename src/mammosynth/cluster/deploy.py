@@ -290,6 +290,7 @@ def apply_inference_service(
 
 
 def to_yaml(obj: dict[str, Any]) -> str:
+    """Render a manifest as YAML (keys in insertion order)."""
     import yaml
 
     return yaml.safe_dump(obj, sort_keys=False)
@@ -316,6 +317,7 @@ class DeployResult:
 
 
 def in_cluster() -> bool:
+    """Whether this process runs inside a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` is set)."""
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
@@ -377,6 +379,14 @@ def deploy(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.cluster.deploy``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     parser = argparse.ArgumentParser(
         prog="mammosynth deploy",
         description="Export a classifier for serving and create/update its KServe InferenceService "

@@ -652,6 +652,14 @@ def _write_case(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.data.phantom``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     from mammosynth.config import load_config
 
     defaults = load_config("embedded")

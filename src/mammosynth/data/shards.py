@@ -87,6 +87,11 @@ def write_meta(out_dir: str | os.PathLike, image_size: int, extra: dict[str, Any
 
 
 def read_meta(set_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read a prepared set's ``meta.json``.
+
+    Raises:
+        FileNotFoundError: the folder is not a prepared set.
+    """
     path = Path(set_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: {set_dir} is not a prepared set (run preprocess)")
@@ -94,11 +99,13 @@ def read_meta(set_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def splits(set_dir: str | os.PathLike) -> list[str]:
+    """Names of the splits (``train``, ``val``, ...) that have shards in ``set_dir``."""
     names = {p.name.rsplit("-", 1)[0] for p in Path(set_dir).glob("*-[0-9][0-9][0-9][0-9][0-9].npz")}
     return sorted(names)
 
 
 def iter_shards(set_dir: str | os.PathLike, split: str) -> Iterator[Path]:
+    """Yield the ``<split>-NNNNN.npz`` shard paths of one split, in order."""
     yield from sorted(Path(set_dir).glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz"))
 
 

@@ -208,6 +208,14 @@ def run_split(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``python -m mammosynth.data.split``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
     from mammosynth.config import load_config
 
     defaults = load_config("embedded")

@@ -29,7 +29,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-KINDS = ("seed-cgan", "stable-cgan", "cvae")
+from mammosynth.registry import GAN_KINDS as KINDS  # the one list of kinds (config reads it too)
+
 NUM_CLASSES = 2
 
 

@@ -206,6 +206,7 @@ def build_efficientnet_b0(
     )
 
 
+# The same names, as lazy import paths, are in `mammosynth.registry.CLASSIFIERS` (read by the config).
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "simple_cnn": build_simple_cnn,
     "tuned_cnn": build_tuned_cnn,

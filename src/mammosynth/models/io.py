@@ -59,6 +59,7 @@ def save_classifier(
 
 
 def load_meta(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read the metadata saved next to a model (input size, classes, training config)."""
     path = Path(model_dir) / META_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: {model_dir} is not a mammosynth model directory")
