@@ -213,8 +213,8 @@ def _validation_set(prepared_dir: Any, synthetic_dir: Any, use_real: bool) -> An
         return prepared_dir
     if synthetic_dir is None or "val" not in shards.splits(synthetic_dir):
         raise ValueError(
-            f"TSTR (use_real=False) selects its checkpoint on a synthetic validation split, but the synthetic "
-            f"set {synthetic_dir} has no 'val' split: re-run synthesize with n_val_per_class"
+            "TSTR (use_real=False) selects its checkpoint on a synthetic validation split, but the "
+            f"synthetic set {synthetic_dir} has no 'val' split: re-run synthesize with n_val_per_class"
         )
     return synthetic_dir
 
@@ -612,7 +612,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=_DEFAULTS.model, help="classifier builder name")
     p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="early-stopping patience on val AUC")
+    p.add_argument(
+        "--patience", type=int, default=_DEFAULTS.patience, help="early-stopping patience on val AUC"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (with --arm)")
     p.add_argument("--arm", default=None, help="run a whole arm (e.g. real+synthetic@0.5) over --seeds")
