@@ -651,7 +651,8 @@ def write_report_card(
             [tr_x[mem["_feature_nearest_train"][i], ..., 0] for i in order],
         ]
         dists = [f"d={mem['_feature_d_train'][i]:.1f}" for i in order]
-        title = f"closest pairs in {card['features']} features (flagged below d={mem['feature_space']['threshold']:.1f})"
+        threshold = mem["feature_space"]["threshold"]
+        title = f"closest pairs in {card['features']} features (flagged below d={threshold:.1f})"
         fig = _mosaic_figure(
             plt, rows, ["synthetic", "nearest\ntrain"], tr_x.shape[1], n_show, title, col_labels=dists
         )

@@ -213,8 +213,8 @@ def _validation_set(prepared_dir: Any, synthetic_dir: Any, use_real: bool) -> An
         return prepared_dir
     if synthetic_dir is None or "val" not in shards.splits(synthetic_dir):
         raise ValueError(
-            f"TSTR (use_real=False) selects its checkpoint on a synthetic validation split, but the synthetic "
-            f"set {synthetic_dir} has no 'val' split: re-run synthesize with n_val_per_class"
+            "TSTR (use_real=False) selects its checkpoint on a synthetic validation split, but the "
+            f"synthetic set {synthetic_dir} has no 'val' split: re-run synthesize with n_val_per_class"
         )
     return synthetic_dir
 
@@ -283,12 +283,8 @@ def train_classifier(
         FileNotFoundError: the prepared set or a split is missing.
         ValueError: bad model name, image size below the model's minimum, or bad mixing options.
     """
-    import keras
-
     from mammosynth.data import shards
-    from mammosynth.data.augment import AugmentConfig, build_augmenter
     from mammosynth.models import classifiers
-    from mammosynth.models.io import save_classifier
 
     if model not in classifiers.BUILDERS:
         raise ValueError(f"unknown classifier {model!r}; choose one of: {', '.join(classifiers.BUILDERS)}")
@@ -296,8 +292,7 @@ def train_classifier(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = shards.read_meta(prepared_dir)
-    size = int(meta["image_size"])
+    size = int(shards.read_meta(prepared_dir)["image_size"])
     schedule_kw = {k: hp.pop(k) for k in _SCHEDULE_KEYS if k in hp}
     params = {
         "model": model,
@@ -315,23 +310,18 @@ def train_classifier(
     }
     if augment_config:
         params["augment_config"] = augment_config
+    sources = {
+        "prepared": prepared_dir,
+        "synthetic": synthetic_dir,
+        "ratio": synthetic_ratio,
+        "use_real": use_real,
+    }
+
+    import keras
 
     keras.utils.set_random_seed(seed)
     strategy = configure_devices()
-    augmenter = build_augmenter(AugmentConfig.from_dict(augment_config), seed=seed) if augment else None
-    train_ds, counts = shards.mixed_dataset(
-        prepared_dir,
-        synthetic_dir,
-        synthetic_ratio,
-        use_real=use_real,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=seed,
-        augment=augmenter,
-        class_balance=class_balance,
-    )
-    val_dir = _validation_set(prepared_dir, synthetic_dir, use_real)
-    val_ds = shards.dataset(val_dir, "val", batch_size=batch_size)
+    train_ds, val_ds, counts = _data(sources, batch_size, seed, augment, augment_config, class_balance)
     log.info(
         "train %s seed %d: %d real + %d synthetic training images, image size %d",
         model,
@@ -340,18 +330,69 @@ def train_classifier(
         counts["n_synthetic"],
         size,
     )
-
     with strategy.scope():
         net = classifiers.build_classifier(model, (size, size, 1), dropout=dropout, **hp)
     phases = classifiers.fine_tune_schedule(net, epochs, learning_rate, **schedule_kw)
-
     ckpt_dir = out / CHECKPOINT_DIR
+    state, keeper = _resume(ckpt_dir, params, seed, sources, net, strategy, patience, min_epochs, epochs)
+    progress = _make_progress_callback(epochs, print_metrics)
+    train_seconds = _fit(net, phases, state, [keeper, progress], strategy, train_ds, val_ds)
+    if keeper.best_weights is not None:
+        net.set_weights(keeper.best_weights)
+    metrics = _metrics(state, counts, use_real, seed, model, arm, size, train_seconds, params)
+    if predict_test:
+        images, labels, ids = shards.read_split(prepared_dir, "test")
+        probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
+        _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
+    if save_model:
+        _save_model(net, out, sources, counts, metrics, augment, export_saved_model)
+    _write_atomic(out / HISTORY_FILE, _json(state["history"]))
+    _write_atomic(out / TRAIN_METRICS_FILE, _json(metrics))
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the checkpoints only served resuming
+    if print_metrics:
+        objective = (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
+        print(_metric_line({k: float(metrics[k]) for k in objective if metrics[k] is not None}), flush=True)
+    log.info(
+        "trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)",
+        model,
+        seed,
+        metrics[METRIC_VAL_AUC] or math.nan,
+        metrics["best_epoch"],
+        metrics["epochs_run"],
+        train_seconds,
+    )
+    return metrics
+
+
+def _data(sources: dict[str, Any], batch_size: int, seed: int, augment, augment_config, class_balance):
+    """The training dataset (real and/or synthetic mix), the validation dataset and the image counts."""
+    from mammosynth.data import shards
+    from mammosynth.data.augment import AugmentConfig, build_augmenter
+
+    augmenter = build_augmenter(AugmentConfig.from_dict(augment_config), seed=seed) if augment else None
+    train_ds, counts = shards.mixed_dataset(
+        sources["prepared"],
+        sources["synthetic"],
+        sources["ratio"],
+        use_real=sources["use_real"],
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=augmenter,
+        class_balance=class_balance,
+    )
+    val_dir = _validation_set(sources["prepared"], sources["synthetic"], sources["use_real"])
+    return train_ds, shards.dataset(val_dir, "val", batch_size=batch_size), counts
+
+
+def _resume(ckpt_dir: Path, params, seed, sources, net, strategy, patience, min_epochs, epochs):
+    """The training state (fresh, or resumed from matching checkpoints) and its best-weights keeper."""
     fingerprint = _json(
         {
             "params": params,
             "seed": seed,
-            "prepared": os.fspath(prepared_dir),
-            "synthetic": os.fspath(synthetic_dir) if synthetic_dir else None,
+            "prepared": os.fspath(sources["prepared"]),
+            "synthetic": os.fspath(sources["synthetic"]) if sources["synthetic"] else None,
         }
     )
     state = {
@@ -371,8 +412,16 @@ def train_classifier(
     if resumed is not None and (ckpt_dir / "best.weights.h5").exists():
         # Best weights so far live on disk; load them into memory via a throwaway copy of the net.
         keeper.best_weights = _weights_from(ckpt_dir / "best.weights.h5", net, strategy)
-    progress = _make_progress_callback(epochs, print_metrics)
+    return state, keeper
 
+
+def _fit(net, phases, state: dict[str, Any], callbacks: list, strategy, train_ds, val_ds) -> float:
+    """Run the fine-tuning phases not done yet (``callbacks[0]`` is the keeper); return the seconds."""
+    import keras
+
+    from mammosynth.models import classifiers
+
+    keeper = callbacks[0]
     t0 = time.monotonic()
     start = 0
     for phase in phases:
@@ -400,21 +449,22 @@ def train_classifier(
             validation_data=val_ds,
             epochs=end,
             initial_epoch=max(start, state["epoch"]),
-            callbacks=[keeper, progress],
+            callbacks=callbacks,
             verbose=0,
             shuffle=False,
         )
         if keeper.stopped:
             state["stopped"] = True
         start = end
-    train_seconds = time.monotonic() - t0
+    return time.monotonic() - t0
 
-    if keeper.best_weights is not None:
-        net.set_weights(keeper.best_weights)
+
+def _metrics(state, counts, use_real, seed, model, arm, size, train_seconds, params) -> dict[str, Any]:
+    """The ``train_metrics.json`` record: the best epoch's values and the run's provenance."""
     history = state["history"]
     best_epoch = state["best_epoch"] or len(history)
     best_logs = history[best_epoch - 1] if history else {}
-    metrics = {
+    return {
         METRIC_TRAIN_ACCURACY: best_logs.get("accuracy"),
         METRIC_VAL_AUC: state["best_value"] if state["best_value"] is not None else best_logs.get("val_auc"),
         METRIC_VAL_ACCURACY: best_logs.get("val_accuracy"),
@@ -433,53 +483,31 @@ def train_classifier(
         "params": params,
     }
 
-    if predict_test:
-        images, labels, ids = shards.read_split(prepared_dir, "test")
-        probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
-        _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
-    if save_model:
-        syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
-        model_meta = {
-            "image_size": size,
-            "arch": model,
-            "seed": seed,
-            "training": {  # the final model adds data_source / trained_on (study.provenance)
-                "arm": arm,
-                "use_real": use_real,
-                "augment": augment,
-                "synthetic_ratio": synthetic_ratio,
-                "n_train_real": counts["n_real"],
-                "n_train_synthetic": counts["n_synthetic"],
-                "synthetic_lineage": syn_meta.get("lineage"),
-            },
-            "val_auc": metrics[METRIC_VAL_AUC],
-            "params": params,
-        }
-        save_classifier(net, out / MODEL_DIR, model_meta, export_saved_model=export_saved_model)
-    _write_atomic(out / HISTORY_FILE, _json(history))
-    _write_atomic(out / TRAIN_METRICS_FILE, _json(metrics))
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the checkpoints only served resuming
-    if print_metrics:
-        print(
-            _metric_line(
-                {
-                    k: float(metrics[k])
-                    for k in (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
-                    if metrics[k] is not None
-                }
-            ),
-            flush=True,
-        )
-    log.info(
-        "trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)",
-        model,
-        seed,
-        metrics[METRIC_VAL_AUC] or math.nan,
-        best_epoch,
-        len(history),
-        train_seconds,
-    )
-    return metrics
+
+def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_saved_model: bool) -> None:
+    """Write ``out/model/`` with the metadata the final model and serving read."""
+    from mammosynth.data import shards
+    from mammosynth.models.io import save_classifier
+
+    synthetic_dir = sources["synthetic"]
+    syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
+    model_meta = {
+        "image_size": metrics["image_size"],
+        "arch": metrics["model"],
+        "seed": metrics["seed"],
+        "training": {  # the final model adds data_source / trained_on (study.provenance)
+            "arm": metrics["arm"],
+            "use_real": sources["use_real"],
+            "augment": augment,
+            "synthetic_ratio": sources["ratio"],
+            "n_train_real": counts["n_real"],
+            "n_train_synthetic": counts["n_synthetic"],
+            "synthetic_lineage": syn_meta.get("lineage"),
+        },
+        "val_auc": metrics[METRIC_VAL_AUC],
+        "params": metrics["params"],
+    }
+    save_classifier(net, out / MODEL_DIR, model_meta, export_saved_model=export_saved_model)
 
 
 def _try_resume(ckpt_dir: Path, fingerprint: str, net) -> dict[str, Any] | None:
@@ -584,7 +612,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=_DEFAULTS.model, help="classifier builder name")
     p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="early-stopping patience on val AUC")
+    p.add_argument(
+        "--patience", type=int, default=_DEFAULTS.patience, help="early-stopping patience on val AUC"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (with --arm)")
     p.add_argument("--arm", default=None, help="run a whole arm (e.g. real+synthetic@0.5) over --seeds")

@@ -1,7 +1,7 @@
 """Stage `tune`: hyperparameter search over the study's space, locally (Optuna) or in-cluster (Katib).
 
-The search space is defined once, `mammosynth.space.SEARCH_SPACE`; the Optuna objective and the Katib Experiment
-(`mammosynth.cluster.katib.build_experiment`) are both generated from it, and both backends return the
+The search space is defined once, `mammosynth.space.SEARCH_SPACE`; the Optuna objective and the Katib
+Experiment (`mammosynth.cluster.katib.build_experiment`) are both generated from it, and both backends return the
 same `TuneResult`. A Katib trial is ``python -m mammosynth.train`` with the space's kebab-case flags,
 reporting `mammosynth.train.OBJECTIVE_METRIC` on stdout.
 """
@@ -171,7 +171,8 @@ def run_tune(
         timeout_s: wall-clock budget of the search.
         data_uri: where Katib trials read the prepared set (``s3://...``); defaults to ``prepared_dir``.
         namespace, image, algorithm, parallel_trials, gpu, experiment_name: Katib settings
-            (`mammosynth.cluster.katib.build_experiment`); ``image`` defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
+            (`mammosynth.cluster.katib.build_experiment`); ``image`` defaults to
+            ``$MAMMOSYNTH_TRAINER_IMAGE``.
         **train_kwargs: fixed `train_classifier` options for Optuna trials (e.g. ``augment``).
 
     Returns:

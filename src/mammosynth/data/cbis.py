@@ -220,7 +220,8 @@ class CaseRecord:
 
     @property
     def image_id(self) -> str:
-        return f"{self.abnormality}-{self.official_split}-{self.patient_id}-{self.laterality}-{self.view}-{self.abnormality_id}"
+        parts = (self.abnormality, self.official_split, self.patient_id, self.laterality, self.view)
+        return "-".join(map(str, parts)) + f"-{self.abnormality_id}"
 
     @property
     def full_image_key(self) -> str:
