@@ -32,3 +32,20 @@ def test_real_or_unknown_model_has_no_warning():
         m = _model(meta)
         assert "warning" not in m.respond({"instances": []}, np.array([0.3], np.float32))
     assert _model({}).provenance() == {"data_source": "unknown", "trained_on": "unknown"}
+
+
+def test_over_budget_png_is_payload_too_large(monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from mammosynth.serving.inputs import Limits, PayloadTooLarge, encoded_to_input
+
+    buf = io.BytesIO()
+    Image.new("L", (200, 200)).save(buf, format="PNG")
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1000")
+    with pytest.raises(PayloadTooLarge, match="pixel budget"):
+        encoded_to_input(buf.getvalue(), 32, "instances[0].image")
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1000000")
+    assert encoded_to_input(buf.getvalue(), 32, "instances[0].image").shape == (32, 32, 1)
+    assert Limits().max_instances >= 1
