@@ -13,7 +13,7 @@ import sys
 from kserve import ModelServer
 from kserve import model_server as kserve_server
 
-from mammosynth.serving.inputs import Limits
+from mammosynth.serving.inputs import Limits, PayloadTooLarge
 from mammosynth.serving.limits import PayloadLimitMiddleware
 from mammosynth.serving.model import DEFAULT_NAME, MammoModel
 
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def payload_too_large_handler(_, exc):
+    """An image over the pixel budget: HTTP 413 with the readable message, logged as one line."""
+    from fastapi.responses import JSONResponse
+
+    log.warning("413: %s", exc)
+    return JSONResponse(status_code=413, content={"error": str(exc)})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the model and serve until interrupted.
 
@@ -98,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         max_wait_ms=args.batch_wait_ms,
     )
     model.load()
+    # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
+    kserve_server.app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
     server = ModelServer(
         http_port=args.http_port,

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from kserve.errors import InvalidInput
-from PIL import Image, UnidentifiedImageError
 
 from mammosynth.preprocess import prepare_image
 
-# A decoded image larger than this is refused before its pixels are allocated (a full-field
-# mammogram is ~4000x6000 = 24 Mpx; 64 Mpx leaves room without letting a "PNG bomb" exhaust memory).
-MAX_IMAGE_PIXELS = 64_000_000
 # Pre-processed tensors are model input already; allow float rounding slack around [0, 1].
 RANGE_SLACK = 1e-3
+
+
+class PayloadTooLarge(InvalidInput):
+    """An image over the pixel budget (`mammosynth.data.images.max_pixels`): answered with HTTP 413."""
 
 
 @dataclass(frozen=True)
@@ -70,50 +68,37 @@ def is_dicom(raw: bytes) -> bool:
 
 
 def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
-    """Decode PNG/JPEG/TIFF bytes into a pixel array, refusing truncated or oversized files."""
+    """Decode PNG/JPEG/TIFF bytes within the shared pixel budget (`mammosynth.data.images`).
+
+    Raises:
+        PayloadTooLarge: the header declares more pixels than the budget (HTTP 413).
+        InvalidInput: not an image, truncated or corrupt (HTTP 400).
+    """
+    from mammosynth.data.images import ImageDecodeError, PixelBudgetExceeded, decode_pil
+
     try:
-        with warnings.catch_warnings():
-            # PIL warns (rather than raises) between MAX_IMAGE_PIXELS and 2x; make both fatal.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw)) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise InvalidInput(
-                        f"{where}: image is {img.width}x{img.height} pixels, more than "
-                        f"{MAX_IMAGE_PIXELS}; send a smaller crop"
-                    )
-                img.load()
-                if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                    img = img.convert("L")
-                pixels = np.asarray(img)
-    except InvalidInput:
-        raise
-    except UnidentifiedImageError as exc:
-        raise InvalidInput(
-            f"{where}: bytes are not a PNG/JPEG image (first bytes {raw[:8]!r}); "
-            "send an encoded image, or use the 'dicom' field for DICOM files"
-        ) from exc
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise InvalidInput(
-            f"{where}: image could not be decoded ({exc}); the file may be truncated or corrupt"
-        ) from exc
-    return pixels
+        return decode_pil(raw, where)
+    except PixelBudgetExceeded as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except ImageDecodeError as exc:
+        if "not a PNG" in str(exc):
+            raise InvalidInput(
+                f"{where}: bytes are not a PNG/JPEG/TIFF image or a DICOM file; send an encoded image"
+            ) from exc
+        raise InvalidInput(str(exc)) from exc
 
 
 def decode_dicom_bytes(raw: bytes, where: str) -> np.ndarray:
     """Decode DICOM bytes with the project's one DICOM reader (`mammosynth.data.dicom`)."""
     # Imported here: the reader pulls in pydicom and its pixel handlers, which only DICOM requests need.
-    from mammosynth.data.dicom import DicomError, decode_dicom
+    from mammosynth.data.dicom import DicomError, DicomTooLarge, decode_dicom
 
     try:
-        return np.asarray(decode_dicom(raw).pixels)
+        return np.asarray(decode_dicom(raw, name=where).pixels)
+    except DicomTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
     except DicomError as exc:
-        raise InvalidInput(f"{where}: {exc}") from exc
+        raise InvalidInput(str(exc)) from exc
 
 
 def encoded_to_input(raw: bytes, image_size: int, where: str, kind: str = "auto") -> np.ndarray:

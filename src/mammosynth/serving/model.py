@@ -25,6 +25,10 @@ from mammosynth.serving.inputs import Limits, v1_instances, v2_inputs
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mammosynth"
+PHANTOM_WARNING = (
+    "this model was trained on the embedded phantom (synthetic-looking images, not real mammograms); "
+    "its predictions say nothing about real patients"
+)
 # v2 FP32 inputs up to this many values (16 images at 64², 1 at 256²) are checked on the event loop.
 INLINE_ELEMENTS = 1 << 16
 
@@ -208,11 +212,20 @@ class MammoModel(Model):
             )
         return self.respond(payload, probs)
 
+    def provenance(self) -> dict[str, str]:
+        """``data_source`` / ``trained_on`` from model.json (``"unknown"`` where missing)."""
+        return {k: str(self.meta.get(k) or "unknown") for k in ("data_source", "trained_on")}
+
+    def warning(self) -> str | None:
+        """The warning every response carries when the model was trained on phantom data."""
+        return PHANTOM_WARNING if self.meta.get("data_source") == "phantom" else None
+
     def respond(self, payload: dict | InferRequest, probs: np.ndarray) -> dict | InferResponse:
-        """Build the v1 dict or v2 `InferResponse` for ``probs``."""
+        """Build the v1 dict or v2 `InferResponse` for ``probs`` (with ``warning`` for phantom models)."""
         labels = self.labels(probs)
+        warning = self.warning()
         if not isinstance(payload, InferRequest):
-            return {
+            body = {
                 "predictions": [
                     {"probability": float(p), "label": lab, "model_version": self.version}
                     for p, lab in zip(probs, labels, strict=True)
@@ -220,6 +233,9 @@ class MammoModel(Model):
                 "model_name": self.name,
                 "model_version": self.version,
             }
+            if warning:
+                body["warning"] = warning
+            return body
         n = len(probs)
         outputs = [
             InferOutput("probability", [n], "FP32", data=np.asarray(probs, np.float32)),
@@ -232,4 +248,5 @@ class MammoModel(Model):
             infer_outputs=outputs,
             use_binary_outputs=payload.use_binary_outputs,
             requested_outputs=payload.request_outputs,
+            parameters={"warning": warning} if warning else None,
         )
