@@ -180,3 +180,34 @@ def test_report_card_shows_feature_space_pairs(tmp_path):
         "_feature_d_train" not in on_disk["memorisation"]
         and on_disk["memorisation"]["feature_space"]["n_flagged"] == 20
     )
+
+
+def test_floor_halves_are_drawn_by_patient_and_sizes_match():
+    """Issue 14: no patient in both floor halves; synthetic scored at the floor's sample sizes."""
+    from mammosynth import quality
+    from mammosynth.quality import _halves, _prior_matched
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)  # CC + MLO views of each mass
+    for seed in range(5):
+        in_a = _halves(len(groups), groups, np.random.default_rng(seed))
+        assert not set(groups[in_a]) & set(groups[~in_a])
+        assert abs(in_a.sum() - len(groups) / 2) <= 2
+    sy_y = np.array([0] * 40 + [1] * 40)
+    ho_y = np.array([0] * 30 + [1] * 10)
+    mask = _prior_matched(sy_y, ho_y, rng)
+    n0, n1 = (sy_y[mask] == 0).sum(), (sy_y[mask] == 1).sum()
+    assert n0 == 40 and abs(n0 / (n0 + n1) - 0.75) < 0.02  # the held-out prior, as many as available
+
+    x = rng.random((60, 16, 16, 1)).astype("float32")
+    y = np.tile([0, 1], 30)
+    feats = lambda im: im.reshape(len(im), -1)[:, :8]  # noqa: E731
+    card = quality.report_card(
+        x[:20], y[:20], x, y, x[:40], y[:40], feature_fn=feats, feature_name="pix", heldout_groups=groups
+    )
+    block = card["overall"]
+    assert block["floor_halves"] == "by patient"
+    sizes = block["sample_sizes"]
+    assert sizes["synthetic"] == sizes["half_a"] == block["fid_sample_size"]
+    with pytest.raises(ValueError, match="heldout_groups"):
+        quality.report_card(x[:20], y[:20], x, y, x[:40], y[:40], feature_fn=feats, heldout_groups=groups[:5])

@@ -440,6 +440,42 @@ def _check(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     return x, y
 
 
+def _halves(n: int, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of half A: a random half of the patients (or images when ``groups`` is None).
+
+    Patients are taken in random order until half A holds about half of the images, so no
+    patient has an image on both sides.
+    """
+    if groups is None:
+        mask = np.zeros(n, bool)
+        mask[rng.permutation(n)[: n // 2]] = True
+        return mask
+    patients = np.unique(groups)
+    rng.shuffle(patients)
+    mask, count = np.zeros(n, bool), 0
+    for patient in patients:
+        if count >= n // 2:
+            break
+        members = groups == patient
+        mask |= members
+        count += int(members.sum())
+    return mask
+
+
+def _prior_matched(sy_y: np.ndarray, ho_y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mask of synthetic images whose class mix equals the held-out set's (as many as possible)."""
+    prior = np.array([(ho_y == c).mean() for c in range(len(CLASS_NAMES))])
+    available = np.array([(sy_y == c).sum() for c in range(len(CLASS_NAMES))])
+    with np.errstate(divide="ignore"):
+        total = int(np.floor(np.min(np.where(prior > 0, available / prior, np.inf))))
+    mask = np.zeros(len(sy_y), bool)
+    for c, share in enumerate(prior):
+        idx = np.flatnonzero(sy_y == c)
+        take = min(len(idx), int(round(share * total)))
+        mask[rng.choice(idx, take, replace=False)] = True
+    return mask
+
+
 def report_card(
     real_train: np.ndarray,
     train_labels: np.ndarray,
@@ -455,8 +491,15 @@ def report_card(
     k: int = 3,
     alpha: float = 0.05,
     seed: int = 0,
+    heldout_groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score a synthetic set against real images (see the module docstring).
+
+    Floors are honest by construction: the held-out set is halved **by patient** (``heldout_groups``;
+    the CC and MLO views of one mass never land in both halves), and every synthetic-vs-real number
+    is computed at the floor's sample sizes — the synthetic side is subsampled to half A's size and
+    compared with half B, exactly as half A is for the floor. The ``overall`` block subsamples the
+    (class-balanced) synthetic set to the held-out set's class prior, so it compares like with like.
 
     Args:
         real_train, train_labels: the GAN's training images (N,S,S,1) in [0,1] and labels 0/1.
@@ -469,6 +512,8 @@ def report_card(
         k: neighbourhood size of the manifold metrics.
         alpha: memorisation-audit quantile.
         seed: seed of the random halves / subsets.
+        heldout_groups: patient (hashed) id per held-out image; the halves are drawn by patient.
+            None: by image, and the card says so (``floor_halves``).
 
     Returns:
         JSON-ready dict: ``features``, ``overall`` and ``per_class`` blocks (FID, KID, floors,
@@ -485,6 +530,9 @@ def report_card(
     )
     f_tr, f_ho, f_sy = fn(tr_x), fn(ho_x), fn(sy_x)
     rng = np.random.default_rng(seed)
+    groups = None if heldout_groups is None else np.asarray(heldout_groups)
+    if groups is not None and len(groups) != len(ho_x):
+        raise ValueError(f"heldout_groups has {len(groups)} entries for {len(ho_x)} held-out images")
 
     def block(mask_tr, mask_ho, mask_sy, cls_seed) -> dict[str, Any]:
         ho, sy, tr = f_ho[mask_ho], f_sy[mask_sy], f_tr[mask_tr]
@@ -496,10 +544,15 @@ def report_card(
         if len(ho) < 4 or len(sy) < 2:
             out["note"] = "too few images for distribution metrics"
             return out
-        perm = rng.permutation(len(ho))
-        half_a, half_b = ho[perm[: len(ho) // 2]], ho[perm[len(ho) // 2 :]]
+        in_a = _halves(len(ho), None if groups is None else groups[mask_ho], rng)
+        half_a, half_b = ho[in_a], ho[~in_a]
+        if min(len(half_a), len(half_b)) < 2:
+            out["note"] = "too few held-out patients for a real-vs-real floor"
+            return out
         n = len(half_a)
         sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
+        out["floor_halves"] = "by patient" if groups is not None else "by image (no patient ids)"
+        out["sample_sizes"] = {"half_a": int(n), "half_b": int(len(half_b)), "synthetic": int(len(sy_n))}
         tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
         out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
         out["fid_floor_heldout_halves"] = fid(half_a, half_b)
@@ -511,24 +564,23 @@ def report_card(
                 f"{out['fid_sample_size']} samples per side for {ho.shape[1]} feature "
                 "dimensions: FID is noisy here; read it against the floor, and prefer KID"
             )
-        kid_syn = kid(sy, ho, seed=cls_seed)
+        kid_syn = kid(sy_n, half_b, seed=cls_seed)  # same sizes as the floor below
         kid_floor = kid(half_a, half_b, seed=cls_seed)
         out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
         out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
-        if len(ho) > k and len(sy) > k:
-            # equal set sizes: k-NN radii shrink with more points, which would bias recall
-            sy_m = sy[rng.choice(len(sy), min(len(ho), len(sy)), replace=False)]
-            out["manifold"] = manifold_metrics(ho, sy_m, k=k) if len(sy_m) > k else None
-            out["manifold_floor_heldout_halves"] = (
-                manifold_metrics(half_a, half_b, k=k) if min(len(half_a), len(half_b)) > k else None
-            )
+        if min(len(half_a), len(half_b), len(sy_n)) > k:
+            # k-NN radii shrink with more points: synthetic (half A's size) vs half B, like the floor
+            out["manifold"] = manifold_metrics(half_b, sy_n, k=k)
+            out["manifold_floor_heldout_halves"] = manifold_metrics(half_b, half_a, k=k)
         return out
 
     card: dict[str, Any] = {
         "features": name,
         "feature_dim": int(f_tr.shape[1]),
         "counts": {"train": int(len(tr_x)), "heldout": int(len(ho_x)), "synthetic": int(len(sy_x))},
-        "overall": block(np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), np.ones(len(sy_x), bool), seed),
+        "overall": block(
+            np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), _prior_matched(sy_y, ho_y, rng), seed
+        ),
         "per_class": {},
     }
     for c, cname in enumerate(CLASS_NAMES):
@@ -681,7 +733,8 @@ def run_quality(
     from mammosynth.data import shards
 
     tr_x, tr_y, _ = shards.read_split(prepared_dir, "train")
-    ho_x, ho_y, _ = shards.read_split(prepared_dir, heldout_split)
+    ho_x, ho_y, ho_ids = shards.read_split(prepared_dir, heldout_split)
+    groups = _patient_groups(prepared_dir, heldout_split, ho_ids)
     sy_x, sy_y, _ = shards.read_split(synthetic_dir, "train")
     if sy_x.shape[1:] != tr_x.shape[1:]:
         raise ValueError(
@@ -699,7 +752,20 @@ def run_quality(
         classifier_dir=classifier_dir,
         inception_weights=inception_weights,
         seed=seed,
+        heldout_groups=groups,
     )
+
+
+def _patient_groups(prepared_dir, split: str, image_ids: np.ndarray) -> np.ndarray | None:
+    """Hashed patient id per image of ``split`` from the prepared set's ``patients.json`` (or None)."""
+    from mammosynth.preprocess import read_patients
+
+    patients = read_patients(prepared_dir) or {}
+    mapping = patients.get("image_patient", {}).get(split)
+    if not mapping or any(str(i) not in mapping for i in image_ids):
+        log.warning("report card: no patient ids for the %s split; floor halves drawn by image", split)
+        return None
+    return np.array([mapping[str(i)] for i in image_ids])
 
 
 def _parser() -> argparse.ArgumentParser:
