@@ -119,6 +119,8 @@ def server_and_model(tmp_path_factory):
         str(MAX_PAYLOAD),
         "--enable_latency_logging",
         "false",
+        "--host",
+        "127.0.0.1",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -219,6 +221,20 @@ def test_health_and_metadata(server):
     assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
     assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
+
+
+def test_server_binds_the_host_flag(server_and_model):
+    log = (server_and_model[1].parent / "server.log").read_text()
+    assert "running on http://127.0.0.1:" in log.lower(), log[-2000:]
+
+
+def test_v1_tensor_key_is_the_same_contract(server):
+    url, _ = server
+    arr = _tensors(1)
+    plain = _v1(url, {"instances": arr.tolist()}).json()["predictions"][0]["probability"]
+    keyed = _v1(url, {"instances": [{"tensor": arr[0].tolist()}]})
+    assert keyed.status_code == 200, keyed.text
+    assert keyed.json()["predictions"][0]["probability"] == pytest.approx(plain, abs=1e-6)
 
 
 def test_v1_tensor_matches_in_process_model(server, reference):
