@@ -216,11 +216,17 @@ def test_resolve_model_dir_keeps_local_paths(tmp_path):
 def test_health_and_metadata(server):
     url, _ = server
     assert httpx.get(f"{url}/v2/health/live").status_code == 200
-    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {"name": "mammosynth", "ready": True}
+    v1 = httpx.get(f"{url}/v1/models/mammosynth").json()
+    assert {k: v1[k] for k in ("name", "ready")} == {"name": "mammosynth", "ready": True}
     meta = httpx.get(f"{url}/v2/models/mammosynth").json()
     assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
     assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
+
+
+def test_v1_metadata_carries_provenance(server):
+    body = httpx.get(f"{server[0]}/v1/models/mammosynth", timeout=10).json()
+    assert body["ready"] is True and body["data_source"] == "unknown" and body["trained_on"] == "unknown"
 
 
 def test_server_binds_the_host_flag(server_and_model):

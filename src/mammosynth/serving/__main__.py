@@ -96,6 +96,18 @@ def _bind_rest_server_to(host: str) -> None:
     kserve_server.RESTServer = HostRESTServer
 
 
+def add_provenance_routes(app, model: MammoModel) -> None:
+    """Answer v1 ``GET /v1/models/<name>`` with readiness plus ``data_source`` / ``trained_on``.
+
+    Registered before KServe's own routes, so this one matches first for our model's name.
+    """
+    from fastapi.responses import JSONResponse
+
+    @app.get(f"/v1/models/{model.name}")
+    async def v1_model():
+        return JSONResponse({"name": model.name, "ready": bool(model.ready), **model.provenance()})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the model and serve until interrupted.
 
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.load()
     # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
+    add_provenance_routes(kserve_server.app, model)
     kserve_server.app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
     _bind_rest_server_to(args.host)
