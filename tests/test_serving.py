@@ -119,6 +119,8 @@ def server_and_model(tmp_path_factory):
         str(MAX_PAYLOAD),
         "--enable_latency_logging",
         "false",
+        "--host",
+        "127.0.0.1",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -214,11 +216,31 @@ def test_resolve_model_dir_keeps_local_paths(tmp_path):
 def test_health_and_metadata(server):
     url, _ = server
     assert httpx.get(f"{url}/v2/health/live").status_code == 200
-    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {"name": "mammosynth", "ready": True}
+    v1 = httpx.get(f"{url}/v1/models/mammosynth").json()
+    assert {k: v1[k] for k in ("name", "ready")} == {"name": "mammosynth", "ready": True}
     meta = httpx.get(f"{url}/v2/models/mammosynth").json()
     assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
     assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
+
+
+def test_v1_metadata_carries_provenance(server):
+    body = httpx.get(f"{server[0]}/v1/models/mammosynth", timeout=10).json()
+    assert body["ready"] is True and body["data_source"] == "unknown" and body["trained_on"] == "unknown"
+
+
+def test_server_binds_the_host_flag(server_and_model):
+    log = (server_and_model[1].parent / "server.log").read_text()
+    assert "running on http://127.0.0.1:" in log.lower(), log[-2000:]
+
+
+def test_v1_tensor_key_is_the_same_contract(server):
+    url, _ = server
+    arr = _tensors(1)
+    plain = _v1(url, {"instances": arr.tolist()}).json()["predictions"][0]["probability"]
+    keyed = _v1(url, {"instances": [{"tensor": arr[0].tolist()}]})
+    assert keyed.status_code == 200, keyed.text
+    assert keyed.json()["predictions"][0]["probability"] == pytest.approx(plain, abs=1e-6)
 
 
 def test_v1_tensor_matches_in_process_model(server, reference):

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="how long to wait for more concurrent requests before running a batch",
     )
+    parser.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address the HTTP server binds (0.0.0.0 in a pod; 127.0.0.1 for a local-only server)",
+    )
     parser.set_defaults(model_name=DEFAULT_NAME)
     return parser
 
@@ -78,6 +83,29 @@ async def payload_too_large_handler(_, exc):
 
     log.warning("413: %s", exc)
     return JSONResponse(status_code=413, content={"error": str(exc)})
+
+
+def _bind_rest_server_to(host: str) -> None:
+    """Make KServe's RESTServer (which hardcodes 0.0.0.0) bind ``host`` instead."""
+
+    class HostRESTServer(kserve_server.RESTServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    kserve_server.RESTServer = HostRESTServer
+
+
+def add_provenance_routes(app, model: MammoModel) -> None:
+    """Answer v1 ``GET /v1/models/<name>`` with readiness plus ``data_source`` / ``trained_on``.
+
+    Registered before KServe's own routes, so this one matches first for our model's name.
+    """
+    from fastapi.responses import JSONResponse
+
+    @app.get(f"/v1/models/{model.name}")
+    async def v1_model():
+        return JSONResponse({"name": model.name, "ready": bool(model.ready), **model.provenance()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.load()
     # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
+    add_provenance_routes(kserve_server.app, model)
     kserve_server.app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    _bind_rest_server_to(args.host)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -193,13 +193,16 @@ def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
     for i, inst in enumerate(instances):
         where = f"instances[{i}]"
         if isinstance(inst, dict):
-            fields = [k for k in ("dicom", "image", "b64") if k in inst]
+            fields = [k for k in ("dicom", "image", "b64", "tensor") if k in inst]
             if len(fields) != 1:
                 raise InvalidInput(
-                    f"{where}: expected exactly one of 'dicom', 'image' (or 'b64'), "
-                    f"got keys {sorted(inst)[:5]}"
+                    f"{where}: expected exactly one of 'image' (base64 PNG/JPEG/TIFF/DICOM), 'tensor' "
+                    f"(pre-processed array) or the deprecated 'dicom'/'b64', got keys {sorted(inst)[:5]}"
                 )
             field = fields[0]
+            if field == "tensor":
+                batch[i] = tensor_to_input(inst["tensor"], image_size, f"{where}.tensor")
+                continue
             raw = b64decode(inst[field], f"{where}.{field}")
             batch[i] = encoded_to_input(
                 raw, image_size, f"{where}.{field}", kind="dicom" if field == "dicom" else "image"
