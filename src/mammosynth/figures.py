@@ -48,11 +48,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def roc_figure(y: np.ndarray, probs: Mapping[str, Mapping[Any, np.ndarray]], path: str | os.PathLike) -> Path:
+def roc_figure(
+    y: np.ndarray,
+    probs: Mapping[str, Mapping[Any, np.ndarray]],
+    path: str | os.PathLike,
+    test_set: str = "test set",
+) -> Path:
     """ROC curve per arm: thick line for the seed ensemble, thin lines for each seed.
 
     Args:
         y: 0/1 labels of the shared test set.
+        test_set: what the test set is, for the title (``"phantom test set"`` on the embedded data).
         probs: ``{arm: {seed: scores}}`` aligned with ``y``.
         path: output PNG.
     """
@@ -69,7 +75,7 @@ def roc_figure(y: np.ndarray, probs: Mapping[str, Mapping[Any, np.ndarray]], pat
     ax.set(
         xlabel="1 − specificity (false-positive rate)",
         ylabel="sensitivity (true-positive rate)",
-        title="ROC on the real test set (thin: single seeds)",
+        title=f"ROC on the {test_set} (thin: single seeds)",
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
@@ -221,7 +227,8 @@ def render_all(
     if predictions_csv is not None and Path(predictions_csv).exists():
         y, probs = load_probs(predictions_csv)
         order = {a: probs[a] for a in arms if a in probs} or probs
-        written["roc"] = str(roc_figure(y, order, out / FIGURE_FILES["roc"]))
+        test_set = "phantom test set" if metrics.get("data_source") == "phantom" else "real test set"
+        written["roc"] = str(roc_figure(y, order, out / FIGURE_FILES["roc"], test_set))
     else:
         log.warning("no test predictions given: ROC figure skipped")
     if arms:
