@@ -281,6 +281,44 @@ def test_v1_real_cbis_ddsm_dicom(server, reference):
     assert resp.json()["predictions"][0]["probability"] == pytest.approx(float(want[0]), abs=1e-5)
 
 
+@pytest.mark.skipif(not REAL_DICOMS, reason="CBIS-DDSM fixtures not present")
+def test_one_input_contract_on_v1_and_v2(server, reference):
+    """v1 and v2 take the same two inputs: `image` (any format, detected by content) and `tensor`."""
+    url, _ = server
+    infer, _ = reference
+    raw = REAL_DICOMS[0].read_bytes()
+    png = _png16(np.random.default_rng(8).integers(0, 65535, (S, S), dtype=np.uint16))
+    x = _tensors(1, seed=8)
+    v1 = _v1(url, {"instances": [{"image": _b64(raw)}, {"image": _b64(png)}, {"tensor": x[0].tolist()}]})
+    assert v1.status_code == 200, v1.text
+    got_v1 = [p["probability"] for p in v1.json()["predictions"]]
+    # The deprecated v1 `dicom` key is the same DICOM answer.
+    alias = _v1(url, {"instances": [{"dicom": _b64(raw)}]}).json()["predictions"][0]["probability"]
+    assert alias == pytest.approx(got_v1[0], abs=1e-6)
+    v2 = httpx.post(
+        f"{url}/v2/models/mammosynth/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [2], "datatype": "BYTES", "data": [_b64(raw), _b64(png)]},
+            ]
+        },
+        timeout=30,
+    )
+    assert v2.status_code == 200, v2.text
+    np.testing.assert_allclose(v2.json()["outputs"][0]["data"], got_v1[:2], atol=1e-6)
+    v2t = httpx.post(
+        f"{url}/v2/models/mammosynth/infer",
+        json={
+            "inputs": [
+                {"name": "tensor", "shape": [1, S, S, 1], "datatype": "FP32", "data": x.ravel().tolist()}
+            ]
+        },
+        timeout=30,
+    )
+    assert v2t.json()["outputs"][0]["data"][0] == pytest.approx(got_v1[2], abs=1e-5)
+    assert got_v1[2] == pytest.approx(float(infer(x)[0]), abs=1e-5)
+
+
 def test_v2_tritonclient_tensor_and_bytes(server, reference):
     tritonclient_http = pytest.importorskip("tritonclient.http")
     url, _ = server
@@ -373,6 +411,8 @@ def _bad_requests():
         "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
         "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
         "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
+        "image and tensor": (v1, {"instances": [{"image": "AAAA", "tensor": [[0.0]]}]}, "exactly one"),
+        "tensor wrong shape": (v1, {"instances": [{"tensor": [[0.5] * 5] * 5}]}, "instances[0].tensor"),
         "too many instances": (v1, {"instances": [[[0.0] * 2] * 2] * (MAX_INSTANCES + 1)}, "limit"),
         "oversized payload": (
             v1,
@@ -502,3 +542,4 @@ def test_micro_batcher_waits_only_for_announced_requests():
     alone, after_withdraw = asyncio.run(scenario())
     assert calls == [1, 2, 1]
     assert alone < 1.0 and after_withdraw < 1.0
+
