@@ -543,3 +543,78 @@ def test_micro_batcher_waits_only_for_announced_requests():
     assert calls == [1, 2, 1]
     assert alone < 1.0 and after_withdraw < 1.0
 
+
+REPO = Path(__file__).resolve().parents[1]
+README_DICOM = REAL_DICOMS[0] if REAL_DICOMS else None
+
+
+def _readme_serving_lines() -> list[str]:
+    """The commands of the README's Serving code block."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Serving\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _curl_to_httpx(line: str, url: str, cwd: Path) -> httpx.Response:
+    """Run a README ``curl`` line as written, with httpx against the loopback server."""
+    import shlex
+
+    argv = shlex.split(line)
+    assert argv[0] == "curl"
+    headers, body, target = {}, None, None
+    it = iter(argv[1:])
+    for arg in it:
+        if arg == "-H":
+            key, value = next(it).split(":", 1)
+            headers[key.strip()] = value.strip()
+        elif arg == "-d":
+            data = next(it)
+            assert data.startswith("@"), "the README must send the body from a file"
+            body = (cwd / data[1:]).read_bytes()
+        elif arg == "-s":
+            continue
+        else:
+            target = arg
+    assert body is not None and target.startswith("localhost:8080/"), line
+    return httpx.post(url + target.removeprefix("localhost:8080"), content=body, headers=headers, timeout=60)
+
+
+@pytest.mark.skipif(README_DICOM is None, reason="CBIS-DDSM fixtures not present")
+def test_readme_serving_commands_work_as_written(server, reference, tmp_path):
+    """Each README builder line runs (subprocess), each curl line is POSTed as written (httpx)."""
+    from mammosynth.data.dicom import decode_dicom
+
+    url, _ = server
+    infer, _ = reference
+    want = float(infer(prepare_image(decode_dicom(README_DICOM.read_bytes()).pixels, S)[None])[0])
+    (tmp_path / "mass.dcm").write_bytes(README_DICOM.read_bytes())
+    lines = _readme_serving_lines()
+    builders = [ln for ln in lines if "mammosynth.serving.request" in ln]
+    curls = [ln for ln in lines if ln.startswith("curl ")]
+    assert len(builders) == len(curls) == 2, lines
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for build, curl in zip(builders, curls, strict=True):
+        import shlex
+
+        argv = shlex.split(build)
+        assert argv[0] == ".venv/bin/python"
+        out = subprocess.run(
+            [sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        resp = _curl_to_httpx(curl, url, tmp_path)
+        assert resp.status_code == 200, f"{curl}: {resp.status_code} {resp.text[:300]}"
+        got = resp.json()
+        prob = got["predictions"][0]["probability"] if "/v1/" in curl else got["outputs"][0]["data"][0]
+        assert prob == pytest.approx(want, abs=1e-5)
+
+
+def test_request_builder_refuses_a_non_image(tmp_path):
+    from mammosynth.serving.request import build_request, main
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.txt: not a PNG/JPEG/TIFF image or a DICOM"):
+        build_request([tmp_path / "notes.txt"])
+    assert main(["--image", str(tmp_path / "missing.dcm"), "--out", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
