@@ -214,8 +214,15 @@ def test_resolve_model_dir_keeps_local_paths(tmp_path):
 def test_health_and_metadata(server):
     url, _ = server
     assert httpx.get(f"{url}/v2/health/live").status_code == 200
-    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {"name": "mammosynth", "ready": True}
+    # The fixture's model.json has no data_source/trained_on: reported as unknown, no crash.
+    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {
+        "name": "mammosynth",
+        "ready": True,
+        "data_source": "unknown",
+        "trained_on": "unknown",
+    }
     meta = httpx.get(f"{url}/v2/models/mammosynth").json()
+    assert (meta["data_source"], meta["trained_on"]) == ("unknown", "unknown")
     assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
     assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
@@ -618,3 +625,55 @@ def test_request_builder_refuses_a_non_image(tmp_path):
         build_request([tmp_path / "notes.txt"])
     assert main(["--image", str(tmp_path / "missing.dcm"), "--out", str(tmp_path / "r.json")]) == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_unknown_provenance_predictions_carry_no_warning(server):
+    url, _ = server
+    assert "warning" not in _v1(url, {"instances": _tensors(1).tolist()}).json()
+
+
+def test_phantom_model_labels_metadata_and_every_prediction(server_and_model, tmp_path):
+    """A phantom-trained model says so in its metadata and in every v1 and v2 response."""
+    import json
+    import shutil
+
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from mammosynth.serving.model import PHANTOM_WARNING, MammoModel, MetadataMiddleware
+
+    phantom = tmp_path / "model"
+    shutil.copytree(server_and_model[1], phantom)
+    meta = json.loads((phantom / "model.json").read_text())
+    meta.update(data_source="phantom", trained_on="embedded phantom preset, seeds 0-2, train split")
+    (phantom / "model.json").write_text(json.dumps(meta))
+    model = MammoModel("mammosynth", phantom)
+    assert model.load()
+    assert model.provenance == {"data_source": "phantom", "trained_on": meta["trained_on"]}
+    x = _tensors(2, seed=11)
+    v1 = asyncio.run(model.predict({"instances": x.tolist()}))
+    assert v1["warning"] == PHANTOM_WARNING and "phantom" in v1["warning"] and len(v1["predictions"]) == 2
+    inp = InferInput("tensor", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    v2, _ = asyncio.run(model.predict(InferRequest("mammosynth", [inp]))).to_rest()
+    assert v2["parameters"]["warning"] == PHANTOM_WARNING
+    model.stop()
+
+    async def kserve_like(scope, receive, send):  # what KServe's metadata routes answer
+        body = json.dumps({"name": "mammosynth", "ready": True}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def get(path):
+        transport = httpx.ASGITransport(app=MetadataMiddleware(kserve_like, model))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    got = asyncio.run(get("/v2/models/mammosynth")).json()
+    assert got == {"name": "mammosynth", "ready": True, **model.provenance}
+    assert "data_source" not in asyncio.run(get("/v2/models/other")).json()

@@ -15,7 +15,7 @@ from kserve import model_server as kserve_server
 
 from mammosynth.serving.inputs import Limits
 from mammosynth.serving.limits import PayloadLimitMiddleware
-from mammosynth.serving.model import DEFAULT_NAME, MammoModel
+from mammosynth.serving.model import DEFAULT_NAME, MammoModel, MetadataMiddleware
 
 log = logging.getLogger("mammosynth.serving")
 
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.load()
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    kserve_server.app.add_middleware(MetadataMiddleware, model=model)
+    if model.warning:
+        log.warning("%s: %s", args.model_name, model.warning)
     server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
