@@ -27,6 +27,7 @@ from mammosynth.serving.batcher import MicroBatcher  # noqa: E402
 S = 32
 MAX_INSTANCES = 8
 MAX_PAYLOAD = 1_000_000
+SERVER_MAX_PIXELS = 4_000_000  # the test server's pixel budget (the real fixture crops fit well under)
 REAL_DICOMS = sorted(Path(__file__).resolve().parent.glob("fixtures/cbis-ddsm/dicom/**/*.dcm"))
 
 
@@ -103,7 +104,7 @@ def server_and_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     model_path, log_path = root / "model", root / "server.log"
     port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MAMMOSYNTH_MAX_PIXELS": str(SERVER_MAX_PIXELS)}
     cmd = [
         sys.executable,
         "-c",
@@ -456,6 +457,11 @@ def _bad_requests():
             {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
             "base64",
         ),
+        "over the pixel budget": (
+            v1,
+            {"instances": [{"image": _b64(_png16(np.zeros((2001, 2000), np.uint16)))}]},
+            "pixel budget",
+        ),
         "unknown model v1": ("/v1/models/nosuchmodel:predict", {"instances": good}, "nosuchmodel"),
         "unknown model v2": ("/v2/models/nosuchmodel/infer", {"inputs": []}, "nosuchmodel"),
     }
@@ -472,6 +478,7 @@ def test_bad_input_is_4xx_and_server_keeps_serving(server, case):
     )
     resp = httpx.post(f"{url}{path}", timeout=30, **kw)
     assert 400 <= resp.status_code < 500, f"{case}: {resp.status_code} {resp.text[:300]}"
+    assert resp.status_code == 413 or "budget" not in needle, f"{case}: {resp.status_code}"
     assert needle.lower() in resp.text.lower(), f"{case}: message {resp.text[:300]!r} lacks {needle!r}"
     assert proc.poll() is None
     ok = _v1(url, {"instances": _tensors(1).tolist()})
@@ -677,3 +684,19 @@ def test_phantom_model_labels_metadata_and_every_prediction(server_and_model, tm
     got = asyncio.run(get("/v2/models/mammosynth")).json()
     assert got == {"name": "mammosynth", "ready": True, **model.provenance}
     assert "data_source" not in asyncio.run(get("/v2/models/other")).json()
+
+
+@pytest.mark.parametrize("kind", ["png", "dicom"])
+def test_image_over_the_pixel_budget_is_413(monkeypatch, kind):
+    from fastapi import HTTPException
+
+    from mammosynth.serving.inputs import encoded_to_input
+
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1000")
+    pixels = np.zeros((40, 40), np.uint16)
+    raw = _png16(pixels) if kind == "png" else _dicom16(pixels)
+    with pytest.raises(HTTPException) as exc:
+        encoded_to_input(raw, S, "instances[0].image")
+    assert exc.value.status_code == 413 and "pixel budget" in exc.value.detail
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1600")
+    assert encoded_to_input(raw, S, "instances[0].image").shape == (S, S, 1)

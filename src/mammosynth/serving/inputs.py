@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastapi import HTTPException
 from kserve.errors import InvalidInput
 
-from mammosynth.data.images import ImageDecodeError, decode_pil, sniff
+from mammosynth.data.images import ImageDecodeError, PixelBudgetExceeded, decode_pil, sniff
 from mammosynth.preprocess import prepare_image
 
 # Pre-processed tensors are model input already; allow float rounding slack around [0, 1].
@@ -68,6 +69,8 @@ def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
     """Decode PNG/JPEG/TIFF bytes within the pixel budget (`mammosynth.data.images.decode_pil`)."""
     try:
         return decode_pil(raw, where)
+    except PixelBudgetExceeded as exc:
+        raise HTTPException(status_code=413, detail=str(exc)) from exc
     except ImageDecodeError as exc:
         raise InvalidInput(str(exc)) from exc
 
@@ -79,6 +82,8 @@ def decode_dicom_bytes(raw: bytes, where: str) -> np.ndarray:
 
     try:
         return np.asarray(decode_dicom(raw, name=where).pixels)
+    except PixelBudgetExceeded as exc:
+        raise HTTPException(status_code=413, detail=str(exc)) from exc
     except (DicomError, ImageDecodeError) as exc:
         raise InvalidInput(str(exc)) from exc
 
@@ -97,7 +102,8 @@ def encoded_to_input(raw: bytes, image_size: int, where: str, kind: str = "auto"
         The (S,S,1) float32 input, made by `mammosynth.preprocess.prepare_image`.
 
     Raises:
-        InvalidInput: unknown format, corrupt or over the pixel budget.
+        InvalidInput: unknown format or corrupt (HTTP 400).
+        HTTPException: 413, the header declares more pixels than ``MAMMOSYNTH_MAX_PIXELS`` allows.
     """
     found = "dicom" if kind == "dicom" else sniff(raw)
     if found == "dicom":
