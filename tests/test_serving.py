@@ -27,6 +27,7 @@ from mammosynth.serving.batcher import MicroBatcher  # noqa: E402
 S = 32
 MAX_INSTANCES = 8
 MAX_PAYLOAD = 1_000_000
+SERVER_MAX_PIXELS = 4_000_000  # the test server's pixel budget (the real fixture crops fit well under)
 REAL_DICOMS = sorted(Path(__file__).resolve().parent.glob("fixtures/cbis-ddsm/dicom/**/*.dcm"))
 
 
@@ -103,7 +104,7 @@ def server_and_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     model_path, log_path = root / "model", root / "server.log"
     port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MAMMOSYNTH_MAX_PIXELS": str(SERVER_MAX_PIXELS)}
     cmd = [
         sys.executable,
         "-c",
@@ -216,9 +217,15 @@ def test_resolve_model_dir_keeps_local_paths(tmp_path):
 def test_health_and_metadata(server):
     url, _ = server
     assert httpx.get(f"{url}/v2/health/live").status_code == 200
-    v1 = httpx.get(f"{url}/v1/models/mammosynth").json()
-    assert {k: v1[k] for k in ("name", "ready")} == {"name": "mammosynth", "ready": True}
+    # The fixture's model.json has no data_source/trained_on: reported as unknown, no crash.
+    assert httpx.get(f"{url}/v1/models/mammosynth").json() == {
+        "name": "mammosynth",
+        "ready": True,
+        "data_source": "unknown",
+        "trained_on": "unknown",
+    }
     meta = httpx.get(f"{url}/v2/models/mammosynth").json()
+    assert (meta["data_source"], meta["trained_on"]) == ("unknown", "unknown")
     assert {i["datatype"] for i in meta["inputs"]} == {"BYTES", "FP32"}
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
     assert [-1, S, S, 1] in [i["shape"] for i in meta["inputs"]]
@@ -301,6 +308,44 @@ def test_v1_real_cbis_ddsm_dicom(server, reference):
     assert resp.status_code == 200, resp.text
     want = infer(prepare_image(decode_dicom(raw).pixels, S)[None])
     assert resp.json()["predictions"][0]["probability"] == pytest.approx(float(want[0]), abs=1e-5)
+
+
+@pytest.mark.skipif(not REAL_DICOMS, reason="CBIS-DDSM fixtures not present")
+def test_one_input_contract_on_v1_and_v2(server, reference):
+    """v1 and v2 take the same two inputs: `image` (any format, detected by content) and `tensor`."""
+    url, _ = server
+    infer, _ = reference
+    raw = REAL_DICOMS[0].read_bytes()
+    png = _png16(np.random.default_rng(8).integers(0, 65535, (S, S), dtype=np.uint16))
+    x = _tensors(1, seed=8)
+    v1 = _v1(url, {"instances": [{"image": _b64(raw)}, {"image": _b64(png)}, {"tensor": x[0].tolist()}]})
+    assert v1.status_code == 200, v1.text
+    got_v1 = [p["probability"] for p in v1.json()["predictions"]]
+    # The deprecated v1 `dicom` key is the same DICOM answer.
+    alias = _v1(url, {"instances": [{"dicom": _b64(raw)}]}).json()["predictions"][0]["probability"]
+    assert alias == pytest.approx(got_v1[0], abs=1e-6)
+    v2 = httpx.post(
+        f"{url}/v2/models/mammosynth/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [2], "datatype": "BYTES", "data": [_b64(raw), _b64(png)]},
+            ]
+        },
+        timeout=30,
+    )
+    assert v2.status_code == 200, v2.text
+    np.testing.assert_allclose(v2.json()["outputs"][0]["data"], got_v1[:2], atol=1e-6)
+    v2t = httpx.post(
+        f"{url}/v2/models/mammosynth/infer",
+        json={
+            "inputs": [
+                {"name": "tensor", "shape": [1, S, S, 1], "datatype": "FP32", "data": x.ravel().tolist()}
+            ]
+        },
+        timeout=30,
+    )
+    assert v2t.json()["outputs"][0]["data"][0] == pytest.approx(got_v1[2], abs=1e-5)
+    assert got_v1[2] == pytest.approx(float(infer(x)[0]), abs=1e-5)
 
 
 def test_v2_tritonclient_tensor_and_bytes(server, reference):
@@ -395,6 +440,8 @@ def _bad_requests():
         "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
         "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
         "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
+        "image and tensor": (v1, {"instances": [{"image": "AAAA", "tensor": [[0.0]]}]}, "exactly one"),
+        "tensor wrong shape": (v1, {"instances": [{"tensor": [[0.5] * 5] * 5}]}, "instances[0].tensor"),
         "too many instances": (v1, {"instances": [[[0.0] * 2] * 2] * (MAX_INSTANCES + 1)}, "limit"),
         "oversized payload": (
             v1,
@@ -431,6 +478,11 @@ def _bad_requests():
             {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
             "base64",
         ),
+        "over the pixel budget": (
+            v1,
+            {"instances": [{"image": _b64(_png16(np.zeros((2001, 2000), np.uint16)))}]},
+            "pixel budget",
+        ),
         "unknown model v1": ("/v1/models/nosuchmodel:predict", {"instances": good}, "nosuchmodel"),
         "unknown model v2": ("/v2/models/nosuchmodel/infer", {"inputs": []}, "nosuchmodel"),
     }
@@ -447,6 +499,7 @@ def test_bad_input_is_4xx_and_server_keeps_serving(server, case):
     )
     resp = httpx.post(f"{url}{path}", timeout=30, **kw)
     assert 400 <= resp.status_code < 500, f"{case}: {resp.status_code} {resp.text[:300]}"
+    assert resp.status_code == 413 or "budget" not in needle, f"{case}: {resp.status_code}"
     assert needle.lower() in resp.text.lower(), f"{case}: message {resp.text[:300]!r} lacks {needle!r}"
     assert proc.poll() is None
     ok = _v1(url, {"instances": _tensors(1).tolist()})
@@ -524,3 +577,147 @@ def test_micro_batcher_waits_only_for_announced_requests():
     alone, after_withdraw = asyncio.run(scenario())
     assert calls == [1, 2, 1]
     assert alone < 1.0 and after_withdraw < 1.0
+
+
+REPO = Path(__file__).resolve().parents[1]
+README_DICOM = REAL_DICOMS[0] if REAL_DICOMS else None
+
+
+def _readme_serving_lines() -> list[str]:
+    """The commands of the README's Serving code block."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Serving\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _curl_to_httpx(line: str, url: str, cwd: Path) -> httpx.Response:
+    """Run a README ``curl`` line as written, with httpx against the loopback server."""
+    import shlex
+
+    argv = shlex.split(line)
+    assert argv[0] == "curl"
+    headers, body, target = {}, None, None
+    it = iter(argv[1:])
+    for arg in it:
+        if arg == "-H":
+            key, value = next(it).split(":", 1)
+            headers[key.strip()] = value.strip()
+        elif arg == "-d":
+            data = next(it)
+            assert data.startswith("@"), "the README must send the body from a file"
+            body = (cwd / data[1:]).read_bytes()
+        elif arg == "-s":
+            continue
+        else:
+            target = arg
+    assert body is not None and target.startswith("localhost:8080/"), line
+    return httpx.post(url + target.removeprefix("localhost:8080"), content=body, headers=headers, timeout=60)
+
+
+@pytest.mark.skipif(README_DICOM is None, reason="CBIS-DDSM fixtures not present")
+def test_readme_serving_commands_work_as_written(server, reference, tmp_path):
+    """Each README builder line runs (subprocess), each curl line is POSTed as written (httpx)."""
+    from mammosynth.data.dicom import decode_dicom
+
+    url, _ = server
+    infer, _ = reference
+    want = float(infer(prepare_image(decode_dicom(README_DICOM.read_bytes()).pixels, S)[None])[0])
+    (tmp_path / "mass.dcm").write_bytes(README_DICOM.read_bytes())
+    lines = _readme_serving_lines()
+    builders = [ln for ln in lines if "mammosynth.serving.request" in ln]
+    curls = [ln for ln in lines if ln.startswith("curl ")]
+    assert len(builders) == len(curls) == 2, lines
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for build, curl in zip(builders, curls, strict=True):
+        import shlex
+
+        argv = shlex.split(build)
+        assert argv[0] == ".venv/bin/python"
+        out = subprocess.run(
+            [sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        resp = _curl_to_httpx(curl, url, tmp_path)
+        assert resp.status_code == 200, f"{curl}: {resp.status_code} {resp.text[:300]}"
+        got = resp.json()
+        prob = got["predictions"][0]["probability"] if "/v1/" in curl else got["outputs"][0]["data"][0]
+        assert prob == pytest.approx(want, abs=1e-5)
+
+
+def test_request_builder_refuses_a_non_image(tmp_path):
+    from mammosynth.serving.request import build_request, main
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.txt: not a PNG/JPEG/TIFF image or a DICOM"):
+        build_request([tmp_path / "notes.txt"])
+    assert main(["--image", str(tmp_path / "missing.dcm"), "--out", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_unknown_provenance_predictions_carry_no_warning(server):
+    url, _ = server
+    assert "warning" not in _v1(url, {"instances": _tensors(1).tolist()}).json()
+
+
+def test_phantom_model_labels_metadata_and_every_prediction(server_and_model, tmp_path):
+    """A phantom-trained model says so in its metadata and in every v1 and v2 response."""
+    import json
+    import shutil
+
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from mammosynth.serving.model import PHANTOM_WARNING, MammoModel, MetadataMiddleware
+
+    phantom = tmp_path / "model"
+    shutil.copytree(server_and_model[1], phantom)
+    meta = json.loads((phantom / "model.json").read_text())
+    meta.update(data_source="phantom", trained_on="embedded phantom preset, seeds 0-2, train split")
+    (phantom / "model.json").write_text(json.dumps(meta))
+    model = MammoModel("mammosynth", phantom)
+    assert model.load()
+    assert model.provenance == {"data_source": "phantom", "trained_on": meta["trained_on"]}
+    x = _tensors(2, seed=11)
+    v1 = asyncio.run(model.predict({"instances": x.tolist()}))
+    assert v1["warning"] == PHANTOM_WARNING and "phantom" in v1["warning"] and len(v1["predictions"]) == 2
+    inp = InferInput("tensor", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    v2, _ = asyncio.run(model.predict(InferRequest("mammosynth", [inp]))).to_rest()
+    assert v2["parameters"]["warning"] == PHANTOM_WARNING
+    model.stop()
+
+    async def kserve_like(scope, receive, send):  # what KServe's metadata routes answer
+        body = json.dumps({"name": "mammosynth", "ready": True}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def get(path):
+        transport = httpx.ASGITransport(app=MetadataMiddleware(kserve_like, model))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    got = asyncio.run(get("/v2/models/mammosynth")).json()
+    assert got == {"name": "mammosynth", "ready": True, **model.provenance}
+    assert "data_source" not in asyncio.run(get("/v2/models/other")).json()
+
+
+@pytest.mark.parametrize("kind", ["png", "dicom"])
+def test_image_over_the_pixel_budget_is_413(monkeypatch, kind):
+    from fastapi import HTTPException
+
+    from mammosynth.serving.inputs import encoded_to_input
+
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1000")
+    pixels = np.zeros((40, 40), np.uint16)
+    raw = _png16(pixels) if kind == "png" else _dicom16(pixels)
+    with pytest.raises(HTTPException) as exc:
+        encoded_to_input(raw, S, "instances[0].image")
+    assert exc.value.status_code == 413 and "pixel budget" in exc.value.detail
+    monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1600")
+    assert encoded_to_input(raw, S, "instances[0].image").shape == (S, S, 1)

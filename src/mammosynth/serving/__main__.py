@@ -15,7 +15,7 @@ from kserve import model_server as kserve_server
 
 from mammosynth.serving.inputs import Limits, PayloadTooLarge
 from mammosynth.serving.limits import PayloadLimitMiddleware
-from mammosynth.serving.model import DEFAULT_NAME, MammoModel
+from mammosynth.serving.model import DEFAULT_NAME, MammoModel, MetadataMiddleware
 
 log = logging.getLogger("mammosynth.serving")
 
@@ -81,8 +81,8 @@ async def payload_too_large_handler(_, exc):
     """An image over the pixel budget: HTTP 413 with the readable message, logged as one line."""
     from fastapi.responses import JSONResponse
 
-    log.warning("413: %s", exc)
-    return JSONResponse(status_code=413, content={"error": str(exc)})
+    log.warning("413: %s", exc.detail)
+    return JSONResponse(status_code=413, content={"error": exc.detail})
 
 
 def _bind_rest_server_to(host: str) -> None:
@@ -94,18 +94,6 @@ def _bind_rest_server_to(host: str) -> None:
             self.config.host = host
 
     kserve_server.RESTServer = HostRESTServer
-
-
-def add_provenance_routes(app, model: MammoModel) -> None:
-    """Answer v1 ``GET /v1/models/<name>`` with readiness plus ``data_source`` / ``trained_on``.
-
-    Registered before KServe's own routes, so this one matches first for our model's name.
-    """
-    from fastapi.responses import JSONResponse
-
-    @app.get(f"/v1/models/{model.name}")
-    async def v1_model():
-        return JSONResponse({"name": model.name, "ready": bool(model.ready), **model.provenance()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.load()
     # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
-    add_provenance_routes(kserve_server.app, model)
     kserve_server.app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    kserve_server.app.add_middleware(MetadataMiddleware, model=model)
+    if model.warning:
+        log.warning("%s: %s", args.model_name, model.warning)
     _bind_rest_server_to(args.host)
     server = ModelServer(
         http_port=args.http_port,

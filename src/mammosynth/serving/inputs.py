@@ -14,16 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastapi import HTTPException
 from kserve.errors import InvalidInput
 
+from mammosynth.data.images import ImageDecodeError, PixelBudgetExceeded, decode_pil, sniff
 from mammosynth.preprocess import prepare_image
 
 # Pre-processed tensors are model input already; allow float rounding slack around [0, 1].
 RANGE_SLACK = 1e-3
 
 
-class PayloadTooLarge(InvalidInput):
-    """An image over the pixel budget (`mammosynth.data.images.max_pixels`): answered with HTTP 413."""
+class PayloadTooLarge(HTTPException):
+    """An image over the pixel budget (`mammosynth.data.images.max_pixels`): HTTP 413 with the reason."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=413, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -64,40 +69,29 @@ def b64decode(text: Any, where: str) -> bytes:
 
 def is_dicom(raw: bytes) -> bool:
     """True for a DICOM Part 10 file (``DICM`` magic after the 128-byte preamble)."""
-    return len(raw) >= 132 and raw[128:132] == b"DICM"
+    return sniff(raw) == "dicom"
 
 
 def decode_image_bytes(raw: bytes, where: str) -> np.ndarray:
-    """Decode PNG/JPEG/TIFF bytes within the shared pixel budget (`mammosynth.data.images`).
-
-    Raises:
-        PayloadTooLarge: the header declares more pixels than the budget (HTTP 413).
-        InvalidInput: not an image, truncated or corrupt (HTTP 400).
-    """
-    from mammosynth.data.images import ImageDecodeError, PixelBudgetExceeded, decode_pil
-
+    """Decode PNG/JPEG/TIFF bytes within the pixel budget (`mammosynth.data.images.decode_pil`)."""
     try:
         return decode_pil(raw, where)
     except PixelBudgetExceeded as exc:
         raise PayloadTooLarge(str(exc)) from exc
     except ImageDecodeError as exc:
-        if "not a PNG" in str(exc):
-            raise InvalidInput(
-                f"{where}: bytes are not a PNG/JPEG/TIFF image or a DICOM file; send an encoded image"
-            ) from exc
         raise InvalidInput(str(exc)) from exc
 
 
 def decode_dicom_bytes(raw: bytes, where: str) -> np.ndarray:
     """Decode DICOM bytes with the project's one DICOM reader (`mammosynth.data.dicom`)."""
     # Imported here: the reader pulls in pydicom and its pixel handlers, which only DICOM requests need.
-    from mammosynth.data.dicom import DicomError, DicomTooLarge, decode_dicom
+    from mammosynth.data.dicom import DicomError, decode_dicom
 
     try:
         return np.asarray(decode_dicom(raw, name=where).pixels)
-    except DicomTooLarge as exc:
+    except PixelBudgetExceeded as exc:
         raise PayloadTooLarge(str(exc)) from exc
-    except DicomError as exc:
+    except (DicomError, ImageDecodeError) as exc:
         raise InvalidInput(str(exc)) from exc
 
 
@@ -108,12 +102,26 @@ def encoded_to_input(raw: bytes, image_size: int, where: str, kind: str = "auto"
         raw: file bytes.
         image_size: model input side S.
         where: request location for error messages (``instances[3].image``).
-        kind: ``"image"``, ``"dicom"`` or ``"auto"`` (DICOM if it carries the DICM magic).
+        kind: ``"dicom"`` forces the DICOM reader (the deprecated v1 ``dicom`` field); ``"auto"``
+            detects DICOM/PNG/JPEG/TIFF by content (`mammosynth.data.images.sniff`).
+
+    Returns:
+        The (S,S,1) float32 input, made by `mammosynth.preprocess.prepare_image`.
+
+    Raises:
+        InvalidInput: unknown format or corrupt (HTTP 400).
+        HTTPException: 413, the header declares more pixels than ``MAMMOSYNTH_MAX_PIXELS`` allows.
     """
-    if kind == "dicom" or (kind == "auto" and is_dicom(raw)):
+    found = "dicom" if kind == "dicom" else sniff(raw)
+    if found == "dicom":
         pixels = decode_dicom_bytes(raw, where)
-    else:
+    elif found in ("png", "jpeg", "tiff"):
         pixels = decode_image_bytes(raw, where)
+    else:
+        raise InvalidInput(
+            f"{where}: bytes are not a PNG/JPEG/TIFF image or a DICOM file (format detected by content); "
+            "send the base64 of the file itself, or a preprocessed array as 'tensor'"
+        )
     try:
         return prepare_image(pixels, image_size)
     except ValueError as exc:
@@ -169,8 +177,10 @@ def _check_count(n: int, limits: Limits, where: str) -> None:
 def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
     """Decode a v1 body ``{"instances": [...]}`` into an (N,S,S,1) float32 batch.
 
-    Each instance is ``{"dicom": <base64>}``, ``{"image": <base64 PNG/JPEG>}`` (``{"b64": ...}`` is
-    accepted as an alias of ``image``, KServe's convention) or a pre-processed (S,S,1)/(S,S) list.
+    Each instance is ``{"image": <base64 PNG/JPEG/TIFF/DICOM>}`` (format detected by content) or
+    ``{"tensor": <(S,S,1) or (S,S) nested list>}`` (preprocessed, values in [0, 1]); the same two names
+    as the v2 inputs. Also accepted: a bare nested list (a tensor), ``{"b64": ...}`` (KServe's alias of
+    ``image``) and ``{"dicom": ...}`` (deprecated alias of ``image`` that insists on DICOM).
 
     Raises:
         InvalidInput: anything malformed, naming the instance index.
@@ -183,7 +193,7 @@ def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
         keys = sorted(payload)[:5]
         raise InvalidInput(
             f'request body lacks "instances" (got keys {keys}); v1 requests send '
-            '{"instances": [{"image": <base64>} | {"dicom": <base64>} | [[...]]]}'
+            '{"instances": [{"image": <base64 file>} | {"tensor": [[...]]}]}'
         )
     instances = payload["instances"]
     if not isinstance(instances, list):
@@ -191,37 +201,42 @@ def v1_instances(payload: Any, image_size: int, limits: Limits) -> np.ndarray:
     _check_count(len(instances), limits, "instances")
     batch = np.empty((len(instances), image_size, image_size, 1), np.float32)
     for i, inst in enumerate(instances):
-        where = f"instances[{i}]"
-        if isinstance(inst, dict):
-            fields = [k for k in ("dicom", "image", "b64", "tensor") if k in inst]
-            if len(fields) != 1:
-                raise InvalidInput(
-                    f"{where}: expected exactly one of 'image' (base64 PNG/JPEG/TIFF/DICOM), 'tensor' "
-                    f"(pre-processed array) or the deprecated 'dicom'/'b64', got keys {sorted(inst)[:5]}"
-                )
-            field = fields[0]
-            if field == "tensor":
-                batch[i] = tensor_to_input(inst["tensor"], image_size, f"{where}.tensor")
-                continue
-            raw = b64decode(inst[field], f"{where}.{field}")
-            batch[i] = encoded_to_input(
-                raw, image_size, f"{where}.{field}", kind="dicom" if field == "dicom" else "image"
-            )
-        elif isinstance(inst, list):
-            batch[i] = tensor_to_input(inst, image_size, where)
-        else:
-            raise InvalidInput(
-                f"{where}: expected an object with 'image'/'dicom' or a nested list, "
-                f"got {type(inst).__name__}"
-            )
+        batch[i] = _v1_instance(inst, image_size, f"instances[{i}]")
     return batch
+
+
+# v1 instance keys: "image" (content-detected), "b64" (KServe's alias), "dicom" (deprecated alias).
+V1_ENCODED = ("image", "b64", "dicom")
+
+
+def _v1_instance(inst: Any, image_size: int, where: str) -> np.ndarray:
+    """One v1 instance: ``{"image": b64}``, ``{"tensor": [[...]]}``, a bare nested list, or an alias."""
+    if isinstance(inst, list):
+        return tensor_to_input(inst, image_size, where)
+    if not isinstance(inst, dict):
+        raise InvalidInput(
+            f"{where}: expected an object with 'image' (base64 file) or 'tensor' (nested list), "
+            f"got {type(inst).__name__}"
+        )
+    fields = [k for k in (*V1_ENCODED, "tensor") if k in inst]
+    if len(fields) != 1:
+        raise InvalidInput(
+            f"{where}: expected exactly one of 'image' (base64 PNG/JPEG/TIFF/DICOM) or 'tensor' "
+            f"(preprocessed array), got keys {sorted(inst)[:5]}"
+        )
+    field = fields[0]
+    if field == "tensor":
+        return tensor_to_input(inst["tensor"], image_size, f"{where}.tensor")
+    raw = b64decode(inst[field], f"{where}.{field}")
+    return encoded_to_input(raw, image_size, f"{where}.{field}", kind="dicom" if field == "dicom" else "auto")
 
 
 def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
     """Decode an Open Inference Protocol request into an (N,S,S,1) float32 batch.
 
-    Exactly one input: BYTES ``[N]`` of base64 PNG/JPEG/DICOM files (DICOM recognised by its
-    magic, or forced by naming the input ``dicom``), or FP32 ``[N,S,S,1]`` / ``[N,S,S]``.
+    Exactly one input: ``image``, BYTES ``[N]`` of base64 PNG/JPEG/TIFF/DICOM files (format detected
+    by content; an input named ``dicom`` insists on DICOM), or ``tensor``, FP32 ``[N,S,S,1]`` / ``[N,S,S]``.
+    The datatype decides; the name is informational.
 
     Raises:
         InvalidInput: wrong input count, datatype, shape or content.

@@ -8,6 +8,7 @@ label at the model's threshold and the model version.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import uuid
@@ -25,9 +26,10 @@ from mammosynth.serving.inputs import Limits, v1_instances, v2_inputs
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mammosynth"
+UNKNOWN = "unknown"
 PHANTOM_WARNING = (
-    "this model was trained on the embedded phantom (synthetic-looking images, not real mammograms); "
-    "its predictions say nothing about real patients"
+    "this model was trained on phantom (embedded synthetic-looking) data, not on real mammograms; "
+    "its probabilities say nothing about real images and must not inform any decision"
 )
 # v2 FP32 inputs up to this many values (16 images at 64², 1 at 256²) are checked on the event loop.
 INLINE_ELEMENTS = 1 << 16
@@ -81,6 +83,65 @@ def resolve_model_dir(uri: str | os.PathLike) -> Path:
     return Path(text.removeprefix("file://"))
 
 
+def model_provenance(meta: dict) -> dict[str, str]:
+    """``data_source`` and ``trained_on`` from model.json; a missing or empty field is ``"unknown"``."""
+    out = {}
+    for key in ("data_source", "trained_on"):
+        value = meta.get(key)
+        out[key] = str(value) if value not in (None, "") else UNKNOWN
+    return out
+
+
+class MetadataMiddleware:
+    """Add the model's ``data_source``/``trained_on`` to ``GET /v{1,2}/models/<name>`` responses.
+
+    KServe's metadata routes answer fixed schemas (v2: name, platform, inputs, outputs; v1: name,
+    ready); this ASGI middleware merges the provenance into their JSON so a client can tell a
+    phantom-trained model from a real one without reading model.json.
+
+    Args:
+        app: the wrapped ASGI app.
+        model: the served `MammoModel` (its ``provenance`` is read per request).
+    """
+
+    def __init__(self, app, model: MammoModel):
+        self.app = app
+        self.model = model
+        self.paths = {f"/v1/models/{model.name}", f"/v2/models/{model.name}"}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+        held: dict = {}
+        chunks: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                held["start"] = message
+                return None
+            if message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            return await self._finish(send, held["start"], b"".join(chunks))
+
+        return await self.app(scope, receive, capture)
+
+    async def _finish(self, send, start: dict, body: bytes) -> None:
+        if start["status"] == 200:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                body = json.dumps({**doc, **self.model.provenance}).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 class MammoModel(Model):
     """KServe model serving one mammosynth classifier directory.
 
@@ -111,6 +172,7 @@ class MammoModel(Model):
         self.threshold = 0.5
         self.class_names: list[str] = []
         self.version = ""
+        self.provenance = {"data_source": UNKNOWN, "trained_on": UNKNOWN}
         self.keras_model = None
         self.batcher: MicroBatcher | None = None
 
@@ -131,6 +193,7 @@ class MammoModel(Model):
         if len(self.class_names) != 2:
             raise ValueError(f"{local}/model.json: class_names must name 2 classes, got {self.class_names}")
         self.version = str(self.meta.get("version", "1"))
+        self.provenance = model_provenance(self.meta)
         infer = compile_inference(self.keras_model, self.image_size)
         # Trace now so the first request does not pay for graph building.
         infer(np.zeros((1, self.image_size, self.image_size, 1), np.float32))
@@ -212,18 +275,15 @@ class MammoModel(Model):
             )
         return self.respond(payload, probs)
 
-    def provenance(self) -> dict[str, str]:
-        """``data_source`` / ``trained_on`` from model.json (``"unknown"`` where missing)."""
-        return {k: str(self.meta.get(k) or "unknown") for k in ("data_source", "trained_on")}
-
+    @property
     def warning(self) -> str | None:
-        """The warning every response carries when the model was trained on phantom data."""
-        return PHANTOM_WARNING if self.meta.get("data_source") == "phantom" else None
+        """The warning every prediction carries (a phantom-trained model), else None."""
+        return PHANTOM_WARNING if self.provenance["data_source"] == "phantom" else None
 
     def respond(self, payload: dict | InferRequest, probs: np.ndarray) -> dict | InferResponse:
         """Build the v1 dict or v2 `InferResponse` for ``probs`` (with ``warning`` for phantom models)."""
         labels = self.labels(probs)
-        warning = self.warning()
+        warning = self.warning
         if not isinstance(payload, InferRequest):
             body = {
                 "predictions": [
@@ -233,9 +293,7 @@ class MammoModel(Model):
                 "model_name": self.name,
                 "model_version": self.version,
             }
-            if warning:
-                body["warning"] = warning
-            return body
+            return {**body, "warning": warning} if warning else body
         n = len(probs)
         outputs = [
             InferOutput("probability", [n], "FP32", data=np.asarray(probs, np.float32)),
