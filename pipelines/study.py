@@ -126,7 +126,13 @@ def study_pipeline(
     prepared = prep_task.outputs["prepared_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
-        tune(prepared_set=prepared, preset=preset, overrides=overrides, trainer_image=TRAINER_IMAGE)
+        tune(
+            prepared_set=prepared,
+            preset=preset,
+            overrides=overrides,
+            trainer_image=TRAINER_IMAGE,
+            trial_gpu=gpu_enabled(),
+        )
     )
     tune_task.set_display_name("Tune hyperparameters")
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).

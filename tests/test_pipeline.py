@@ -105,6 +105,8 @@ def test_gpus_node_pool_and_tolerations_exactly_on_gpu_steps(compiled):
         else:
             assert accel is None, f"{name} should not request a GPU"
             assert "nodeSelector" not in k8s and "tolerations" not in k8s
+    tune_inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    assert tune_inputs["trial_gpu"]["runtimeValue"]["constant"] is True  # Katib trials on the GPU pool
 
 
 def test_default_compile_is_cpu_only(compiled_cpu):
@@ -115,6 +117,8 @@ def test_default_compile_is_cpu_only(compiled_cpu):
         k8s = platform.get(name, {})
         assert "nodeSelector" not in k8s and "tolerations" not in k8s, name
     assert "nvidia.com" not in yaml.safe_dump(spec) + yaml.safe_dump(platform)
+    tune_inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    assert tune_inputs["trial_gpu"]["runtimeValue"]["constant"] is False  # Katib trials on CPU too
     # The storage wiring is the same in both variants.
     assert all("secretAsEnv" in k8s for k8s in platform.values())
 
