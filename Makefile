@@ -51,8 +51,8 @@ format: setup ## apply ruff's formatter and import sorting
 	$(RUFF) check --fix --select I src components pipelines tests bench
 	$(RUFF) format src components pipelines tests bench
 
-compile: setup ## compile the pipeline to build/mammosynth-study.yaml for the Kubeflow UI
-	$(PY) -m pipelines compile --out build/mammosynth-study.yaml
+compile: setup ## compile build/mammosynth-study.yaml, CPU-only (image: REGISTRY/TAG, else ghcr.io/mammosynth/trainer:0.1.0)
+	$(if $(REGISTRY),MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE)) $(PY) -m pipelines compile --out build/mammosynth-study.yaml
 
 bench: setup ## benchmarks vs same-run baselines -> runs/bench/bench.json (and a table)
 	$(PY) -m bench --out runs/bench/bench.json

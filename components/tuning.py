@@ -13,6 +13,7 @@ def tune(
     preset: str = "embedded",
     overrides: str = "{}",
     trainer_image: str = "",
+    trial_gpu: bool = True,
 ):
     """Search the classifier's hyperparameters; write the best ones as a JSON object.
 
@@ -22,13 +23,19 @@ def tune(
         preset: config preset name; its tune.backend picks Optuna (local) or Katib (cluster).
         overrides: JSON object of config overrides.
         trainer_image: the image Katib trials run (the pipeline passes the trainer image).
+        trial_gpu: Katib trials request a GPU on the GPU pool (off in the CPU-only compile).
     """
     import json
 
     from mammosynth import study
 
     params = study.tune_step(
-        prepared_set.path, prepared_set.uri, preset=preset, overrides=overrides, image=trainer_image
+        prepared_set.path,
+        prepared_set.uri,
+        preset=preset,
+        overrides=overrides,
+        image=trainer_image,
+        gpu=trial_gpu,
     )
     with open(best_params.path, "w") as fh:
         fh.write(params)

@@ -90,9 +90,9 @@ deploy: ## apply credentials + manifests/overlays/$(OVERLAY) to NAMESPACE (OVERL
 	@echo "waiting for the bucket (job/mammosynth-bucket-setup)..."
 	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete --timeout=300s job/mammosynth-bucket-setup
 
-compile-gpu: ## compile for the cluster: GPU pool of $(GPU_POOL), trainer image from REGISTRY/TAG
-	env $$($(PY) -m mammosynth.cluster.submit --gpu-env $(GPU_POOL) | xargs) \
-	  $(if $(REGISTRY),MAMMOSYNTH_TRAINER_IMAGE=$(TRAINER_IMAGE)) $(MAKE) --no-print-directory compile
+compile-gpu: ## compile with GPU placement (MAMMOSYNTH_GPU=1): GPU pool of $(GPU_POOL), image from REGISTRY/TAG
+	env $$($(PY) -m mammosynth.cluster.submit --gpu-env $(GPU_POOL) | xargs) MAMMOSYNTH_GPU=1 \
+	  $(MAKE) --no-print-directory compile
 
 submit: ## create a KFP run of build/mammosynth-study.yaml (KFP_HOST=..., PRESET, SOURCE, SUBMIT_ARGS)
 	@if [ -z "$(KFP_HOST)" ]; then \

@@ -59,8 +59,23 @@ def _cpu(task: dsl.PipelineTask, cpu: str = "2", memory: str = "8G") -> dsl.Pipe
     return _storage_env(task)
 
 
+def gpu_enabled() -> bool:
+    """Whether this compile places the GPU steps on a GPU pool (``MAMMOSYNTH_GPU=1``, `make compile-gpu`).
+
+    Off by default so `make compile` gives a YAML that schedules on a CPU-only cluster.
+    """
+    return os.environ.get("MAMMOSYNTH_GPU", "0").strip().lower() in {"1", "true", "yes"}
+
+
 def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
-    """Run on the GPU node pool: GPU limit, node selector, toleration."""
+    """A GPU step: retried (pod preemption, node loss); on the GPU pool when `gpu_enabled()`.
+
+    With the GPU off (the default compile) the step runs on CPU nodes with no GPU request, node selector
+    or toleration. With it on: GPU limit, node selector, toleration.
+    """
+    task.set_retry(num_retries=2, backoff_duration="60s")
+    if not gpu_enabled():
+        return _cpu(task, cpu="4", memory="16G")
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
     task.set_cpu_request("4").set_memory_request("24G").set_memory_limit("48G")
     kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL, label_value=GPU_NODE_VALUE)
@@ -97,26 +112,36 @@ def study_pipeline(
         The run folder (report.md, report.html, metrics.json, figures, model/).
     """
     # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
-    ingest_task = _cpu(ingest(source=source, preset=preset, overrides=overrides))
+    ingest_task = _cpu(ingest(source=source, preset=preset, overrides=overrides)).set_display_name("Ingest")
     # Step 2: patient-level split.
     split_task = _cpu(
         split(ingested_set=ingest_task.outputs["ingested_set"], preset=preset, overrides=overrides)
     )
+    split_task.set_display_name("Patient split")
     # Step 3: preprocess into training shards.
     prep_task = _cpu(
         preprocess(split_set=split_task.outputs["split_set"], preset=preset, overrides=overrides)
     )
+    prep_task.set_display_name("Preprocess")
     prepared = prep_task.outputs["prepared_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
-        tune(prepared_set=prepared, preset=preset, overrides=overrides, trainer_image=TRAINER_IMAGE)
+        tune(
+            prepared_set=prepared,
+            preset=preset,
+            overrides=overrides,
+            trainer_image=TRAINER_IMAGE,
+            trial_gpu=gpu_enabled(),
+        )
     )
+    tune_task.set_display_name("Tune hyperparameters")
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
     gan_task = _gpu(
         train_gan(
             prepared_set=prepared, preset=preset, overrides=overrides, synthetic_set_uri=synthetic_set_uri
         )
     )
+    gan_task.set_display_name("Train GAN")
     # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
     synth_task = _cpu(
         synthesize(
@@ -128,6 +153,7 @@ def study_pipeline(
             publish_uri=synthetic_publish_uri,
         )
     )
+    synth_task.set_display_name("Synthesize")
     card_task = _cpu(
         assess_generator(
             generator=gan_task.outputs["generator"],
@@ -137,11 +163,12 @@ def study_pipeline(
             overrides=overrides,
         )
     )
+    card_task.set_display_name("Generator report card")
     # Step 7: every arm over every seed, in parallel on the GPU pool. (best_params travels as an
     # artifact: kfp.local 2.17 resolves an outer task's *parameter* output inside ParallelFor to the
     # loop item.)
-    plan_task = plan_arms(preset=preset, overrides=overrides)
-    with dsl.ParallelFor(plan_task.output, parallelism=ARM_PARALLELISM) as arm:
+    plan_task = plan_arms(preset=preset, overrides=overrides).set_display_name("Plan arms")
+    with dsl.ParallelFor(plan_task.output, name="Arms x seeds", parallelism=ARM_PARALLELISM) as arm:
         arm_task = _gpu(
             train_arm(
                 prepared_set=prepared,
@@ -152,12 +179,14 @@ def study_pipeline(
                 overrides=overrides,
             )
         )
+        arm_task.set_display_name("Train arm")
     # Step 8: statistics over arms and seeds.
     eval_task = _cpu(
         evaluate(
             arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides
         )
     )
+    eval_task.set_display_name("Evaluate")
     # Step 9: the final classifier, chosen on validation AUC.
     select_task = _cpu(
         select_model(
@@ -168,6 +197,7 @@ def study_pipeline(
             overrides=overrides,
         )
     )
+    select_task.set_display_name("Select model")
     # Step 10: the report.
     report_task = _cpu(
         report(
@@ -182,10 +212,13 @@ def study_pipeline(
             source=source,
         )
     )
+    report_task.set_display_name("Report")
     # Step 11: serve it (export + InferenceService; a printed plan outside a cluster).
-    _cpu(
+    deploy_task = _cpu(
         deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
         cpu="1",
         memory="2G",
     )
+    # A side effect (export + InferenceService): never answered from the cache.
+    deploy_task.set_display_name("Deploy").set_caching_options(False)
     return report_task.outputs["run_dir"]

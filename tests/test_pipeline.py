@@ -1,6 +1,7 @@
 """The one pipeline: compiles for Kubeflow with the right platform settings, and runs under kfp.local."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,50 @@ ROOT = Path(__file__).resolve().parent.parent
 GPU_STEPS = {"exec-train-gan", "exec-train-arm"}
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compiled") / "study.yaml"
-    subprocess.run([sys.executable, "-m", "pipelines", "compile", "--out", str(out)], cwd=ROOT, check=True)
+DISPLAY_NAMES = {
+    "ingest": "Ingest",
+    "split": "Patient split",
+    "preprocess": "Preprocess",
+    "tune": "Tune hyperparameters",
+    "train-gan": "Train GAN",
+    "synthesize": "Synthesize",
+    "assess-generator": "Generator report card",
+    "plan-arms": "Plan arms",
+    "evaluate": "Evaluate",
+    "select-model": "Select model",
+    "report": "Report",
+    "deploy": "Deploy",
+}
+
+
+def _compile(out: Path, gpu: bool) -> tuple[dict, dict]:
+    """Compile in a fresh interpreter (the GPU switch is read at compile time), return (spec, platform)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAMMOSYNTH_")}
+    env["MAMMOSYNTH_GPU"] = "1" if gpu else "0"
+    cmd = [sys.executable, "-m", "pipelines", "compile", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
     docs = list(yaml.safe_load_all(out.read_text()))
     return docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The GPU variant (`make compile-gpu`)."""
+    return _compile(tmp_path_factory.mktemp("compiled") / "study-gpu.yaml", gpu=True)
+
+
+@pytest.fixture(scope="module")
+def compiled_cpu(tmp_path_factory):
+    """The default, portable variant (`make compile`)."""
+    return _compile(tmp_path_factory.mktemp("compiled") / "study.yaml", gpu=False)
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the root DAG and of its sub-DAGs (the ParallelFor body), by task name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
 
 
 def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
@@ -66,6 +105,60 @@ def test_gpus_node_pool_and_tolerations_exactly_on_gpu_steps(compiled):
         else:
             assert accel is None, f"{name} should not request a GPU"
             assert "nodeSelector" not in k8s and "tolerations" not in k8s
+    tune_inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    assert tune_inputs["trial_gpu"]["runtimeValue"]["constant"] is True  # Katib trials on the GPU pool
+
+
+def test_default_compile_is_cpu_only(compiled_cpu):
+    """`make compile`: no GPU request, node selector or toleration anywhere, so it runs on a CPU cluster."""
+    spec, platform = compiled_cpu
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        assert "accelerator" not in ex["container"].get("resources", {}), f"{name} requests a GPU"
+        k8s = platform.get(name, {})
+        assert "nodeSelector" not in k8s and "tolerations" not in k8s, name
+    assert "nvidia.com" not in yaml.safe_dump(spec) + yaml.safe_dump(platform)
+    tune_inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    assert tune_inputs["trial_gpu"]["runtimeValue"]["constant"] is False  # Katib trials on CPU too
+    # The storage wiring is the same in both variants.
+    assert all("secretAsEnv" in k8s for k8s in platform.values())
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_every_task_and_the_loop_have_display_names(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    tasks = _all_tasks(spec)
+    shown = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
+    for name, display in DISPLAY_NAMES.items():
+        assert shown[name] == display, name
+    assert shown["train-arm"] == "Train arm"
+    loops = [t for t in tasks.values() if "parameterIterator" in t]
+    assert [t["taskInfo"]["name"] for t in loops] == ["Arms x seeds"]
+    assert all(not display.startswith(("for-loop", "exec-")) for display in shown.values())
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_deploy_is_never_cached_and_gpu_steps_retry(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    tasks = _all_tasks(spec)
+    assert tasks["deploy"]["cachingOptions"].get("enableCache", False) is False
+    assert tasks["ingest"]["cachingOptions"]["enableCache"] is True  # the default elsewhere stays on
+    for name in ("train-gan", "train-arm"):
+        policy = tasks[name]["retryPolicy"]
+        assert policy["maxRetryCount"] == 2 and policy["backoffDuration"] == "60s", name
+    retried = {name for name, task in tasks.items() if "retryPolicy" in task}
+    assert retried == {"train-gan", "train-arm"}
+
+
+def test_trainer_image_comes_from_the_environment(tmp_path):
+    """`make compile REGISTRY=... TAG=...` exports MAMMOSYNTH_TRAINER_IMAGE; every step then runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAMMOSYNTH_")}
+    env["MAMMOSYNTH_TRAINER_IMAGE"] = "registry.example/me/mammosynth-trainer:v9"
+    out = tmp_path / "study.yaml"
+    cmd = [sys.executable, "-m", "pipelines", "compile", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/me/mammosynth-trainer:v9"}
 
 
 def test_storage_credentials_come_from_a_secret_never_literals(compiled):

@@ -78,8 +78,12 @@ def tune_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
     image: str | None = None,
+    gpu: bool = True,
 ) -> str:
-    """Hyperparameter search; returns the best parameters as a JSON object string."""
+    """Hyperparameter search; returns the best parameters as a JSON object string.
+
+    ``gpu``: Katib trials request a GPU on the GPU pool (False for a CPU-only cluster).
+    """
     from mammosynth.tune import run_tune
 
     cfg = _cfg(preset, overrides)
@@ -102,6 +106,7 @@ def tune_step(
             timeout_s=cfg.tune.timeout_s,
             algorithm=cfg.tune.algorithm,
             image=image or None,
+            gpu=gpu,
         )
     log.info("tune: best %s = %.4f with %s", "val_auc", result.best_value, result.best_params)
     return json.dumps(result.best_params, sort_keys=True)
