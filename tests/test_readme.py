@@ -106,7 +106,7 @@ def test_make_readme_rewrites_only_the_marked_block(tmp_path, with_verdict):
     ]:
         assert needle in text, needle
     if with_verdict:
-        assert "synthetic data helps = **False**" in text and "adjusted p = 0.238" in text
+        assert "Does synthetic data help? no**" in text and "Holm-adjusted p 0.238" in text
     else:
         assert "`real+synthetic` vs `real`: ΔAUC 0.027" in text and "p = 0.119 (DeLong)" in text
     # Idempotent: a second run gives the same file.

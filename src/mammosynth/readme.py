@@ -25,6 +25,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None else f"{float(x):.{digits}f}"
 
 
+def _p(x: Any) -> str:
+    """A p-value as a reader expects it: ``< 0.001`` rather than ``0.000``."""
+    return "n/a" if x is None else ("< 0.001" if float(x) < 0.001 else f"{float(x):.3f}")
+
+
 def _ci(ci: Any) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if isinstance(ci, list | tuple) and len(ci) == 2 else "n/a"
 
@@ -34,21 +39,28 @@ def _comparison_lines(metrics: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if isinstance(verdict, dict):
         helps = verdict.get("synthetic_helps")
+        answer = {True: "yes", False: "no", None: "not enough seeds to say"}.get(helps, str(helps))
+        headline = str(metrics.get("conclusion") or "").strip().split("\n")[0]
+        headline = headline.removeprefix("Does synthetic data help?").strip()
         lines.append(
-            f"Verdict: synthetic data helps = **{helps}** ({verdict.get('method', 'method not recorded')})."
+            f"**Does synthetic data help? {answer}** (`verdict.synthetic_helps` = `{helps}`). {headline}"
         )
+        lines.append("")
         for c in verdict.get("comparisons", []):
             lines.append(
-                f"- `{c.get('arm')}` vs `{c.get('control')}`: ΔAUC {_fmt(c.get('delta'))} "
-                f"(95% CI {_ci(c.get('ci95'))}; per-seed CI {_ci(c.get('seed_ci95'))}), "
-                f"p = {_fmt(c.get('p_value'))}, adjusted p = {_fmt(c.get('p_adjusted'))}, "
-                f"significant: {c.get('significant')}"
+                f"- `{c.get('arm')}` vs its matched control `{c.get('control')}`: "
+                f"ΔAUC {_fmt(c.get('delta'))} "
+                f"(95% CI {_ci(c.get('ci95'))}; across-seed CI {_ci(c.get('seed_ci95'))}), "
+                f"DeLong p {_p(c.get('p_value'))}, Holm-adjusted p {_p(c.get('p_adjusted'))}; "
+                f"significant gain: {'yes' if c.get('significant') else 'no'}"
             )
+        lines.append("")
+        lines.append(f"Method: {verdict.get('method', 'not recorded')}")
         return lines
     for c in metrics.get("comparisons", []):
         lines.append(
             f"- `{c.get('arm')}` vs `{c.get('baseline')}`: ΔAUC {_fmt(c.get('delta'))} "
-            f"(95% CI {_ci(c.get('ci95'))}), p = {_fmt(c.get('p_value'))} ({c.get('test', 'test n/a')})"
+            f"(95% CI {_ci(c.get('ci95'))}), p = {_p(c.get('p_value'))} ({c.get('test', 'test n/a')})"
         )
     return lines
 
