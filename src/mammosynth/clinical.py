@@ -595,7 +595,7 @@ def warnings(
         out.append(
             _warning(
                 "phantom_data",
-                "phantom data: these results come from the embedded synthetic-looking phantom, not "
+                "these results come from the embedded synthetic-looking phantom, not "
                 "from CBIS-DDSM; they test the pipeline, not the clinical question",
             )
         )
