@@ -298,7 +298,6 @@ def memorisation_audit(
         Summary (share flagged, expected share, binomial p-value, medians, indices of flagged
         synthetic images and, per synthetic image, its nearest training image index).
     """
-    from scipy import stats
 
     def prep(x):
         import tensorflow as tf
@@ -309,21 +308,40 @@ def memorisation_audit(
         return g.reshape(len(g), -1)
 
     tr, ho, sy = prep(train), prep(heldout), prep(synthetic)
+    return _audit(tr, ho, sy, alpha, seed, f"pixels {size}x{size}, L2")
+
+
+def _audit(
+    tr: np.ndarray, ho: np.ndarray, sy: np.ndarray, alpha: float, seed: int, space: str
+) -> dict[str, Any]:
+    """The audit both spaces share: nearest-training distances against the held-out floor.
+
+    Args:
+        tr: (N, D) vectors of the GAN's training images.
+        ho: (M, D) vectors of held-out real images.
+        sy: (K, D) vectors of the synthetic images.
+        alpha: quantile of the held-out floor below which a synthetic image is flagged.
+        seed: seed of the size-matched training subset.
+        space: what the vectors are, for the output.
+
+    Returns:
+        The audit dict (see `memorisation_audit`).
+    """
+    from scipy import stats
+
     d_st = _pairwise(sy, tr)
-    d_train = d_st.min(axis=1)
-    nearest_train = d_st.argmin(axis=1)
+    d_train, nearest_train = d_st.min(axis=1), d_st.argmin(axis=1)
     d_heldout = _pairwise(sy, ho).min(axis=1)
     floor = _pairwise(ho, tr).min(axis=1)
     # Size-matched comparison: nearest of as many training images as there are held-out ones, so
     # "closer to train than to held-out" is a coin flip (0.5) for a generator that does not copy.
     matched = np.random.default_rng(seed).choice(len(tr), min(len(tr), len(ho)), replace=False)
-    d_train_matched = d_st[:, matched].min(axis=1)
     threshold = float(np.quantile(floor, alpha))
     flagged = np.flatnonzero(d_train < threshold)
     share = len(flagged) / len(sy)
     test = stats.binomtest(len(flagged), len(sy), alpha, alternative="greater")
     return {
-        "space": f"pixels {size}x{size}, L2",
+        "space": space,
         "alpha": alpha,
         "threshold": threshold,
         "share_flagged": float(share),
@@ -335,7 +353,7 @@ def memorisation_audit(
         "median_d_train": float(np.median(d_train)),
         "median_d_heldout": float(np.median(d_heldout)),
         "median_floor": float(np.median(floor)),
-        "share_closer_to_train_size_matched": float((d_train_matched < d_heldout).mean()),
+        "share_closer_to_train_size_matched": float((d_st[:, matched].min(axis=1) < d_heldout).mean()),
         "expected_share_closer_size_matched": 0.5,
         "_d_train": d_train,
         "_nearest_train": nearest_train,
@@ -374,38 +392,10 @@ def memorisation_audit_features(
     Returns:
         Same keys as `memorisation_audit` (``_d_train``/``_nearest_train`` private).
     """
-    from scipy import stats
-
     mu, sd = f_train.mean(axis=0), f_train.std(axis=0)
     sd = np.where(sd > 1e-8, sd, 1.0)
     tr, ho, sy = ((np.asarray(f, np.float64) - mu) / sd for f in (f_train, f_heldout, f_synthetic))
-    d_st = _pairwise(sy, tr)
-    d_train, nearest_train = d_st.min(axis=1), d_st.argmin(axis=1)
-    d_heldout = _pairwise(sy, ho).min(axis=1)
-    floor = _pairwise(ho, tr).min(axis=1)
-    matched = np.random.default_rng(seed).choice(len(tr), min(len(tr), len(ho)), replace=False)
-    threshold = float(np.quantile(floor, alpha))
-    flagged = np.flatnonzero(d_train < threshold)
-    share = len(flagged) / len(sy)
-    test = stats.binomtest(len(flagged), len(sy), alpha, alternative="greater")
-    return {
-        "space": f"{space}, z-scored by the training images, L2",
-        "alpha": alpha,
-        "threshold": threshold,
-        "share_flagged": float(share),
-        "expected_share": alpha,
-        "p_value": float(test.pvalue),
-        "memorisation_suspected": bool(test.pvalue < 0.01 and share > 2 * alpha),
-        "n_flagged": int(len(flagged)),
-        "flagged_indices": flagged.tolist(),
-        "median_d_train": float(np.median(d_train)),
-        "median_d_heldout": float(np.median(d_heldout)),
-        "median_floor": float(np.median(floor)),
-        "share_closer_to_train_size_matched": float((d_st[:, matched].min(axis=1) < d_heldout).mean()),
-        "expected_share_closer_size_matched": 0.5,
-        "_d_train": d_train,
-        "_nearest_train": nearest_train,
-    }
+    return _audit(tr, ho, sy, alpha, seed, f"{space}, z-scored by the training images, L2")
 
 
 def combine_memorisation(pixel: dict[str, Any], feature: dict[str, Any]) -> dict[str, Any]:
