@@ -144,3 +144,30 @@ def test_cvae_behind_the_same_interface(tmp_path):
         32,
         1,
     )
+
+
+@pytest.mark.parametrize("damage", ["pointer", "truncated"])
+def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path, damage):
+    """Issue 15: a damaged `latest` pointer or a truncated newest checkpoint never restarts from 0,
+    and retention never deletes the checkpoint just written."""
+    from mammosynth.gan import _latest_checkpoint, train_gan
+
+    prepared = _prepared(tmp_path)
+    kw = dict(
+        kind="stable-cgan", steps=9, batch_size=8, latent_dim=8, seed=3, checkpoint_every=3, log_every=1
+    )
+    train_gan(prepared, tmp_path / "run", stop_after=7, **kw)
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.glob("step-*")) == ["step-000003", "step-000006"]
+    if damage == "pointer":
+        (root / "latest").write_bytes(b"\xff garbage \x00")
+        expected = "step-000006"
+    else:
+        npz = root / "step-000006" / "state.npz"
+        npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+        expected = "step-000003"
+    assert _latest_checkpoint(tmp_path / "run").name == expected
+    resumed = train_gan(prepared, tmp_path / "run", **kw)
+    assert resumed["status"] == "done" and resumed["start_step"] == int(expected[-6:])
+    assert (root / "latest").read_text().strip() == "step-000009"
+    assert (root / "step-000009" / "state.npz").exists()  # the newest survives retention

@@ -23,8 +23,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,14 @@ class BalancedSampler:
 def _save_checkpoint(
     out: Path, model, step: int, sampler: BalancedSampler, losses: list[dict[str, float]]
 ) -> Path:
+    """Write ``checkpoints/step-<n>/`` atomically (fsync, rename), then the ``latest`` pointer.
+
+    Retention keeps the newest `KEEP_CHECKPOINTS` by step and never the one just written.
+    """
     root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    try:
+    final = root / name
+    with atomic.replace_dir(final) as tmp:
         arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(model.state_variables())}
         with open(tmp / "state.npz", "wb") as fh:
             np.savez(fh, **arrays)
@@ -118,29 +121,53 @@ def _save_checkpoint(
         }
         (tmp / "state.json").write_text(json.dumps(state))
         (tmp / "losses.csv").write_text(_losses_csv(losses, [m.name for m in model.metrics]))
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     _atomic_text(root / "latest", name + "\n")
     for stale in root.glob(".step-*"):  # temp dirs of checkpoints a kill interrupted
-        if stale != tmp:
-            shutil.rmtree(stale, ignore_errors=True)
-    kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        shutil.rmtree(stale, ignore_errors=True)
+    kept = sorted((p for p in root.glob("step-*") if p.is_dir()), key=_checkpoint_step)
     for old in kept[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _checkpoint_step(path: Path) -> int:
+    """The step of a ``step-<n>`` folder (-1 when the name is not one)."""
+    try:
+        return int(path.name.removeprefix("step-"))
+    except ValueError:
+        return -1
+
+
+def _checkpoint_loads(path: Path) -> bool:
+    """Whether a checkpoint is complete: state.json parses and state.npz holds every array intact."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        with np.load(path / "state.npz", allow_pickle=False) as z:
+            if len(z.files) != int(state["n_variables"]):
+                return False
+            for key in z.files:  # reading each array checks the zip member's CRC
+                z[key]
+        return int(state["step"]) == _checkpoint_step(path)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("checkpoint %s is damaged (%s); trying an older one", path.name, type(exc).__name__)
+        return False
+
+
 def _latest_checkpoint(out: Path) -> Path | None:
-    pointer = out / "checkpoints" / "latest"
-    if not pointer.exists():
+    """The newest checkpoint that loads, whatever the ``latest`` pointer says (it may be damaged)."""
+    root = out / "checkpoints"
+    if not root.is_dir():
         return None
-    path = out / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "state.json").exists() else None
+    candidates = (p for p in root.glob("step-*") if p.is_dir())
+    for path in sorted(candidates, key=_checkpoint_step, reverse=True):
+        if _checkpoint_loads(path):
+            pointer = root / "latest"
+            said = pointer.read_text(errors="replace").strip() if pointer.exists() else ""
+            if said != path.name:
+                log.warning("checkpoints/latest says %r; using %s, the newest that loads", said, path.name)
+            return path
+    return None
 
 
 def _restore_checkpoint(path: Path, model, sampler: BalancedSampler) -> tuple[int, list[dict]]:
