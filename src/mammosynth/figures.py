@@ -585,8 +585,14 @@ def gan_figure(gan_dir: str | os.PathLike, path: str | os.PathLike, *, max_sampl
         ax2 = fig.add_subplot(top[0, 1])
         for c in d_out:
             ax2.plot(losses["step"], losses[c], lw=1.3, label=c)
-        ax2.axhline(0.5, color="grey", ls="--", lw=0.8)
-        ax2.set(xlabel="step", ylabel="mean D output", ylim=(0, 1), title="Discriminator on real / fake")
+        values = np.concatenate([np.asarray(losses[c], float) for c in d_out])
+        if np.nanmin(values) >= 0 and np.nanmax(values) <= 1:  # probabilities (BCE discriminator)
+            ax2.axhline(0.5, color="grey", ls="--", lw=0.8)
+            ax2.set(ylim=(0, 1), ylabel="mean D output (probability)")
+        else:  # raw scores (hinge / projection discriminator): the sign is the decision
+            ax2.axhline(0.0, color="grey", ls="--", lw=0.8)
+            ax2.set(ylabel="mean D output (raw score)")
+        ax2.set(xlabel="step", title="Discriminator on real / fake")
         ax2.legend(fontsize=7)
     if grids:
         strip = top[1, :].subgridspec(strip_rows, cols, wspace=0.04, hspace=0.35)
