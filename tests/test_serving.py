@@ -721,3 +721,19 @@ def test_image_over_the_pixel_budget_is_413(monkeypatch, kind):
     assert exc.value.status_code == 413 and "pixel budget" in exc.value.detail
     monkeypatch.setenv("MAMMOSYNTH_MAX_PIXELS", "1600")
     assert encoded_to_input(raw, S, "instances[0].image").shape == (S, S, 1)
+
+
+def test_bad_request_is_logged_as_one_line(server_and_model):
+    """Issue 15: a 400 is one log line naming the problem, never a traceback per bad request."""
+    (url, _), model_path = server_and_model
+    r = _v1(url, {"instances": [{"zzz_marker_key": 1}]})
+    assert r.status_code == 400 and "zzz_marker_key" in r.json()["error"]
+    log = (model_path.parent / "server.log").read_text(errors="replace")
+    deadline = time.time() + 10
+    while "zzz_marker_key" not in log and time.time() < deadline:
+        time.sleep(0.2)
+        log = (model_path.parent / "server.log").read_text(errors="replace")
+    lines = log.splitlines()
+    at = next(i for i, line in enumerate(lines) if "zzz_marker_key" in line)
+    assert "400:" in lines[at]
+    assert not any("Traceback" in line for line in lines[at : at + 4]), "\n".join(lines[at : at + 6])

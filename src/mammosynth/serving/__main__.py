@@ -85,13 +85,27 @@ async def payload_too_large_handler(_, exc):
     return JSONResponse(status_code=413, content={"error": exc.detail})
 
 
+async def invalid_input_handler(_, exc):
+    """A bad request: HTTP 400 with the message, logged as one line (KServe logs a traceback)."""
+    from fastapi.responses import JSONResponse
+
+    log.warning("400: %s", exc)
+    return JSONResponse(status_code=400, content={"error": str(exc)})
+
+
 def _bind_rest_server_to(host: str) -> None:
-    """Make KServe's RESTServer (which hardcodes 0.0.0.0) bind ``host`` instead."""
+    """Make KServe's RESTServer bind ``host`` (it hardcodes 0.0.0.0) and log 4xx as one line."""
+    from kserve.errors import InvalidInput
 
     class HostRESTServer(kserve_server.RESTServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.config.host = host
+
+        def _add_exception_handlers(self, app):
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(InvalidInput, invalid_input_handler)
+            app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
 
     kserve_server.RESTServer = HostRESTServer
 
