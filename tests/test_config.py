@@ -63,7 +63,7 @@ def test_parse_arm_rejects_unknown_forms(bad):
 @pytest.mark.parametrize(
     "overrides, field, allowed",
     [
-        ({"seeds": "012"}, "seeds", "tuple"),
+        ({"seeds": "012"}, "seeds", "a list (JSON array)"),
         ({"seeds": ["0", "1"]}, "seeds.0", "integer"),
         ({"gan": {"steps": 1.9}}, "gan.steps", "integer"),
         ({"gan": {"steps": 0}}, "gan.steps", "greater than or equal to 1"),

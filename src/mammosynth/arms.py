@@ -38,6 +38,7 @@ PREDICTION_COLUMNS = ("image_id", "label_id", "prob")
 BASELINES = ("real", "real+aug")  # arms without synthetic data, the controls of the synthetic arms
 QUESTION_HELPS = "does adding synthetic data help?"
 QUESTION_REPLACES = "can synthetic data replace real data?"
+MAX_SYNTHETIC_RATIO = 10.0  # synthetic images per real training image, at most
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ def parse_arm(name: str, default_ratio: float = 0.5) -> ArmSpec:
         ratio = float(ratio_text) if ratio_text else default_ratio
     except ValueError as exc:
         raise ValueError(f"arm {name!r}: ratio {ratio_text!r} is not a number") from exc
+    if ratio_text and not 0 < ratio <= MAX_SYNTHETIC_RATIO:
+        raise ValueError(
+            f"arm {name!r}: ratio {ratio_text} is out of range; use a synthetic:real ratio in "
+            f"(0, {MAX_SYNTHETIC_RATIO:g}], e.g. real+synthetic@0.5"
+        )
     return ArmSpec(name, True, "aug" in parts, ratio if "synthetic" in parts else 0.0)
 
 

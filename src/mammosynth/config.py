@@ -1,7 +1,10 @@
-"""Typed study configuration and its named presets.
+"""Typed study configuration, its named presets and the per-stage views of it.
 
-One `StudyConfig` travels from pipeline parameter (``preset`` + JSON ``overrides``) to component
-parameter to core-function keyword. Loading a config has no side effects and reads no globals.
+One `StudyConfig` is resolved from the pipeline's parameters (``preset``, the typed run-form
+parameters of `TYPED_PARAMETERS`, then the JSON ``overrides``: `resolve`). Each stage then receives
+only the settings it reads (`STAGE_FIELDS`, `stage_view`, `from_stage_view`), so a change to one
+stage's settings leaves the other stages' KFP cache keys alone. Loading a config has no side effects
+and reads no globals.
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ def _one_line(exc: ValidationError) -> str:
     """The first validation error as ``config field F: problem (got V)``; allowed values in the message."""
     err = exc.errors(include_url=False)[0]
     loc = ".".join(str(part) for part in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = err["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list (JSON array)")
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"config field {loc}: {msg}; got {err.get('input')!r}{more}"
 
@@ -217,13 +220,7 @@ def load_config(preset: str = "embedded", overrides: dict[str, Any] | str | None
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if isinstance(overrides, str):
-        try:
-            overrides = json.loads(overrides) if overrides.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"overrides {overrides!r} are not valid JSON ({exc.msg} at character {exc.pos}); "
-                "pass a JSON object, e.g. '{\"seeds\": [0, 1]}' (double quotes, inside single quotes)"
-            ) from None
+        overrides = load_config_overrides(overrides)
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(
             f"overrides must be a JSON object of config fields, got {overrides!r}; e.g. '{{\"seeds\": [0]}}'"
@@ -241,6 +238,288 @@ def from_dict(data: dict[str, Any]) -> StudyConfig:
     data = dict(data)
     preset = data.pop("preset", "embedded")
     return load_config(preset, data)
+
+
+# Typed run-form parameters ----------------------------------------------------------------------------
+# Pipeline parameter -> the config field it sets. Its "use the preset's value" value is the empty one
+# (empty list, 0 or ""). `synthetic_ratios` is not a field: it rewrites the arms (`with_synthetic_ratios`).
+TYPED_PARAMETERS: dict[str, str] = {
+    "seeds": "seeds",
+    "arms": "arms",
+    "image_size": "image_size",
+    "classifier": "classifier.model",
+    "classifier_epochs": "classifier.epochs",
+    "tune_trials": "tune.n_trials",
+    "gan_kind": "gan.kind",
+    "gan_steps": "gan.steps",
+    "gan_seeds": "gan.seeds",
+}
+
+
+def with_synthetic_ratios(arms: tuple[str, ...] | list[str], ratios: list[float]) -> list[str]:
+    """The arm list with its ``real+synthetic[@r]`` arms replaced by one ``real+synthetic@r`` per ratio.
+
+    The other arms (``real``, ``real+aug``, ``real+aug+synthetic[@r]``, ``tstr``) are kept in their order;
+    the generated arms take the place of the first ``real+synthetic`` arm, or follow the others when
+    there is none. Each generated arm is judged against ``real`` (its matched control).
+
+    Args:
+        arms: arm names (the ``arms`` parameter, else the preset's).
+        ratios: synthetic:real ratios, each in (0, 10].
+
+    Returns:
+        The new arm names (no duplicates).
+    """
+    from mammosynth.arms import parse_arm
+
+    generated = [f"real+synthetic@{float(r)}" for r in ratios]
+    out: list[str] = []
+    for name in arms:
+        base = name.partition("@")[0]
+        if base == "real+synthetic":
+            out += [g for g in generated if g not in out]
+        elif name not in out:
+            out.append(name)
+    out += [g for g in generated if g not in out]
+    for name in out:
+        parse_arm(name)  # a ratio out of range is refused here, naming the arm
+    return out
+
+
+def _typed_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Nested config overrides from the typed parameters that are set (not empty / 0 / "")."""
+    unknown = sorted(set(params) - set(TYPED_PARAMETERS) - {"synthetic_ratios"})
+    if unknown:
+        known = ", ".join(sorted([*TYPED_PARAMETERS, "synthetic_ratios"]))
+        raise ValueError(f"unknown run parameter(s) {', '.join(unknown)}; known: {known}")
+    nested: dict[str, Any] = {}
+    for name, value in params.items():
+        if name == "synthetic_ratios" or value in (None, "", 0, [], ()) or value is False:
+            continue
+        if name == "seeds" and isinstance(value, list | tuple):
+            # KFP hands list items over as JSON numbers: 1.0 is the seed 1, 1.5 stays refused.
+            value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+        section, _, leaf = TYPED_PARAMETERS[name].rpartition(".")
+        (nested.setdefault(section, {}) if section else nested)[leaf] = value
+    return nested
+
+
+def _parameter_hint(message: str) -> str:
+    """Name the run parameter next to the config field it sets, e.g. ``gan.steps (run parameter gan_steps)``."""
+    head, sep, rest = message.partition(":")
+    loc = head.removeprefix("config field ")
+    for param, field in TYPED_PARAMETERS.items():
+        if head.startswith("config field ") and (loc == field or loc.startswith(field + ".")):
+            return f"{head} (run parameter {param}){sep}{rest}"
+    return message
+
+
+def resolve(
+    preset: str = "embedded", overrides: dict[str, Any] | str | None = None, **params: Any
+) -> StudyConfig:
+    """The study config of a run: the preset, then the typed parameters that are set, then ``overrides``.
+
+    Args:
+        preset: a key of `PRESETS`.
+        overrides: JSON object (or dict) of config fields, applied last (the advanced escape hatch).
+        **params: typed run parameters (`TYPED_PARAMETERS` and ``synthetic_ratios``); an empty list,
+            0 or "" keeps the preset's value.
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        ValueError: one line naming the field (and the run parameter that set it), the value and what
+            is allowed.
+    """
+    base = load_config(preset)
+    typed = _typed_overrides(params)
+    ratios = params.get("synthetic_ratios") or []
+    if ratios:
+        where = "config field arms (run parameter synthetic_ratios)"
+        if not isinstance(ratios, list | tuple) or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios
+        ):
+            raise ValueError(f"{where}: expects a list of numbers in (0, 10], e.g. [0.5, 1.0]; got {ratios!r}")
+        try:
+            typed["arms"] = with_synthetic_ratios(typed.get("arms") or base.arms, list(ratios))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    try:
+        with_typed = load_config(preset, typed)
+    except ValueError as exc:
+        raise ValueError(_parameter_hint(str(exc))) from None
+    if isinstance(overrides, str):
+        overrides = load_config_overrides(overrides)
+    return load_config(preset, _merge(with_typed.to_dict(), overrides or {}, StudyConfig, ""))
+
+
+def load_config_overrides(text: str) -> dict[str, Any]:
+    """Parse a JSON ``overrides`` string (empty = none); a clear one-line error otherwise.
+
+    Raises:
+        ValueError: not JSON, or not a JSON object.
+    """
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"overrides {text!r} are not valid JSON ({exc.msg} at character {exc.pos}); "
+            "pass a JSON object, e.g. '{\"seeds\": [0, 1]}' (double quotes, inside single quotes)"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"overrides must be a JSON object of config fields, got {value!r}; e.g. '{{\"seeds\": [0]}}'")
+    return value
+
+
+def preset_diff(cfg: StudyConfig | StageConfig) -> dict[str, Any]:
+    """The fields of a full config that differ from its preset, nested: ``overrides`` that rebuild it."""
+
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in a.items():
+            if isinstance(value, dict) and isinstance(b.get(key), dict) and key != "hparams":
+                sub = diff(value, b[key])
+                if sub:
+                    out[key] = sub
+            elif value != b.get(key):
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    data = cfg.to_dict()
+    return diff({k: v for k, v in data.items() if k != "preset"}, load_config(data["preset"]).to_dict())
+
+
+# Per-stage views ------------------------------------------------------------------------------------
+# THE table of what each stage reads: a top-level field, a whole section ("gan") or one field of a
+# section ("classifier.model"). A stage receives `stage_view(cfg, stage)` and nothing else, so its KFP
+# cache key changes only when one of these settings does; reading any other field raises (StageConfig).
+_ALL = tuple(StudyConfig.model_fields)
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "ingest": ("seed", "phantom", "abnormality", "image_kind"),  # seed + phantom: the embedded phantom
+    "split": ("seed", "val_fraction"),
+    "preprocess": ("image_size",),
+    "tune": (
+        "seed",
+        "tune",
+        "classifier.model",
+        "classifier.batch_size",
+        "classifier.learning_rate",
+        "classifier.dropout",
+        "classifier.hparams",
+    ),
+    "gan": ("seed", "gan"),
+    "synthesize": ("seed", "val_fraction", "image_size", "arms", "synthetic_ratio"),
+    "card": ("seed",),
+    "plan": ("arms", "synthetic_ratio"),
+    "train_arm": ("seeds", "synthetic_ratio", "classifier"),
+    "evaluate": ("preset", "seed", "n_bootstrap"),
+    "select": ("preset", "seed"),
+    "report": _ALL,  # the report records the whole config (run.json, re-run command)
+}
+
+
+def _check_stage(stage: str) -> tuple[str, ...]:
+    if stage not in STAGE_FIELDS:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_FIELDS)}")
+    return STAGE_FIELDS[stage]
+
+
+def _settings(cfg: StudyConfig, fields: tuple[str, ...]) -> dict[str, Any]:
+    data = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for path in fields:
+        section, _, leaf = path.partition(".")
+        if leaf:
+            out.setdefault(section, {})[leaf] = data[section][leaf]
+        else:
+            out[section] = data[section]
+    return out
+
+
+def stage_view(cfg: StudyConfig, stage: str) -> str:
+    """The JSON text one stage receives: ``{"stage", "settings"}`` with only its `STAGE_FIELDS`.
+
+    Args:
+        cfg: the resolved config.
+        stage: a key of `STAGE_FIELDS`.
+
+    Returns:
+        Compact JSON with sorted keys (the same config always gives the same text: a stable cache key).
+    """
+    settings = _settings(cfg, _check_stage(stage))
+    return json.dumps({"stage": stage, "settings": settings}, sort_keys=True, separators=(",", ":"))
+
+
+def from_stage_view(text: str, stage: str) -> StageConfig:
+    """Rebuild (and re-validate) a stage's config from its `stage_view` text.
+
+    Args:
+        text: the view's JSON text.
+        stage: the stage reading it; a view made for another stage is refused.
+
+    Returns:
+        A `StageConfig`: the stage's fields read as on `StudyConfig`, any other raises AttributeError.
+
+    Raises:
+        ValueError: not a view, a view of another stage, or a field not allowed for the stage.
+    """
+    fields = _check_stage(stage)
+    try:
+        view = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        view = None
+    if not isinstance(view, dict) or not isinstance(view.get("settings"), dict):
+        raise ValueError(f"stage {stage}: config {str(text)[:80]!r} is not a stage view (from config.stage_view)")
+    if view.get("stage") != stage:
+        raise ValueError(f"stage {stage}: got the config view of stage {view.get('stage')!r}; pass its own view")
+    settings = view["settings"]
+    extra = set(_settings(StudyConfig(), fields)) ^ set(settings)
+    if extra:
+        raise ValueError(f"stage {stage}: view fields {sorted(extra)} do not match STAGE_FIELDS[{stage!r}]")
+    data = _merge({}, settings, StudyConfig, "")
+    try:
+        return StageConfig(StudyConfig.model_validate(data), stage, fields)
+    except ValidationError as exc:
+        raise ValueError(f"stage {stage}: {_one_line(exc)}") from None
+
+
+class StageConfig:
+    """A stage's read-only window on the config: its `STAGE_FIELDS` read like `StudyConfig` attributes.
+
+    Reading a field outside the stage's view raises AttributeError naming the stage and the field, so
+    a stage that needs a setting its view lacks fails loudly instead of silently using a default.
+    """
+
+    def __init__(self, cfg: BaseModel, stage: str, fields: tuple[str, ...], prefix: str = ""):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "_where", (stage, fields, prefix))
+
+    def __getattr__(self, name: str) -> Any:
+        stage, fields, prefix = self._where
+        path = prefix + name
+        if any(path == f or path.startswith(f + ".") for f in fields):
+            return getattr(self._cfg, name)
+        if any(f.startswith(path + ".") for f in fields):
+            return StageConfig(getattr(self._cfg, name), stage, fields, path + ".")
+        raise AttributeError(
+            f"stage {stage!r} read config field {path!r}, which is not in its view "
+            f"(config.STAGE_FIELDS[{stage!r}] = {list(fields)}); add the field there"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a stage's config is read-only")
+
+    def __repr__(self) -> str:
+        stage, fields, prefix = self._where
+        return f"StageConfig(stage={stage!r}, fields={list(fields)}{', at ' + prefix if prefix else ''})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stage's settings as plain data (only its fields)."""
+        stage, fields, prefix = self._where
+        if prefix:
+            raise AttributeError(f"stage {stage!r}: to_dict() is for the whole view, not {prefix.rstrip('.')}")
+        return _settings(self._cfg, fields)
 
 
 # The arm concept lives in `mammosynth.arms`; re-exported here for existing imports.
