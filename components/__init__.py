@@ -5,6 +5,7 @@ so components do not pip-install it (install_kfp_package=False).
 at compile time with the MAMMOSYNTH_TRAINER_IMAGE environment variable.
 """
 
+from components.config import resolve_config
 from components.data import ingest, preprocess, split
 from components.experiment import evaluate, plan_arms, report, select_model, train_arm
 from components.generative import assess_generator, synthesize, train_gan
@@ -19,6 +20,7 @@ __all__ = [
     "plan_arms",
     "preprocess",
     "report",
+    "resolve_config",
     "select_model",
     "split",
     "synthesize",

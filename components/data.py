@@ -11,8 +11,8 @@ def ingest(
     ingested_set: Output[Dataset],
     eda: Output[Markdown],
     source: str,
-    preset: str = "embedded",
-    overrides: str = "{}",
+    config: str,
+    source_digest: str = "",
 ):
     """Read CBIS-DDSM (or, for source="embedded", the generated phantom) into a de-identified set.
 
@@ -20,35 +20,38 @@ def ingest(
         ingested_set: the ingested set (index.csv, images/, rejects.csv, manifest.json).
         eda: Markdown summary of the data (counts, rejects).
         source: a local folder, an s3:// prefix, or "embedded".
-        preset: config preset name.
-        overrides: JSON object of config overrides.
+        config: this stage's config view (from resolve_config).
+        source_digest: the s3:// upload's manifest digest (part of the cache key: a changed upload
+            re-runs ingest); empty for other sources.
     """
     from mammosynth import study
 
-    study.ingest_step(source, ingested_set.path, eda.path, preset=preset, overrides=overrides)
+    study.ingest_step(source, ingested_set.path, eda.path, config=config, source_digest=source_digest)
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def split(
-    split_set: Output[Dataset], ingested_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
-):
-    """Assign patient-level train/val/test splits (official test split kept)."""
-    from mammosynth.config import load_config
-    from mammosynth.data.split import run_split
+def split(split_set: Output[Dataset], ingested_set: Input[Dataset], config: str):
+    """Assign patient-level train/val/test splits (official test split kept).
 
-    cfg = load_config(preset, overrides)
-    report = run_split(ingested_set.path, split_set.path, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    split_set.metadata.update({"seed": cfg.seed, "patients": report.get("patients", {})})
+    Args:
+        split_set: the ingested set with a split column, and the split report.
+        ingested_set: the ingest step's output.
+        config: this stage's config view (from resolve_config).
+    """
+    from mammosynth import study
+
+    split_set.metadata.update(study.split_step(ingested_set.path, split_set.path, config=config))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
-def preprocess(
-    prepared_set: Output[Dataset], split_set: Input[Dataset], preset: str = "embedded", overrides: str = "{}"
-):
-    """Window, normalise and resize every image into fixed-size training shards."""
-    from mammosynth.config import load_config
-    from mammosynth.preprocess import run_preprocess
+def preprocess(prepared_set: Output[Dataset], split_set: Input[Dataset], config: str):
+    """Window, normalise and resize every image into fixed-size training shards.
 
-    cfg = load_config(preset, overrides)
-    meta = run_preprocess(split_set.path, prepared_set.path, image_size=cfg.image_size)
-    prepared_set.metadata.update({"image_size": cfg.image_size, "counts": meta["counts"]})
+    Args:
+        prepared_set: the training shards (meta.json, one shard set per split).
+        split_set: the split step's output.
+        config: this stage's config view (from resolve_config).
+    """
+    from mammosynth import study
+
+    prepared_set.metadata.update(study.preprocess_step(split_set.path, prepared_set.path, config=config))

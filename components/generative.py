@@ -10,20 +10,23 @@ from components.image import TRAINER_IMAGE
 def train_gan(
     generator: Output[Model],
     prepared_set: Input[Dataset],
-    preset: str = "embedded",
-    overrides: str = "{}",
+    config: str,
     synthetic_set_uri: str = "",
 ):
     """Train the conditional GAN on the real training split, checkpointing as it goes.
 
     With ``synthetic_set_uri`` (a published synthetic set) nothing is trained: the run reuses that set.
+
+    Args:
+        generator: the trained generator(s) with checkpoints, losses and samples.
+        prepared_set: the training shards (the real training split is what the GAN sees).
+        config: this stage's config view (from resolve_config).
+        synthetic_set_uri: a published synthetic set to reuse instead of training.
     """
     from mammosynth import study
 
     generator.metadata.update(
-        study.train_gan_step(
-            prepared_set.path, generator.path, preset=preset, overrides=overrides, reuse_uri=synthetic_set_uri
-        )
+        study.train_gan_step(prepared_set.path, generator.path, config=config, reuse_uri=synthetic_set_uri)
     )
 
 
@@ -32,15 +35,19 @@ def synthesize(
     synthetic_set: Output[Dataset],
     generator: Input[Model],
     prepared_set: Input[Dataset],
-    preset: str = "embedded",
-    overrides: str = "{}",
+    config: str,
     synthetic_set_uri: str = "",
     publish_uri: str = "",
 ):
     """Sample a synthetic training set per class, sized for the largest synthetic:real ratio.
 
-    ``publish_uri`` also publishes it (content-addressed, with lineage) for later runs;
-    ``synthetic_set_uri`` reuses such a published set instead of sampling.
+    Args:
+        synthetic_set: the synthetic set (one per generator).
+        generator: the train_gan step's output.
+        prepared_set: the training shards (sizes the set; lineage of the training patients).
+        config: this stage's config view (from resolve_config).
+        synthetic_set_uri: reuse this published set instead of sampling.
+        publish_uri: also publish the set there (content-addressed, with lineage) for later runs.
     """
     from mammosynth import study
 
@@ -49,8 +56,7 @@ def synthesize(
             generator.path,
             prepared_set.path,
             synthetic_set.path,
-            preset=preset,
-            overrides=overrides,
+            config=config,
             reuse_uri=synthetic_set_uri,
             publish_uri=publish_uri,
         )
@@ -63,14 +69,19 @@ def assess_generator(
     generator: Input[Model],
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
-    preset: str = "embedded",
-    overrides: str = "{}",
+    config: str,
 ):
-    """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity."""
+    """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity.
+
+    Args:
+        report_card: report_card.json and its figures.
+        generator: the train_gan step's output.
+        prepared_set: the training shards (held-out real = the validation split).
+        synthetic_set: the synthesize step's output.
+        config: this stage's config view (from resolve_config).
+    """
     from mammosynth import study
 
     report_card.metadata.update(
-        study.assess_generator_step(
-            prepared_set.path, synthetic_set.path, report_card.path, preset=preset, overrides=overrides
-        )
+        study.assess_generator_step(prepared_set.path, synthetic_set.path, report_card.path, config=config)
     )

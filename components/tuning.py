@@ -10,8 +10,7 @@ from components.image import TRAINER_IMAGE
 def tune(
     best_params: Output[Artifact],
     prepared_set: Input[Dataset],
-    preset: str = "embedded",
-    overrides: str = "{}",
+    config: str,
     trainer_image: str = "",
     trial_gpu: bool = True,
 ):
@@ -20,8 +19,8 @@ def tune(
     Args:
         best_params: JSON file of the best trial's parameters (metadata carries them too).
         prepared_set: training shards (its URI is what Katib trials read in the cluster).
-        preset: config preset name; its tune.backend picks Optuna (local) or Katib (cluster).
-        overrides: JSON object of config overrides.
+        config: this stage's config view (from resolve_config); its tune.backend picks Optuna (local)
+            or Katib (cluster).
         trainer_image: the image Katib trials run (the pipeline passes the trainer image).
         trial_gpu: Katib trials request a GPU on the GPU pool (off in the CPU-only compile).
     """
@@ -32,8 +31,7 @@ def tune(
     params = study.tune_step(
         prepared_set.path,
         prepared_set.uri,
-        preset=preset,
-        overrides=overrides,
+        config=config,
         image=trainer_image,
         gpu=trial_gpu,
     )

@@ -17,6 +17,7 @@ from components import (
     plan_arms,
     preprocess,
     report,
+    resolve_config,
     select_model,
     split,
     synthesize,
@@ -91,18 +92,41 @@ def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
 def study_pipeline(
     source: str = "embedded",
     preset: str = "embedded",
+    seeds: list = [],  # noqa: B006  (KFP needs a literal default; [] = the preset's)
+    arms: list = [],  # noqa: B006
+    synthetic_ratios: list = [],  # noqa: B006
+    image_size: int = 0,
+    classifier: str = "",
+    classifier_epochs: int = 0,
+    tune_trials: int = 0,
+    gan_kind: str = "",
+    gan_steps: int = 0,
+    gan_seeds: int = 0,
     overrides: str = "{}",
     model_uri: str = "",
     namespace: str = "mammosynth",
     synthetic_publish_uri: str = "",
     synthetic_set_uri: str = "",
 ) -> dsl.Artifact:
-    """Run the whole study.
+    """Run the whole study. Empty list, 0 or "" means: use the preset's value.
 
     Args:
-        source: CBIS-DDSM location (local folder or s3://bucket/prefix) or "embedded" for the phantom.
-        preset: config preset (embedded, cbis-ddsm, tiny).
-        overrides: JSON object of config overrides, e.g. '{"seeds": [0, 1, 2]}'.
+        source: CBIS-DDSM location (local folder or s3://bucket/prefix) or "embedded" for the phantom data.
+        preset: config preset: tiny, embedded (phantom, minutes on a CPU) or cbis-ddsm (the cluster study).
+        seeds: classifier seeds, one model per arm and seed, e.g. [0, 1, 2, 3, 4]; [] = the preset's.
+        arms: arms to train: real, real+aug, real+synthetic[@ratio], real+aug+synthetic[@ratio], tstr;
+            [] = the preset's. real always runs (every comparison is against it).
+        synthetic_ratios: synthetic:real ratios, e.g. [0.25, 1.0]: the real+synthetic arms become one
+            real+synthetic@r per ratio (other arms kept); [] = arms unchanged.
+        image_size: image side in pixels (16-2048); 0 = the preset's (64 embedded, 224 cbis-ddsm).
+        classifier: simple_cnn, tuned_cnn, vgg16, inception_resnet_v2 or efficientnet_b0; "" = the preset's.
+        classifier_epochs: training epochs per arm and seed; 0 = the preset's.
+        tune_trials: hyperparameter-search trials (Katib in the cluster); 0 = the preset's.
+        gan_kind: generator kind: stable-cgan, seed-cgan or cvae; "" = the preset's.
+        gan_steps: GAN training steps per generator; 0 = the preset's.
+        gan_seeds: generators trained (classifier seed k uses generator k mod gan_seeds); 0 = the preset's.
+        overrides: advanced: JSON object of any config fields, applied last (wins over the typed
+            parameters), e.g. '{"gan": {"latent_dim": 32}}'.
         model_uri: where the deploy step exports the final classifier (s3://...); empty skips export.
         namespace: Kubernetes namespace of the InferenceService.
         synthetic_publish_uri: publish the synthetic set there (s3://..., content-addressed, with lineage).
@@ -111,44 +135,59 @@ def study_pipeline(
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
     """
-    # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
-    ingest_task = _cpu(ingest(source=source, preset=preset, overrides=overrides)).set_display_name("Ingest")
-    # Step 2: patient-level split.
-    split_task = _cpu(
-        split(ingested_set=ingest_task.outputs["ingested_set"], preset=preset, overrides=overrides)
+    # Step 0: one validated config, cut into one view per stage (each stage's cache key sees only its
+    # own settings); always re-run, so an s3:// source's manifest digest is read fresh.
+    resolved = _cpu(
+        resolve_config(
+            source=source,
+            preset=preset,
+            overrides=overrides,
+            seeds=seeds,
+            arms=arms,
+            synthetic_ratios=synthetic_ratios,
+            image_size=image_size,
+            classifier=classifier,
+            classifier_epochs=classifier_epochs,
+            tune_trials=tune_trials,
+            gan_kind=gan_kind,
+            gan_steps=gan_steps,
+            gan_seeds=gan_seeds,
+        ),
+        cpu="500m",
+        memory="1G",
     )
+    resolved.set_display_name("Resolve config").set_caching_options(False)
+    view = resolved.outputs
+    # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
+    ingest_task = _cpu(
+        ingest(source=source, config=view["ingest"], source_digest=view["source_digest"])
+    ).set_display_name("Ingest")
+    # Step 2: patient-level split.
+    split_task = _cpu(split(ingested_set=ingest_task.outputs["ingested_set"], config=view["split"]))
     split_task.set_display_name("Patient split")
     # Step 3: preprocess into training shards.
-    prep_task = _cpu(
-        preprocess(split_set=split_task.outputs["split_set"], preset=preset, overrides=overrides)
-    )
+    prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], config=view["preprocess"]))
     prep_task.set_display_name("Preprocess")
     prepared = prep_task.outputs["prepared_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
         tune(
             prepared_set=prepared,
-            preset=preset,
-            overrides=overrides,
+            config=view["tune"],
             trainer_image=TRAINER_IMAGE,
             trial_gpu=gpu_enabled(),
         )
     )
     tune_task.set_display_name("Tune hyperparameters")
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
-    gan_task = _gpu(
-        train_gan(
-            prepared_set=prepared, preset=preset, overrides=overrides, synthetic_set_uri=synthetic_set_uri
-        )
-    )
+    gan_task = _gpu(train_gan(prepared_set=prepared, config=view["gan"], synthetic_set_uri=synthetic_set_uri))
     gan_task.set_display_name("Train GAN")
     # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
     synth_task = _cpu(
         synthesize(
             generator=gan_task.outputs["generator"],
             prepared_set=prepared,
-            preset=preset,
-            overrides=overrides,
+            config=view["synthesize"],
             synthetic_set_uri=synthetic_set_uri,
             publish_uri=synthetic_publish_uri,
         )
@@ -159,32 +198,28 @@ def study_pipeline(
             generator=gan_task.outputs["generator"],
             prepared_set=prepared,
             synthetic_set=synth_task.outputs["synthetic_set"],
-            preset=preset,
-            overrides=overrides,
+            config=view["card"],
         )
     )
     card_task.set_display_name("Generator report card")
-    # Step 7: every arm over every seed, in parallel on the GPU pool. (best_params travels as an
-    # artifact: kfp.local 2.17 resolves an outer task's *parameter* output inside ParallelFor to the
-    # loop item.)
-    plan_task = plan_arms(preset=preset, overrides=overrides).set_display_name("Plan arms")
-    with dsl.ParallelFor(plan_task.output, name="Arms x seeds", parallelism=ARM_PARALLELISM) as arm:
+    # Step 7: every arm over every seed, in parallel on the GPU pool. kfp.local 2.17 resolves an outer
+    # task's *parameter* output inside ParallelFor to the loop item, so best_params travels as an
+    # artifact and the train_arm view inside each loop item ({"arm", "config"}).
+    plan_task = plan_arms(config=view["plan"], arm_config=view["train_arm"]).set_display_name("Plan arms")
+    with dsl.ParallelFor(plan_task.output, name="Arms x seeds", parallelism=ARM_PARALLELISM) as item:
         arm_task = _gpu(
             train_arm(
                 prepared_set=prepared,
                 synthetic_set=synth_task.outputs["synthetic_set"],
-                arm=arm,
+                arm=item.arm,
                 best_params=tune_task.outputs["best_params"],
-                preset=preset,
-                overrides=overrides,
+                config=item.config,
             )
         )
         arm_task.set_display_name("Train arm")
     # Step 8: statistics over arms and seeds.
     eval_task = _cpu(
-        evaluate(
-            arm_results=dsl.Collected(arm_task.outputs["arm_result"]), preset=preset, overrides=overrides
-        )
+        evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), config=view["evaluate"])
     )
     eval_task.set_display_name("Evaluate")
     # Step 9: the final classifier, chosen on validation AUC.
@@ -192,9 +227,8 @@ def study_pipeline(
         select_model(
             arm_results=dsl.Collected(arm_task.outputs["arm_result"]),
             evaluation=eval_task.outputs["evaluation"],
+            config=view["select"],
             source=source,
-            preset=preset,
-            overrides=overrides,
         )
     )
     select_task.set_display_name("Select model")
@@ -207,8 +241,7 @@ def study_pipeline(
             prepared_set=prepared,
             split_set=split_task.outputs["split_set"],
             synthetic_set=synth_task.outputs["synthetic_set"],
-            preset=preset,
-            overrides=overrides,
+            config=view["report"],
             source=source,
         )
     )

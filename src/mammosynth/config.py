@@ -305,7 +305,7 @@ def _typed_overrides(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parameter_hint(message: str) -> str:
-    """Name the run parameter next to the config field it sets, e.g. ``gan.steps (run parameter gan_steps)``."""
+    """Name the run parameter next to the config field it sets: ``gan.steps (run parameter gan_steps)``."""
     head, sep, rest = message.partition(":")
     loc = head.removeprefix("config field ")
     for param, field in TYPED_PARAMETERS.items():
@@ -340,7 +340,9 @@ def resolve(
         if not isinstance(ratios, list | tuple) or not all(
             isinstance(r, int | float) and not isinstance(r, bool) for r in ratios
         ):
-            raise ValueError(f"{where}: expects a list of numbers in (0, 10], e.g. [0.5, 1.0]; got {ratios!r}")
+            raise ValueError(
+                f"{where}: expects a list of numbers in (0, 10], e.g. [0.5, 1.0]; got {ratios!r}"
+            )
         try:
             typed["arms"] = with_synthetic_ratios(typed.get("arms") or base.arms, list(ratios))
         except ValueError as exc:
@@ -368,7 +370,9 @@ def load_config_overrides(text: str) -> dict[str, Any]:
             "pass a JSON object, e.g. '{\"seeds\": [0, 1]}' (double quotes, inside single quotes)"
         ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"overrides must be a JSON object of config fields, got {value!r}; e.g. '{{\"seeds\": [0]}}'")
+        raise ValueError(
+            f"overrides must be a JSON object of config fields, got {value!r}; e.g. '{{\"seeds\": [0]}}'"
+        )
     return value
 
 
@@ -470,9 +474,13 @@ def from_stage_view(text: str, stage: str) -> StageConfig:
     except (json.JSONDecodeError, TypeError):
         view = None
     if not isinstance(view, dict) or not isinstance(view.get("settings"), dict):
-        raise ValueError(f"stage {stage}: config {str(text)[:80]!r} is not a stage view (from config.stage_view)")
+        raise ValueError(
+            f"stage {stage}: config {str(text)[:80]!r} is not a stage view (from config.stage_view)"
+        )
     if view.get("stage") != stage:
-        raise ValueError(f"stage {stage}: got the config view of stage {view.get('stage')!r}; pass its own view")
+        raise ValueError(
+            f"stage {stage}: got the config view of stage {view.get('stage')!r}; pass its own view"
+        )
     settings = view["settings"]
     extra = set(_settings(StudyConfig(), fields)) ^ set(settings)
     if extra:
@@ -518,7 +526,9 @@ class StageConfig:
         """The stage's settings as plain data (only its fields)."""
         stage, fields, prefix = self._where
         if prefix:
-            raise AttributeError(f"stage {stage!r}: to_dict() is for the whole view, not {prefix.rstrip('.')}")
+            raise AttributeError(
+                f"stage {stage!r}: to_dict() is for the whole view, not {prefix.rstrip('.')}"
+            )
         return _settings(self._cfg, fields)
 
 

@@ -997,9 +997,11 @@ def _pngs(folder: Path) -> dict[str, Path]:
 
 
 def _rerun(cfg: Any, source: str, overrides: str | dict | None) -> str:
-    if source == "embedded":
-        return f"make run PRESET={cfg.preset}"
     ov = json.dumps(overrides) if isinstance(overrides, dict) else (overrides or "{}")
+    if source == "embedded":
+        return f"make run PRESET={cfg.preset}" + (
+            f" OVERRIDES='{ov}'" if ov.strip() not in ("", "{}") else ""
+        )
     return f"python -m pipelines run --source {source} --preset {cfg.preset} --overrides '{ov}'"
 
 

@@ -1,8 +1,11 @@
 """Stage glue for the study pipeline: config in, core-function keywords out.
 
 Each KFP component makes exactly one call into this module, so what a component does can be run and
-tested without kfp. Each ``*_step`` loads the typed config from (preset, overrides), calls the stage's
-core function and returns the small dict the component records as artifact metadata.
+tested without kfp. `resolve_config_step` turns the run's parameters into one config view per stage
+(`mammosynth.config.stage_view`); each ``*_step`` takes its view as ``config=`` (or, for the CLI and
+tests, ``preset=``/``overrides=``, which are resolved and cut to the same view), calls the stage's core
+function and returns the small dict the component records as artifact metadata. A step reading a
+setting outside its view raises AttributeError (`mammosynth.config.StageConfig`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,58 @@ from pathlib import Path
 from mammosynth import arms as armlib
 from mammosynth import storage
 from mammosynth.arms import parse_arm
-from mammosynth.config import CLASS_NAMES, StudyConfig, load_config
+from mammosynth.config import (
+    CLASS_NAMES,
+    STAGE_FIELDS,
+    StageConfig,
+    StudyConfig,
+    from_stage_view,
+    load_config,
+    preset_diff,
+    resolve,
+    stage_view,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _cfg(preset: str, overrides: str | dict | None) -> StudyConfig:
-    return load_config(preset, overrides)
+def _cfg(stage: str, config: str, preset: str, overrides: str | dict | None) -> StageConfig:
+    """The stage's config: its view text ``config``, else the same view of ``preset`` + ``overrides``."""
+    if config:
+        return from_stage_view(config, stage)
+    return from_stage_view(stage_view(load_config(preset, overrides), stage), stage)
+
+
+# Step 0 ---------------------------------------------------------------------------------------------
+def resolve_config_step(
+    source: str, *, preset: str = "embedded", overrides: str | dict | None = None, **params
+) -> dict[str, str]:
+    """Resolve the run's config once and cut it into one view per stage.
+
+    Args:
+        source: the study's data source; for an ``s3://`` upload its manifest digest is read here so
+            that ingest's cache key follows the uploaded content.
+        preset: config preset.
+        overrides: JSON object of config fields, applied last.
+        **params: the typed run parameters (`mammosynth.config.TYPED_PARAMETERS`, ``synthetic_ratios``).
+
+    Returns:
+        ``{stage: view JSON}`` for every stage of `STAGE_FIELDS`, plus ``source_digest`` (``""`` for
+        the embedded phantom and local folders).
+
+    Raises:
+        ValueError: a parameter or override the config refuses (one line).
+        StorageError: an ``s3://`` source without a usable manifest.
+    """
+    cfg = resolve(preset, overrides, **params)
+    views = {stage: stage_view(cfg, stage) for stage in STAGE_FIELDS}
+    digest = storage.source_digest(source) if storage.is_remote(source) else ""
+    log.info(
+        "resolve_config: preset %s, changed from the preset: %s", cfg.preset, json.dumps(preset_diff(cfg))
+    )
+    if digest:
+        log.info("resolve_config: source manifest digest %s", digest)
+    return {**views, "source_digest": digest}
 
 
 # Step 1 ---------------------------------------------------------------------------------------------
@@ -32,13 +80,26 @@ def ingest_step(
     out_dir: str,
     eda_path: str | None = None,
     *,
+    config: str = "",
+    source_digest: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
-    """Ingest ``source`` (a folder, an s3:// prefix, or "embedded" for the phantom)."""
+    """Ingest ``source`` (a folder, an s3:// prefix, or "embedded" for the phantom).
+
+    ``source_digest`` (from `resolve_config_step`) is the upload's manifest digest the run was keyed
+    on; an upload that changed since then is refused rather than ingested under the old key.
+    """
     from mammosynth.ingest import run_ingest
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("ingest", config, preset, overrides)
+    if source_digest and storage.is_remote(source):
+        now = storage.source_digest(source)
+        if now != source_digest:
+            raise ValueError(
+                f"source {source} changed since the run resolved its config (manifest digest "
+                f"{source_digest[:12]}…, now {now[:12]}…): start the run again"
+            )
     with tempfile.TemporaryDirectory(prefix="mammosynth-source-") as tmp:
         if source == "embedded":
             from mammosynth.data import phantom
@@ -70,11 +131,35 @@ def ingest_step(
     return result
 
 
+# Steps 2–3 ------------------------------------------------------------------------------------------
+def split_step(
+    ingested_dir: str, out_dir: str, *, config: str = "", preset: str = "embedded", overrides=None
+) -> dict:
+    """Patient-level train/val/test split (official test split kept); returns the artifact metadata."""
+    from mammosynth.data.split import run_split
+
+    cfg = _cfg("split", config, preset, overrides)
+    report = run_split(ingested_dir, out_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return {"seed": cfg.seed, "patients": report.get("patients", {})}
+
+
+def preprocess_step(
+    split_dir: str, out_dir: str, *, config: str = "", preset: str = "embedded", overrides=None
+) -> dict:
+    """Window, normalise and resize into fixed-size shards; returns the artifact metadata."""
+    from mammosynth.preprocess import run_preprocess
+
+    cfg = _cfg("preprocess", config, preset, overrides)
+    meta = run_preprocess(split_dir, out_dir, image_size=cfg.image_size)
+    return {"image_size": cfg.image_size, "counts": meta["counts"]}
+
+
 # Step 4 ---------------------------------------------------------------------------------------------
 def tune_step(
     prepared_dir: str,
     prepared_uri: str = "",
     *,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
     image: str | None = None,
@@ -86,7 +171,7 @@ def tune_step(
     """
     from mammosynth.tune import run_tune
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("tune", config, preset, overrides)
     if cfg.tune.n_trials <= 0:
         return "{}"
     with tempfile.TemporaryDirectory(prefix="mammosynth-tune-") as tmp:
@@ -117,13 +202,14 @@ def train_gan_step(
     prepared_dir: str,
     out_dir: str,
     *,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
     reuse_uri: str = "",
 ) -> dict:
     """Train the GAN, or — when ``reuse_uri`` names a published synthetic set — skip training and
     record which set the run reuses (its lineage says which generator made it)."""
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("gan", config, preset, overrides)
     if reuse_uri:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -157,12 +243,12 @@ def train_gan_step(
     return {**info, "n_generators": n_gen, "gan_seeds": json.dumps([gan_seed(cfg, k) for k in range(n_gen)])}
 
 
-def gan_seed(cfg: StudyConfig, k: int) -> int:
+def gan_seed(cfg: StudyConfig | StageConfig, k: int) -> int:
     """Training seed of generator ``k`` (generator 0 keeps the study seed)."""
     return int(cfg.seed) + 1000 * int(k)
 
 
-def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
+def synthetic_counts(cfg: StudyConfig | StageConfig, n_real_train: int) -> dict[str, int]:
     """Images per class to synthesise: enough for the largest synthetic:real ratio any arm uses
     (TSTR needs as many as the real training set), split evenly across classes."""
     ratios = [parse_arm(a, cfg.synthetic_ratio).synthetic_ratio for a in cfg.arms]
@@ -171,7 +257,7 @@ def synthetic_counts(cfg: StudyConfig, n_real_train: int) -> dict[str, int]:
     return dict.fromkeys(CLASS_NAMES, per_class)
 
 
-def synthetic_val_counts(cfg: StudyConfig, n_real_val: int) -> dict[str, int] | None:
+def synthetic_val_counts(cfg: StudyConfig | StageConfig, n_real_val: int) -> dict[str, int] | None:
     """Images per class of the synthetic ``val`` split TSTR selects on (as large as the real val split),
     or None when no arm trains on synthetic images only."""
     if not any(parse_arm(a, cfg.synthetic_ratio).is_tstr for a in cfg.arms):
@@ -184,6 +270,7 @@ def synthesize_step(
     prepared_dir: str,
     out_dir: str,
     *,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
     reuse_uri: str = "",
@@ -194,7 +281,7 @@ def synthesize_step(
     from mammosynth.data import shards
     from mammosynth.synthesize import check_reuse_lineage
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("synthesize", config, preset, overrides)
     n_train = sum(shards.read_meta(prepared_dir)["counts"]["train"].values())
     if reuse_uri:
         with tempfile.TemporaryDirectory(prefix="mammosynth-reuse-") as tmp:
@@ -245,13 +332,15 @@ def assess_generator_step(
     synthetic_dir: str,
     out_dir: str,
     *,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
+    """The generator report card(s) against the held-out real validation split; returns the scalars."""
     from mammosynth.quality import run_quality, summarise_cards
     from mammosynth.synthesize import generator_sets
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("card", config, preset, overrides)
     # Held-out real = the validation split: the GAN never trained on it, the test set stays untouched.
     sets = generator_sets(synthetic_dir)
     if len(sets) == 1:
@@ -268,9 +357,11 @@ def assess_generator_step(
 
 
 # Step 7 ---------------------------------------------------------------------------------------------
-def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) -> list[str]:
+def plan_arms(
+    *, config: str = "", preset: str = "embedded", overrides: str | dict | None = None
+) -> list[str]:
     """The preset's arms, validated; `real` always runs since every comparison is against it."""
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("plan", config, preset, overrides)
     arms = list(dict.fromkeys(cfg.arms))
     controls = [armlib.matched_control(parse_arm(arm, cfg.synthetic_ratio)) for arm in arms]
     if "real" not in arms:
@@ -280,6 +371,19 @@ def plan_arms(*, preset: str = "embedded", overrides: str | dict | None = None) 
     return arms
 
 
+def arm_tasks(plan_config: str, arm_config: str) -> list[dict[str, str]]:
+    """The ParallelFor items: ``{"arm": name, "config": train_arm view}`` per planned arm.
+
+    The train_arm view rides in each loop item because kfp.local 2.17 resolves an outer task's
+    parameter output inside a ParallelFor to the loop item; a loop item's fields resolve correctly.
+
+    Raises:
+        ValueError: ``arm_config`` is not the train_arm view.
+    """
+    from_stage_view(arm_config, "train_arm")  # refuse a wrong view here, not once per arm
+    return [{"arm": arm, "config": arm_config} for arm in plan_arms(config=plan_config)]
+
+
 def train_arm_step(
     prepared_dir: str,
     synthetic_dir: str,
@@ -287,12 +391,14 @@ def train_arm_step(
     *,
     arm: str,
     best_params_path: str | None = None,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
+    """Train one arm over every classifier seed; returns the artifact metadata."""
     from mammosynth.train import train_arm
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("train_arm", config, preset, overrides)
     c = cfg.classifier
     params = {"learning_rate": c.learning_rate, "dropout": c.dropout, **c.hparams}
     if best_params_path and Path(best_params_path).exists():
@@ -332,7 +438,12 @@ def deployed_seed(arm_dir: str | Path) -> int:
 
 
 def evaluate_step(
-    arm_dirs: list[str], out_dir: str, *, preset: str = "embedded", overrides: str | dict | None = None
+    arm_dirs: list[str],
+    out_dir: str,
+    *,
+    config: str = "",
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
 ) -> dict:
     """Statistics over all arms; returns what the Kubeflow UI shows (scalars, ROC, confusion)."""
     import numpy as np
@@ -341,7 +452,7 @@ def evaluate_step(
 
     from mammosynth.evaluate import run_evaluate
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("evaluate", config, preset, overrides)
     chosen = final_arm(arm_dirs)
     seed = deployed_seed(chosen)
     metrics = run_evaluate(
@@ -410,6 +521,7 @@ def select_model_step(
     out_dir: str,
     *,
     source: str = "embedded",
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
@@ -419,7 +531,7 @@ def select_model_step(
     """
     from mammosynth.models.io import load_classifier, save_classifier
 
-    cfg = _cfg(preset, overrides)
+    cfg = _cfg("select", config, preset, overrides)
     chosen = Path(final_arm(arm_dirs))
     model_dirs = sorted(chosen.glob("seed-*/model"))
     if not model_dirs:
@@ -448,6 +560,7 @@ def report_step(
     prepared_set: str,
     split_set: str,
     synthetic_set: str,
+    config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
     source: str = "embedded",
@@ -463,7 +576,9 @@ def report_step(
         "split_set": split_set,
         "synthetic_set": synthetic_set,
     }
-    out = assemble_run(Path(run_dir), _cfg(preset, overrides), paths, source=source, overrides=overrides)
+    cfg = _cfg("report", config, preset, overrides)
+    # The re-run command rebuilds this config: the fields that differ from the preset, as overrides.
+    out = assemble_run(Path(run_dir), cfg, paths, source=source, overrides=preset_diff(cfg))
     for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
