@@ -18,6 +18,7 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mammosynth import atomic
 from mammosynth.logs import setup_logging, user_error
@@ -26,6 +27,7 @@ log = logging.getLogger("mammosynth.run")
 
 
 def compile_pipeline(out: Path) -> Path:
+    """Compile `study_pipeline` to ``out`` (YAML for the Kubeflow UI); returns ``out``."""
     from kfp import compiler
 
     from pipelines.study import study_pipeline
@@ -154,9 +156,13 @@ def run_local(
     work_dir: Path,
     run_id: str | None = None,
     verbose: bool = False,
-    **params: str,
+    **params: Any,
 ) -> Path:
-    """Run the whole study through kfp.local and publish its run folder. Returns runs/<run-id>."""
+    """Run the whole study through kfp.local and publish its run folder. Returns runs/<run-id>.
+
+    ``params`` are further pipeline parameters: the typed ones (``seeds=[0, 1]``, ``gan_steps=100``, ...)
+    and the synthetic-set URIs.
+    """
     from kfp import local
 
     from pipelines.study import study_pipeline
@@ -211,16 +217,23 @@ def _print_summary(target: Path) -> None:
         print(f"\n{metrics['conclusion']}")
 
 
-def check_run_args(preset: str, overrides: str, source: str) -> None:
+def check_run_args(preset: str, overrides: str, source: str, **typed: Any) -> None:
     """Check what the user typed before the study starts.
 
+    Args:
+        preset: config preset.
+        overrides: JSON object of config overrides.
+        source: ``embedded``, a folder or an ``s3://`` upload.
+        **typed: the typed run parameters (`mammosynth.config.TYPED_PARAMETERS`, ``synthetic_ratios``).
+
     Raises:
-        ValueError: unknown preset, overrides that are not a JSON object, an unknown config field.
+        ValueError: unknown preset, overrides that are not a JSON object, an unknown config field, a
+            typed parameter the config refuses.
         FileNotFoundError: ``source`` is neither ``embedded``, an ``s3://`` URI nor a folder.
     """
-    from mammosynth.config import load_config
+    from mammosynth.config import resolve
 
-    load_config(preset, overrides)
+    resolve(preset, overrides, **typed)
     if source != "embedded" and "://" not in source and not Path(source).is_dir():
         raise FileNotFoundError(
             f"--source {source!r} is not a folder; pass a CBIS-DDSM folder (its CSVs at the top or in csv/), "
@@ -228,13 +241,49 @@ def check_run_args(preset: str, overrides: str, source: str) -> None:
         )
 
 
+def _list_of(kind: type, what: str):
+    """An argparse type: comma-separated values of ``kind`` (``0,1,2``); empty = the preset's."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}") from None
+
+    return parse
+
+
+# The typed run parameters as flags: (flag, argparse type, help). Same names as the pipeline's.
+TYPED_FLAGS = (
+    ("--seeds", _list_of(int, "integers"), "classifier seeds, e.g. 0,1,2"),
+    ("--arms", _list_of(str, "arm names"), "arms, e.g. real,real+aug,real+synthetic@0.5,tstr"),
+    ("--synthetic-ratios", _list_of(float, "numbers"), "one real+synthetic@r arm per ratio, e.g. 0.25,1.0"),
+    ("--image-size", int, "image side in pixels"),
+    ("--classifier", str, "simple_cnn, tuned_cnn, vgg16, inception_resnet_v2 or efficientnet_b0"),
+    ("--classifier-epochs", int, "training epochs per arm and seed"),
+    ("--tune-trials", int, "hyperparameter-search trials"),
+    ("--gan-kind", str, "stable-cgan, seed-cgan or cvae"),
+    ("--gan-steps", int, "GAN training steps per generator"),
+    ("--gan-seeds", int, "generators trained"),
+)
+
+
+def _typed_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The typed run parameters the user set (unset flags keep the preset's values)."""
+    names = (flag[2:].replace("-", "_") for flag, _, _ in TYPED_FLAGS)
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines run|compile``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the study locally through kfp.local")
     run.add_argument("--source", default="embedded", help='CBIS-DDSM folder / s3:// prefix, or "embedded"')
     run.add_argument("--preset", default="embedded", help="config preset (tiny, embedded, cbis-ddsm)")
-    run.add_argument("--overrides", default="{}", help="JSON object of config overrides")
+    for flag, kind, text in TYPED_FLAGS:
+        run.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's)")
+    run.add_argument("--overrides", default="{}", help="JSON object of config overrides, applied last")
     run.add_argument("--synthetic-publish-uri", default="", help="publish the synthetic set there (s3://...)")
     run.add_argument("--synthetic-set-uri", default="", help="reuse this published synthetic set (no GAN)")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -251,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compile":
         print(f"compiled pipeline written to {compile_pipeline(args.out)}")
         return 0
+    typed = _typed_args(args)
     try:  # fail fast on a user mistake, before any work
-        check_run_args(args.preset, args.overrides, args.source)
+        check_run_args(args.preset, args.overrides, args.source, **typed)
     except (ValueError, FileNotFoundError) as exc:
         return user_error("python -m pipelines run", exc)
     started = time.monotonic()
@@ -265,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_publish_uri=args.synthetic_publish_uri,
         synthetic_set_uri=args.synthetic_set_uri,
         verbose=verbose_requested(args.verbose),
+        **typed,
     )
     _print_summary(target)
     print(

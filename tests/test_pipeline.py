@@ -14,6 +14,7 @@ GPU_STEPS = {"exec-train-gan", "exec-train-arm"}
 
 
 DISPLAY_NAMES = {
+    "resolve-config": "Resolve config",
     "ingest": "Ingest",
     "split": "Patient split",
     "preprocess": "Preprocess",
@@ -51,6 +52,45 @@ def compiled_cpu(tmp_path_factory):
     return _compile(tmp_path_factory.mktemp("compiled") / "study.yaml", gpu=False)
 
 
+# The run form: parameter -> (type, default). Typed ones: empty list / 0 / "" = the preset's value.
+RUN_FORM = {
+    "source": ("STRING", "embedded"),
+    "preset": ("STRING", "embedded"),
+    "overrides": ("STRING", "{}"),
+    "model_uri": ("STRING", ""),
+    "namespace": ("STRING", "mammosynth"),
+    "synthetic_publish_uri": ("STRING", ""),
+    "synthetic_set_uri": ("STRING", ""),
+    "seeds": ("LIST", []),
+    "arms": ("LIST", []),
+    "synthetic_ratios": ("LIST", []),
+    "image_size": ("NUMBER_INTEGER", 0),
+    "classifier": ("STRING", ""),
+    "classifier_epochs": ("NUMBER_INTEGER", 0),
+    "tune_trials": ("NUMBER_INTEGER", 0),
+    "gan_kind": ("STRING", ""),
+    "gan_steps": ("NUMBER_INTEGER", 0),
+    "gan_seeds": ("NUMBER_INTEGER", 0),
+}
+TYPED = {"seeds", "arms", "image_size", "classifier", "classifier_epochs", "tune_trials"}
+TYPED |= {"gan_kind", "gan_steps", "gan_seeds", "synthetic_ratios"}
+# Which config view (mammosynth.config.STAGE_FIELDS) each task receives.
+TASK_STAGE = {
+    "ingest": "ingest",
+    "split": "split",
+    "preprocess": "preprocess",
+    "tune": "tune",
+    "train-gan": "gan",
+    "synthesize": "synthesize",
+    "assess-generator": "card",
+    "plan-arms": "plan",
+    "train-arm": "train_arm",
+    "evaluate": "evaluate",
+    "select-model": "select",
+    "report": "report",
+}
+
+
 def _all_tasks(spec: dict) -> dict[str, dict]:
     """Every task of the root DAG and of its sub-DAGs (the ParallelFor body), by task name."""
     tasks = dict(spec["root"]["dag"]["tasks"])
@@ -64,6 +104,7 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
     assert spec["pipelineInfo"]["name"] == "mammosynth-study"
     executors = spec["deploymentSpec"]["executors"]
     stages = {
+        "resolve-config",
         "ingest",
         "split",
         "preprocess",
@@ -82,15 +123,7 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
     for name, ex in executors.items():
         assert ex["container"]["image"].startswith("ghcr.io/mammosynth/trainer"), name
         assert "pip install" not in " ".join(ex["container"]["command"]), f"{name} installs packages"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
-        "source",
-        "preset",
-        "overrides",
-        "synthetic_publish_uri",
-        "synthetic_set_uri",
-        "model_uri",
-        "namespace",
-    }
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == set(RUN_FORM)
 
 
 def test_gpus_node_pool_and_tolerations_exactly_on_gpu_steps(compiled):
@@ -267,3 +300,281 @@ def test_embedded_source_generates_the_phantom_and_ingests_it(tmp_path):
     assert len(index) > 40 and index[0].startswith("image_id,")
     assert (tmp_path / "eda.md").read_text().strip()
     assert result
+
+
+# ---- the run form, per-stage views and KFP cache keys ---------------------------------------------------
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_run_form_parameters_have_types_defaults_and_descriptions(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, (kind, default) in RUN_FORM.items():
+        definition = params[name]
+        assert definition["parameterType"] == kind, name
+        assert definition["defaultValue"] == default and definition.get("isOptional") is True, name
+        assert len(definition.get("description", "")) > 20, f"{name}: the UI shows no description"
+    for name in TYPED:  # each says which value means "use the preset's"
+        text = params[name]["description"]
+        assert "the preset's" in text or "arms unchanged" in text, (name, text)
+    assert "applied last" in params["overrides"]["description"]
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_each_task_receives_only_its_own_config_view(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    tasks = _all_tasks(spec)
+    run_knobs = {"preset", "overrides"} | TYPED
+    for name, task in tasks.items():
+        if "componentRef" not in task or name == "resolve-config":
+            continue
+        inputs = task["inputs"].get("parameters", {})
+        comp = spec["components"][task["componentRef"]["name"]]
+        declared = set(comp.get("inputDefinitions", {}).get("parameters", {}))
+        assert not (declared & run_knobs), f"{name} still takes {sorted(declared & run_knobs)}"
+        if name == "deploy":
+            continue
+        stage = TASK_STAGE[name]
+        if name == "train-arm":  # the loop item carries the train_arm view
+            binding = inputs["config"]
+            assert binding["parameterExpressionSelector"] == 'parseJson(string_value)["config"]'
+            plan_inputs = tasks["plan-arms"]["inputs"]["parameters"]
+            assert plan_inputs["arm_config"]["taskOutputParameter"]["outputParameterKey"] == "train_arm"
+            continue
+        source = inputs["config"]["taskOutputParameter"]
+        assert source == {"producerTask": "resolve-config", "outputParameterKey": stage}, name
+    ingest = tasks["ingest"]["inputs"]["parameters"]
+    assert ingest["source_digest"]["taskOutputParameter"]["outputParameterKey"] == "source_digest"
+    assert set(ingest) == {"source", "config", "source_digest"}
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_resolve_config_runs_first_and_is_never_cached(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    task = spec["root"]["dag"]["tasks"]["resolve-config"]
+    assert task["taskInfo"]["name"] == "Resolve config"
+    assert task["cachingOptions"].get("enableCache", False) is False
+    assert set(task["inputs"]["parameters"]) == set(RUN_FORM) - {
+        "model_uri",
+        "namespace",
+        "synthetic_publish_uri",
+        "synthetic_set_uri",
+    }
+
+
+def test_resolve_config_outputs_follow_the_stage_table():
+    """KFP maps a NamedTuple's values to outputs by position: the order must be STAGE_FIELDS'."""
+    from components import resolve_config
+    from mammosynth.config import STAGE_FIELDS
+
+    fields = resolve_config.python_func.__annotations__["return"]._fields
+    assert fields == (*STAGE_FIELDS, "source_digest")
+    assert set(TASK_STAGE.values()) == set(STAGE_FIELDS)
+
+
+def _go_json(value) -> str:
+    """What Go's encoding/json.Marshal writes: sorted map keys, compact, HTML characters escaped, whole
+    numbers without a fraction (structpb numbers are doubles)."""
+
+    def norm(v):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        return v
+
+    text = json.dumps(norm(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def kfp_cache_key(spec: dict, task_name: str, parameters: dict, artifacts: dict) -> str:
+    """A task's cache fingerprint as the KFP v2 backend computes it.
+
+    Follows kubeflow/pipelines backend/src/v2/cacheutils/cache.go: GenerateCacheKey builds a CacheKey of
+    the input artifacts' names, the input parameter values (the task's bindings, then the component's
+    defaults), the output artifacts' types, the output parameters' types and the container (image, command
+    + args); GenerateFingerPrint is the sha256 of its protojson re-marshalled with encoding/json.
+
+    Args:
+        spec: the compiled pipeline spec.
+        task_name: the task.
+        parameters: resolved values, ``{"<producer>/<output>" or "pipeline/<param>": value}``.
+        artifacts: artifact names (MLMD ids), ``{"<producer>/<output>": name}``.
+    """
+    import hashlib
+
+    task = _all_tasks(spec)[task_name]
+    comp = spec["components"][task["componentRef"]["name"]]
+    container = spec["deploymentSpec"]["executors"][comp["executorLabel"]]["container"]
+    values = {}
+    for name, binding in task["inputs"].get("parameters", {}).items():
+        if "runtimeValue" in binding:
+            values[name] = binding["runtimeValue"]["constant"]
+        elif "componentInputParameter" in binding:
+            values[name] = parameters[f"pipeline/{binding['componentInputParameter']}"]
+        else:
+            out = binding["taskOutputParameter"]
+            values[name] = parameters[f"{out['producerTask']}/{out['outputParameterKey']}"]
+    for name, definition in comp.get("inputDefinitions", {}).get("parameters", {}).items():
+        if name not in values and "defaultValue" in definition:
+            values[name] = definition["defaultValue"]
+    in_artifacts = {}
+    for name, binding in task["inputs"].get("artifacts", {}).items():
+        out = binding["taskOutputArtifact"]
+        in_artifacts[name] = {
+            "artifactNames": [artifacts[f"{out['producerTask']}/{out['outputArtifactKey']}"]]
+        }
+    outputs = comp.get("outputDefinitions", {})
+    key = {
+        "inputArtifactNames": in_artifacts,
+        "inputParameterValues": values,
+        "outputArtifactsSpec": {
+            name: {"type": {k: d["artifactType"][k] for k in ("schemaTitle", "schemaVersion")}}
+            for name, d in outputs.get("artifacts", {}).items()
+        },
+        "outputParametersSpec": {
+            name: d["parameterType"] for name, d in outputs.get("parameters", {}).items()
+        },
+        "containerSpec": {
+            "image": container["image"],
+            "cmdArgs": container["command"] + container.get("args", []),
+        },
+    }
+    key = {k: v for k, v in key.items() if v}  # protojson leaves empty maps out
+    return hashlib.sha256(_go_json(key).encode()).hexdigest()
+
+
+def _data_stage_keys(spec: dict, source: str = "embedded", **run_params) -> dict[str, str]:
+    """Cache keys of ingest, split, preprocess, tune and train-gan for one run's parameters.
+
+    resolve_config's outputs come from the real step (`study.resolve_config_step`); an upstream
+    artifact's name is derived from its producer's key (a cached producer hands over the same artifact).
+    """
+    from mammosynth import study
+
+    pipeline = {k: d["defaultValue"] for k, d in spec["root"]["inputDefinitions"]["parameters"].items()}
+    pipeline.update(source=source, **run_params)
+    typed = {k: pipeline[k] for k in TYPED}
+    views = study.resolve_config_step(
+        source, preset=pipeline["preset"], overrides=pipeline["overrides"], **typed
+    )
+    parameters = {f"pipeline/{k}": v for k, v in pipeline.items()}
+    parameters.update({f"resolve-config/{k}": v for k, v in views.items()})
+    artifacts, keys = {}, {}
+    for task in ("ingest", "split", "preprocess", "tune", "train-gan"):
+        keys[task] = kfp_cache_key(spec, task, parameters, artifacts)
+        comp = spec["components"][_all_tasks(spec)[task]["componentRef"]["name"]]
+        for out in comp.get("outputDefinitions", {}).get("artifacts", {}):
+            artifacts[f"{task}/{out}"] = f"artifact-{keys[task][:16]}-{out}"
+    return keys
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_a_gan_or_seed_change_keeps_the_data_stages_cache_keys(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    base = _data_stage_keys(spec, preset="tiny")
+    changed = _data_stage_keys(spec, preset="tiny", gan_steps=55, seeds=[3, 4, 5], classifier_epochs=3)
+    for task in ("ingest", "split", "preprocess", "tune"):
+        assert base[task] == changed[task], f"{task} would miss the cache"
+    assert base["train-gan"] != changed["train-gan"]
+    # The same change through the overrides escape hatch is cut the same way.
+    via_json = _data_stage_keys(spec, preset="tiny", overrides='{"gan": {"steps": 55}}')
+    assert via_json["ingest"] == base["ingest"] and via_json["train-gan"] == changed["train-gan"]
+
+
+@pytest.mark.parametrize("variant", ["compiled", "compiled_cpu"])
+def test_an_image_size_change_reruns_preprocess_but_not_ingest_or_split(variant, request):
+    spec, _ = request.getfixturevalue(variant)
+    base = _data_stage_keys(spec, preset="tiny")
+    bigger = _data_stage_keys(spec, preset="tiny", image_size=48)
+    assert base["ingest"] == bigger["ingest"] and base["split"] == bigger["split"]
+    assert base["preprocess"] != bigger["preprocess"]
+    assert base["tune"] != bigger["tune"]  # it reads a new prepared set
+
+
+def test_ingest_of_an_s3_upload_is_keyed_on_its_manifest_digest(compiled_cpu, tmp_path, s3_env):
+    from mammosynth import storage
+
+    spec, _ = compiled_cpu
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "calc_case.csv").write_text("patient_id\nP_00001\n")
+    source = f"s3://{s3_env}/cbis-ddsm"
+    storage.upload_source(folder, source)
+    first = _data_stage_keys(spec, source=source, preset="tiny")
+    again = _data_stage_keys(spec, source=source, preset="tiny", gan_steps=33)
+    assert first["ingest"] == again["ingest"]  # unchanged upload: cache hit
+    (folder / "mass_case.csv").write_text("patient_id\nP_00002\n")
+    storage.upload_source(folder, source)
+    changed = _data_stage_keys(spec, source=source, preset="tiny")
+    assert changed["ingest"] != first["ingest"]  # a changed upload re-runs ingest
+
+
+def test_ingest_refuses_an_upload_that_changed_after_resolve(tmp_path, s3_env):
+    from mammosynth import storage
+    from mammosynth.study import ingest_step
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    source = f"s3://{s3_env}/raw"
+    storage.upload_source(folder, source)
+    with pytest.raises(ValueError, match=r"changed since the run resolved its config .*start the run again"):
+        ingest_step(source, str(tmp_path / "out"), preset="tiny", source_digest="0" * 64)
+
+
+def test_a_stage_reading_outside_its_view_fails(tmp_path, monkeypatch):
+    """A wrong STAGE_FIELDS row fails at the stage that reads the missing field, naming it."""
+    from mammosynth import config, study
+
+    monkeypatch.setitem(config.STAGE_FIELDS, "split", ("seed",))
+    with pytest.raises(AttributeError, match=r"stage 'split' read config field 'val_fraction'"):
+        study.split_step(str(tmp_path / "in"), str(tmp_path / "out"), preset="tiny")
+    monkeypatch.setitem(config.STAGE_FIELDS, "plan", ("arms",))
+    with pytest.raises(AttributeError, match=r"stage 'plan' read config field 'synthetic_ratio'"):
+        study.plan_arms(preset="tiny")
+
+
+def test_arm_tasks_carry_the_train_arm_view():
+    from mammosynth import study
+    from mammosynth.config import resolve, stage_view
+
+    cfg = resolve("tiny", arms=["real+aug+synthetic"])
+    items = study.arm_tasks(stage_view(cfg, "plan"), stage_view(cfg, "train_arm"))
+    assert [i["arm"] for i in items] == ["real", "real+aug+synthetic", "real+aug"]
+    assert {i["config"] for i in items} == {stage_view(cfg, "train_arm")}
+    with pytest.raises(ValueError, match="got the config view of stage 'plan'"):
+        study.arm_tasks(stage_view(cfg, "plan"), stage_view(cfg, "plan"))
+
+
+def test_run_flags_set_the_typed_parameters(monkeypatch, capsys):
+    import pipelines.__main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(
+        cli, "run_local", lambda **kw: seen.update(kw) or (_ for _ in ()).throw(SystemExit(0))
+    )
+    with pytest.raises(SystemExit):
+        cli.main(
+            [
+                "run",
+                "--preset",
+                "tiny",
+                "--seeds",
+                "0,1,2",
+                "--gan-steps",
+                "40",
+                "--synthetic-ratios",
+                "0.5,1",
+            ]
+        )
+    assert seen["seeds"] == [0, 1, 2] and seen["gan_steps"] == 40 and seen["synthetic_ratios"] == [0.5, 1.0]
+    assert "arms" not in seen and "image_size" not in seen  # unset flags keep the preset's values
+    assert cli.main(["run", "--preset", "tiny", "--gan-kind", "big-gan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "python -m pipelines run: error: config field gan.kind (run parameter gan_kind)"
+    )
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--seeds", "0,x"])
+    assert "not a comma-separated list of integers" in capsys.readouterr().err
