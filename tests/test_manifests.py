@@ -392,7 +392,9 @@ def test_crd_dir_lookup(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match=k8s.CRDS_ENV):
         k8s.crd_dir()
     with pytest.raises(ValueError, match="serves: v1beta1"):
-        k8s.load_crd_schema(ROOT / "src" / "mammosynth" / "cluster" / "schemas" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9")
+        k8s.load_crd_schema(
+            ROOT / "src" / "mammosynth" / "cluster" / "schemas" / k8s.INFERENCE_SERVICE_CRD, "v1alpha9"
+        )
 
 
 # ---- no credential in the repository or the rendered output ---------------------------------------
@@ -480,7 +482,7 @@ def package(tmp_path) -> Path:
                     "preset": {"parameterType": "STRING"},
                     "overrides": {"parameterType": "STRING"},
                     "source": {"parameterType": "STRING"},
-                    "seeds": {"parameterType": "NUMBER_INTEGER"},
+                    "seeds": {"parameterType": "LIST"},
                 }
             }
         },
@@ -511,7 +513,9 @@ def test_submit_builds_checked_arguments(package, capsys):
     )
     out = capsys.readouterr().out
     assert (
-        '"source": "s3://mammosynth/cbis-ddsm"' in out and '"seeds": 3' in out and '"preset": "tiny"' in out
+        '"source": "s3://mammosynth/cbis-ddsm"' in out
+        and '"seeds": [\n    3\n  ]' in out
+        and '"preset": "tiny"' in out
     )
     assert submit.main(["--package", str(package), "--dry-run", "--param", "sorce=x"]) == 2
     assert (
@@ -645,3 +649,30 @@ def test_tune_experiment_fits_the_cluster_wiring():
     k8s.validate_katib_experiment(experiment)
     text = yaml.safe_dump(experiment)
     assert CREDENTIAL_SECRET in text and "mammosynth-storage" in text
+
+
+def test_submit_converts_and_checks_the_typed_run_parameters(tmp_path, capsys):
+    import json
+
+    spec = {
+        "pipelineInfo": {"name": "mammosynth-study"},
+        "root": {
+            "inputDefinitions": {
+                "parameters": {
+                    "preset": {"parameterType": "STRING"},
+                    "overrides": {"parameterType": "STRING"},
+                    "seeds": {"parameterType": "LIST"},
+                    "synthetic_ratios": {"parameterType": "LIST"},
+                    "gan_steps": {"parameterType": "NUMBER_INTEGER"},
+                }
+            }
+        },
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = ["--package", str(path), "--dry-run", "--preset", "tiny", "--param", "seeds=0,1,2"]
+    assert submit.main([*args, "--param", "synthetic_ratios=[0.25, 1]", "--param", "gan_steps=40"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1, 2] and out["synthetic_ratios"] == [0.25, 1] and out["gan_steps"] == 40
+    assert submit.main([*args, "--param", "gan_steps=-1"]) == 2
+    assert "config field gan.steps (run parameter gan_steps)" in capsys.readouterr().err

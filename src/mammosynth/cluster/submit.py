@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mammosynth.config import PRESETS, load_config
+from mammosynth.config import PRESETS, TYPED_PARAMETERS, load_config, resolve
 from mammosynth.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,33 @@ def build_arguments(
                 arguments[key] = float(arguments[key])
             elif kind == "BOOLEAN":
                 arguments[key] = arguments[key].lower() in {"1", "true", "yes"}
+            elif kind == "LIST":
+                arguments[key] = _list_value(key, arguments[key])
+    typed = {k: v for k, v in arguments.items() if k in TYPED_PARAMETERS or k == "synthetic_ratios"}
+    resolve(preset, overrides, **typed)  # the typed run parameters, checked as resolve_config will
     return arguments
+
+
+def _list_value(key: str, text: str) -> list:
+    """A LIST parameter from ``--param``: a JSON array or comma-separated values (``seeds=0,1,2``)."""
+    if text.strip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"--param {key}={text}: not a JSON array ({exc.msg}); or use {key}=a,b,c"
+            ) from None
+        return value if isinstance(value, list) else [value]
+
+    def item(part: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(part)
+            except ValueError:
+                pass
+        return part
+
+    return [item(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def gpu_env(config_map_file: str | Path) -> dict[str, str]:
