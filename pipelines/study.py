@@ -6,6 +6,7 @@ The same function runs on a laptop through `kfp.local` (`make run`) and compiles
 """
 
 import os
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -84,6 +85,91 @@ def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
     return _storage_env(task)
 
 
+def _data_stages(view, source: str) -> tuple[dsl.PipelineTask, Any]:
+    """Steps 1-3: ingest, patient split, preprocess. Returns the split task and the prepared set."""
+    # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
+    ingest_task = _cpu(
+        ingest(source=source, config=view["ingest"], source_digest=view["source_digest"])
+    ).set_display_name("Ingest")
+    # Step 2: patient-level split.
+    split_task = _cpu(split(ingested_set=ingest_task.outputs["ingested_set"], config=view["split"]))
+    split_task.set_display_name("Patient split")
+    # Step 3: preprocess into training shards.
+    prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], config=view["preprocess"]))
+    prep_task.set_display_name("Preprocess")
+    return split_task, prep_task.outputs["prepared_set"]
+
+
+def _generative_stages(
+    view, prepared, synthetic_set_uri, synthetic_publish_uri
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """Steps 5-6: train the GAN, synthesize, the report card. Returns the synthesize and card tasks."""
+    # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
+    gan_task = _gpu(train_gan(prepared_set=prepared, config=view["gan"], synthetic_set_uri=synthetic_set_uri))
+    gan_task.set_display_name("Train GAN")
+    # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
+    synth_task = _cpu(
+        synthesize(
+            generator=gan_task.outputs["generator"],
+            prepared_set=prepared,
+            config=view["synthesize"],
+            synthetic_set_uri=synthetic_set_uri,
+            publish_uri=synthetic_publish_uri,
+        )
+    )
+    synth_task.set_display_name("Synthesize")
+    card_task = _cpu(
+        assess_generator(
+            generator=gan_task.outputs["generator"],
+            prepared_set=prepared,
+            synthetic_set=synth_task.outputs["synthetic_set"],
+            config=view["card"],
+        )
+    )
+    card_task.set_display_name("Generator report card")
+    return synth_task, card_task
+
+
+def _result_stages(view, arm_task, card_task, sets: dict, source, model_uri, namespace) -> dsl.PipelineTask:
+    """Steps 8-11: evaluate, select the model, report, deploy. Returns the report task."""
+    # Step 8: statistics over arms and seeds.
+    eval_task = _cpu(
+        evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), config=view["evaluate"])
+    )
+    eval_task.set_display_name("Evaluate")
+    # Step 9: the final classifier, chosen on validation AUC.
+    select_task = _cpu(
+        select_model(
+            arm_results=dsl.Collected(arm_task.outputs["arm_result"]),
+            evaluation=eval_task.outputs["evaluation"],
+            config=view["select"],
+            source=source,
+        )
+    )
+    select_task.set_display_name("Select model")
+    # Step 10: the report.
+    report_task = _cpu(
+        report(
+            evaluation=eval_task.outputs["evaluation"],
+            report_card=card_task.outputs["report_card"],
+            final_model=select_task.outputs["final_model"],
+            **sets,
+            config=view["report"],
+            source=source,
+        )
+    )
+    report_task.set_display_name("Report")
+    # Step 11: serve it (export + InferenceService; a printed plan outside a cluster).
+    deploy_task = _cpu(
+        deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
+        cpu="1",
+        memory="2G",
+    )
+    # A side effect (export + InferenceService): never answered from the cache.
+    deploy_task.set_display_name("Deploy").set_caching_options(False)
+    return report_task
+
+
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Does conditional-GAN synthetic data improve a CBIS-DDSM mass classifier? "
@@ -158,17 +244,7 @@ def study_pipeline(
     )
     resolved.set_display_name("Resolve config").set_caching_options(False)
     view = resolved.outputs
-    # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
-    ingest_task = _cpu(
-        ingest(source=source, config=view["ingest"], source_digest=view["source_digest"])
-    ).set_display_name("Ingest")
-    # Step 2: patient-level split.
-    split_task = _cpu(split(ingested_set=ingest_task.outputs["ingested_set"], config=view["split"]))
-    split_task.set_display_name("Patient split")
-    # Step 3: preprocess into training shards.
-    prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], config=view["preprocess"]))
-    prep_task.set_display_name("Preprocess")
-    prepared = prep_task.outputs["prepared_set"]
+    split_task, prepared = _data_stages(view, source)
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
         tune(
@@ -179,29 +255,7 @@ def study_pipeline(
         )
     )
     tune_task.set_display_name("Tune hyperparameters")
-    # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
-    gan_task = _gpu(train_gan(prepared_set=prepared, config=view["gan"], synthetic_set_uri=synthetic_set_uri))
-    gan_task.set_display_name("Train GAN")
-    # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
-    synth_task = _cpu(
-        synthesize(
-            generator=gan_task.outputs["generator"],
-            prepared_set=prepared,
-            config=view["synthesize"],
-            synthetic_set_uri=synthetic_set_uri,
-            publish_uri=synthetic_publish_uri,
-        )
-    )
-    synth_task.set_display_name("Synthesize")
-    card_task = _cpu(
-        assess_generator(
-            generator=gan_task.outputs["generator"],
-            prepared_set=prepared,
-            synthetic_set=synth_task.outputs["synthetic_set"],
-            config=view["card"],
-        )
-    )
-    card_task.set_display_name("Generator report card")
+    synth_task, card_task = _generative_stages(view, prepared, synthetic_set_uri, synthetic_publish_uri)
     # Step 7: every arm over every seed, in parallel on the GPU pool. kfp.local 2.17 resolves an outer
     # task's *parameter* output inside ParallelFor to the loop item, so best_params travels as an
     # artifact and the train_arm view inside each loop item ({"arm", "config"}).
@@ -217,41 +271,7 @@ def study_pipeline(
             )
         )
         arm_task.set_display_name("Train arm")
-    # Step 8: statistics over arms and seeds.
-    eval_task = _cpu(
-        evaluate(arm_results=dsl.Collected(arm_task.outputs["arm_result"]), config=view["evaluate"])
-    )
-    eval_task.set_display_name("Evaluate")
-    # Step 9: the final classifier, chosen on validation AUC.
-    select_task = _cpu(
-        select_model(
-            arm_results=dsl.Collected(arm_task.outputs["arm_result"]),
-            evaluation=eval_task.outputs["evaluation"],
-            config=view["select"],
-            source=source,
-        )
-    )
-    select_task.set_display_name("Select model")
-    # Step 10: the report.
-    report_task = _cpu(
-        report(
-            evaluation=eval_task.outputs["evaluation"],
-            report_card=card_task.outputs["report_card"],
-            final_model=select_task.outputs["final_model"],
-            prepared_set=prepared,
-            split_set=split_task.outputs["split_set"],
-            synthetic_set=synth_task.outputs["synthetic_set"],
-            config=view["report"],
-            source=source,
-        )
-    )
-    report_task.set_display_name("Report")
-    # Step 11: serve it (export + InferenceService; a printed plan outside a cluster).
-    deploy_task = _cpu(
-        deploy(final_model=select_task.outputs["final_model"], model_uri=model_uri, namespace=namespace),
-        cpu="1",
-        memory="2G",
-    )
-    # A side effect (export + InferenceService): never answered from the cache.
-    deploy_task.set_display_name("Deploy").set_caching_options(False)
+    sets = {"prepared_set": prepared, "split_set": split_task.outputs["split_set"]}
+    sets["synthetic_set"] = synth_task.outputs["synthetic_set"]
+    report_task = _result_stages(view, arm_task, card_task, sets, source, model_uri, namespace)
     return report_task.outputs["run_dir"]
