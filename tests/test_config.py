@@ -262,3 +262,13 @@ def test_the_report_view_is_the_whole_config_and_preset_diff_rebuilds_it():
     assert load_config("embedded", diff) == cfg
     assert preset_diff(load_config("tiny")) == {}
     assert set(STAGE_FIELDS["report"]) == set(StudyConfig.model_fields)
+
+
+def test_a_stage_config_survives_copy_and_names_the_field():
+    import copy
+
+    view = from_stage_view(stage_view(load_config("tiny"), "split"), "split")
+    clone = copy.deepcopy(view)
+    assert clone.val_fraction == view.val_fraction == 0.15
+    with pytest.raises(AttributeError, match="'image_size'"):
+        _ = clone.image_size

@@ -235,6 +235,10 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
             "run",
             "--preset",
             "tiny",
+            "--seeds",
+            "0,1",
+            "--gan-steps",
+            "12",
             "--source",
             source,
             "--synthetic-publish-uri",
@@ -283,6 +287,9 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
     assert "stage ingest: started" in proc.stdout and "Got executor_input" not in proc.stdout
     run = json.loads((latest / "run.json").read_text())
     assert {"ingest", "train-gan"} <= set(run["stages"]) and run["study_seconds"] > 0, sorted(run["stages"])
+    # The typed flags reached the stages through resolve_config's views (tiny: 20 GAN steps).
+    assert run["config"]["gan"]["steps"] == 12 and run["config"]["seeds"] == [0, 1]
+    assert "resolve-config" in run["stages"]
     # Known gap: stages inside/after the ParallelFor (train-arm, evaluate, select-model, report,
     # deploy) do not reach the stdout filter yet; the stages before it are timed.
     assert {"ingest", "split", "preprocess", "tune", "train-gan", "synthesize"} <= set(run["stages"])

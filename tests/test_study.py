@@ -153,3 +153,17 @@ def test_model_json_states_the_label_convention(tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["class_names"] == list(CLASS_NAMES) and meta["positive_class"] == "malignant"
     assert "malignant = 1" in meta["label_convention"] and "malignant = 0" in meta["label_convention"]
+
+
+def test_the_rerun_command_rebuilds_the_resolved_config():
+    """The report's re-run line carries what differs from the preset (typed parameters included)."""
+    from mammosynth.config import preset_diff, resolve
+    from mammosynth.report import _rerun
+
+    cfg = resolve("embedded", seeds=[0, 1], gan_steps=40)
+    line = _rerun(cfg, "embedded", preset_diff(cfg))
+    assert line == """make run PRESET=embedded OVERRIDES='{"seeds": [0, 1], "gan": {"steps": 40}}'"""
+    assert _rerun(cfg, "embedded", {}) == "make run PRESET=embedded"
+    line = _rerun(cfg, "s3://b/cbis", preset_diff(cfg))
+    assert line.startswith("python -m pipelines run --source s3://b/cbis --preset embedded --overrides '{")
+    assert load_config("embedded", json.loads(line.split("--overrides ")[1].strip("'"))) == cfg

@@ -504,6 +504,8 @@ class StageConfig:
         object.__setattr__(self, "_where", (stage, fields, prefix))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # internals and protocols (copy, pickle): never config fields
+            raise AttributeError(name)
         stage, fields, prefix = self._where
         path = prefix + name
         if any(path == f or path.startswith(f + ".") for f in fields):
