@@ -17,6 +17,7 @@ def plan_arms(preset: str = "embedded", overrides: str = "{}") -> list[str]:
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_arm(
     arm_result: Output[Model],
+    roc: Output[ClassificationMetrics],
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
     best_params: Input[Artifact],
@@ -24,8 +25,19 @@ def train_arm(
     preset: str = "embedded",
     overrides: str = "{}",
 ):
-    """Train one arm over all seeds; every seed is tested on the same real test set."""
-    from mammosynth import study
+    """Train one arm over all seeds; every seed is tested on the same real test set.
+
+    Args:
+        arm_result: the arm dir (per-seed predictions, metrics and the first seed's model).
+        roc: this arm's seed-ensemble ROC and confusion matrix on the test set, named after the arm.
+        prepared_set: the real shards.
+        synthetic_set: the synthetic shards (unused by arms without synthetic data).
+        best_params: the tuned hyperparameters (JSON).
+        arm: the arm to train (e.g. ``real+synthetic@1.0``).
+        preset: config preset.
+        overrides: JSON object of config overrides.
+    """
+    from mammosynth import study, ui_metrics
 
     arm_result.metadata.update(
         study.train_arm_step(
@@ -38,41 +50,58 @@ def train_arm(
             overrides=overrides,
         )
     )
+    ui_metrics.log_classification(roc, study.arm_roc_step(arm_result.path))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate(
-    evaluation: Output[Artifact],
+    evaluation: Output[Dataset],
     metrics: Output[Metrics],
-    roc: Output[ClassificationMetrics],
     arm_results: Input[list[Model]],
     preset: str = "embedded",
     overrides: str = "{}",
 ):
-    """Per-arm means, bootstrap CIs and paired tests against the real and real+aug controls."""
-    from mammosynth import study
+    """Per-arm means, bootstrap CIs and paired tests against the real and real+aug controls.
+
+    Args:
+        evaluation: metrics.json, per-case test_predictions.csv and conclusion.md (a Dataset: the tables
+            select_model and report read).
+        metrics: what the UI shows: per-arm AUC/accuracy, and per matched comparison dAUC, its 95% CIs
+            and the Holm-adjusted p.
+        arm_results: every arm's dir.
+        preset: config preset.
+        overrides: JSON object of config overrides.
+    """
+    from mammosynth import study, ui_metrics
 
     summary = study.evaluate_step(
         [a.path for a in arm_results], evaluation.path, preset=preset, overrides=overrides
     )
-    for name, value in summary["scalars"].items():
-        metrics.log_metric(name, value)
-    roc.log_roc_curve(*summary["roc"])
-    roc.log_confusion_matrix(*summary["confusion"])
+    ui_metrics.log_metrics(metrics, summary["scalars"], display_name="dAUC, CIs and Holm p per comparison")
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def select_model(
     final_model: Output[Model],
+    roc: Output[ClassificationMetrics],
     arm_results: Input[list[Model]],
-    evaluation: Input[Artifact],
+    evaluation: Input[Dataset],
     source: str = "embedded",
     preset: str = "embedded",
     overrides: str = "{}",
 ):
-    """The final classifier: the arm with the best mean validation AUC (never chosen on test);
-    its model.json records the data source."""
-    from mammosynth import study
+    """The final classifier: the arm with the best mean validation AUC (never chosen on test).
+
+    Args:
+        final_model: the deployed model; its model.json records the data source.
+        roc: the deployed model's ROC and confusion matrix on the test set, named after its arm and seed.
+        arm_results: every arm's dir.
+        evaluation: evaluate's output.
+        source: the study's data source (the embedded phantom, a folder or s3:// prefix).
+        preset: config preset.
+        overrides: JSON object of config overrides.
+    """
+    from mammosynth import study, ui_metrics
 
     final_model.metadata.update(
         study.select_model_step(
@@ -84,6 +113,7 @@ def select_model(
             overrides=overrides,
         )
     )
+    ui_metrics.log_classification(roc, study.deployed_roc_step([a.path for a in arm_results], source=source))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
@@ -91,8 +121,8 @@ def report(
     run_dir: Output[Artifact],
     report_html: Output[HTML],
     report_md: Output[Markdown],
-    evaluation: Input[Artifact],
-    report_card: Input[Artifact],
+    evaluation: Input[Dataset],
+    report_card: Input[Metrics],
     final_model: Input[Model],
     prepared_set: Input[Dataset],
     split_set: Input[Dataset],
@@ -101,7 +131,24 @@ def report(
     overrides: str = "{}",
     source: str = "embedded",
 ):
-    """Write the study report (Markdown + HTML + figures + metrics.json + model/) as one run folder."""
+    """Write the study report (Markdown + HTML + figures + metrics.json + model/) as one run folder.
+
+    Args:
+        run_dir: the run folder. A generic Artifact: it is a whole folder (reports, figures, metrics.json,
+            model/, run.json) that no single system type (Dataset, Model, HTML, ...) describes.
+        report_html: the HTML report, figures embedded as data URIs (the UI shows it as is).
+        report_md: the Markdown report, figures embedded as data URIs (the run folder's report.md keeps
+            relative links).
+        evaluation: evaluate's output.
+        report_card: the generator report card.
+        final_model: the deployed model.
+        prepared_set: the real shards.
+        split_set: the patient split.
+        synthetic_set: the synthetic shards.
+        preset: config preset.
+        overrides: JSON object of config overrides.
+        source: the study's data source.
+    """
     from mammosynth import study
 
     study.report_step(

@@ -1,7 +1,7 @@
 """Generative components: train the conditional GAN → synthesize a set → assess the generator."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.image import TRAINER_IMAGE
 
@@ -59,14 +59,24 @@ def synthesize(
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def assess_generator(
-    report_card: Output[Artifact],
+    report_card: Output[Metrics],
     generator: Input[Model],
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
     preset: str = "embedded",
     overrides: str = "{}",
 ):
-    """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity."""
+    """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity.
+
+    Args:
+        report_card: the card's folder (JSON + figures); a Metrics artifact whose metadata holds the card's
+            scalars, which the UI shows as a table.
+        generator: the trained GAN.
+        prepared_set: the real shards (the validation split is the held-out real set).
+        synthetic_set: the synthetic shards.
+        preset: config preset.
+        overrides: JSON object of config overrides.
+    """
     from mammosynth import study
 
     report_card.metadata.update(
