@@ -495,6 +495,10 @@ def report_step(
 def deploy_step(
     final_model: str, *, model_uri: str = "", namespace: str = "mammosynth", service_name: str = "mammosynth"
 ) -> str:
+    """Export the final model and create/update its one InferenceService (`mammosynth.cluster.deploy`).
+
+    ``service_name`` is also the served model name; the default ``mammosynth`` is the local one.
+    """
     from mammosynth.cluster.deploy import deploy
 
     return str(deploy(final_model, model_uri=model_uri, namespace=namespace, name=service_name))
