@@ -255,12 +255,13 @@ def test_deploy_creates_one_inference_service_served_under_the_local_name(
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     _, with_sm, _ = model_dirs
-    api = FakeCustomObjects(ready_after=0)
+    fake = api = FakeCustomObjects(ready_after=0)
     real_apply = dep.apply_inference_service
-    monkeypatch.setattr(
-        dep, "apply_inference_service", lambda obj, timeout_s, api=None: real_apply(obj, 5, api=fake, poll_s=0.01)
-    )
-    fake = api
+
+    def apply(obj, timeout_s, api=None):
+        return real_apply(obj, 5, api=fake, poll_s=0.01)
+
+    monkeypatch.setattr(dep, "apply_inference_service", apply)
     out = study.deploy_step(str(with_sm), model_uri=str(tmp_path / "served"))  # the pipeline step's defaults
     assert list(api.objects) == [SERVED_MODEL_NAME] and api.calls.count("create") == 1
     assert out.startswith("InferenceService mammosynth created and Ready")

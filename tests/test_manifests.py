@@ -169,7 +169,8 @@ def test_one_inference_service_only_in_the_example_overlay(rendered):
     from mammosynth.serving import SERVED_MODEL_NAME
 
     assert not [d for d in rendered["base"] if d["kind"] == "InferenceService"]
-    assert {d["kind"] for d in rendered["base"]} >= {"ServingRuntime", "ServiceAccount", "Role", "RoleBinding"}
+    kinds = {d["kind"] for d in rendered["base"]}
+    assert kinds >= {"ServingRuntime", "ServiceAccount", "Role", "RoleBinding"}
     example = rendered[EXAMPLE_ISVC]
     (isvc,) = [d for d in example if d["kind"] == "InferenceService"]
     k8s.validate_inference_service(isvc)
@@ -194,7 +195,8 @@ def test_rbac_covers_the_default_runner_accounts(rendered, overlay):
     subjects = {(s["kind"], s["name"]): s for s in binding["subjects"]}
     for name in ("mammosynth-pipeline-runner", *DEFAULT_RUNNERS):
         assert ("ServiceAccount", name) in subjects, name
-        assert subjects["ServiceAccount", name]["namespace"] == binding["metadata"]["namespace"] == "mammosynth"
+        namespace = subjects["ServiceAccount", name]["namespace"]
+        assert namespace == binding["metadata"]["namespace"] == "mammosynth", name
     role = _find(docs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
     needed = {"create", "get", "list", "watch", "patch", "delete"}
     for group, resource in (("kubeflow.org", "experiments"), ("serving.kserve.io", "inferenceservices")):

@@ -1,4 +1,4 @@
-"""What the Kubeflow UI shows: ΔAUC/CI/Holm-p scalars, labelled ClassificationMetrics, embedded report figures."""
+"""What the Kubeflow UI shows: ΔAUC/CI/Holm-p scalars, labelled ClassificationMetrics, embedded figures."""
 
 from __future__ import annotations
 
@@ -165,7 +165,11 @@ def test_embed_figures_makes_every_image_a_data_uri(tmp_path):
     sources = _image_sources(out)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1]) == a.read_bytes()
-    assert info["embedded"] == 2 and info["omitted"] == ["figures/missing.png", "figures/notes.txt", "../outside.png"]
+    assert info["embedded"] == 2 and info["omitted"] == [
+        "figures/missing.png",
+        "figures/notes.txt",
+        "../outside.png",
+    ]
     assert "*Figure 'gone' is not embedded here (figures/missing.png is not a file in the run folder)" in out
     assert "![ROC](data:image/png;base64," in out and "text" in out
 

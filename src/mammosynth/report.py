@@ -883,14 +883,20 @@ def render_html(title: str, sections: Sequence[Section], out_dir: Path) -> str:
 # The UI shows a Markdown/HTML artifact on its own, without the run folder, so relative image links break:
 # the artifact copies embed every figure as a data URI, up to this many bytes of images in all.
 ARTIFACT_IMAGE_BUDGET = 4 * 1024 * 1024
-_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
 _MD_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)")
 _HTML_IMAGE = re.compile(r"<img\b[^>]*?\bsrc=(?P<q>['\"])(?P<src>.*?)(?P=q)[^>]*>")
 _ALT = re.compile(r"\balt=(['\"])(?P<alt>.*?)\1")
 
 
 def _image_bytes(src: str, base_dir: Path) -> tuple[bytes | None, str, str]:
-    """``(data, mime, why_not)`` of an image reference: a data URI's payload or a file under ``base_dir``."""
+    """``(data, mime, why_not)`` of an image: a data URI's payload or a file under ``base_dir``."""
     if src.startswith("data:"):
         head, _, payload = src.partition(",")
         return base64.b64decode(payload), head[5:].split(";")[0], ""
@@ -898,7 +904,9 @@ def _image_bytes(src: str, base_dir: Path) -> tuple[bytes | None, str, str]:
     if not path.is_relative_to(base_dir.resolve()) or not path.is_file():
         return None, "", f"{src} is not a file in the run folder"
     mime = _MIME.get(path.suffix.lower())
-    return (path.read_bytes(), mime, "") if mime else (None, "", f"{src} is not a PNG, JPEG, GIF or SVG image")
+    if not mime:
+        return None, "", f"{src} is not a PNG, JPEG, GIF or SVG image"
+    return path.read_bytes(), mime, ""
 
 
 def embed_figures(
@@ -974,8 +982,12 @@ def write_ui_artifacts(
     """
     run = Path(run_dir)
     result = {}
-    for key, name, dst, is_html in (("markdown", REPORT_MD, md_path, False), ("html", REPORT_HTML, html_path, True)):
-        text, result[key] = embed_figures((run / name).read_text(encoding="utf-8"), run, html_doc=is_html, **kwargs)
+    for key, name, dst, is_html in (
+        ("markdown", REPORT_MD, md_path, False),
+        ("html", REPORT_HTML, html_path, True),
+    ):
+        source = (run / name).read_text(encoding="utf-8")
+        text, result[key] = embed_figures(source, run, html_doc=is_html, **kwargs)
         write_text_atomic(dst, text)
     return result
 

@@ -1,8 +1,9 @@
 """Stage glue for the study pipeline: config in, core-function keywords out.
 
 Each KFP component makes one call into this module (plus, where it logs what the Kubeflow UI shows, one
-`mammosynth.ui_metrics` call), so what a component does can be run and tested without kfp. Each ``*_step`` loads the typed config from (preset, overrides), calls the stage's
-core function and returns the small dict the component records as artifact metadata.
+`mammosynth.ui_metrics` call), so what a component does can be run and tested without kfp. Each
+``*_step`` loads the typed config from (preset, overrides), calls the stage's core function and returns
+the small dict the component records as artifact metadata.
 """
 
 from __future__ import annotations

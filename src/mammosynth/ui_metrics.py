@@ -81,7 +81,9 @@ def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def roc_points(y: Any, p: Any, max_points: int = MAX_ROC_POINTS) -> tuple[list[float], list[float], list[float]]:
+def roc_points(
+    y: Any, p: Any, max_points: int = MAX_ROC_POINTS
+) -> tuple[list[float], list[float], list[float]]:
     """ROC curve ``(fpr, tpr, thresholds)`` with at most ``max_points`` points, both ends kept.
 
     Args:
@@ -101,7 +103,9 @@ def roc_points(y: Any, p: Any, max_points: int = MAX_ROC_POINTS) -> tuple[list[f
         raise ValueError(f"max_points must be at least 2 (the curve's two ends), got {max_points}")
     labels = np.asarray(y).astype(int)
     if len(set(labels.tolist())) < 2:
-        raise ValueError("an ROC curve needs both benign (0) and malignant (1) cases; the labels hold one class")
+        raise ValueError(
+            "an ROC curve needs both benign (0) and malignant (1) cases; the labels hold one class"
+        )
     fpr, tpr, thr = roc_curve(labels, np.asarray(p, dtype=np.float64))
     if len(fpr) > max_points:
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
