@@ -213,3 +213,22 @@ def test_report_artifacts_embed_every_figure_and_the_run_folder_keeps_links(run,
     total = sum((out / link).stat().st_size for link in links)
     assert info["markdown"]["bytes"] == total < report.ARTIFACT_IMAGE_BUDGET
     assert (out / "report.md").read_text() == on_disk  # the run folder's copy is untouched
+
+
+def test_evaluate_component_logs_the_named_scalars(run, tmp_path):
+    """The component body (glue) puts the core's scalars on its Metrics artifact, under a display name."""
+    pytest.importorskip("kfp")
+    from kfp.dsl import Dataset, Metrics, Model
+
+    from components.experiment import evaluate as evaluate_component
+
+    dirs, _, _ = run
+    evaluation, metrics = Dataset(uri=str(tmp_path / "evaluation")), Metrics(uri=str(tmp_path / "metrics"))
+    arm_results = [Model(uri=d) for d in dirs]
+    evaluate_component.python_func(
+        evaluation=evaluation, metrics=metrics, arm_results=arm_results, preset="tiny"
+    )
+    written = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    logged = {k: v for k, v in metrics.metadata.items() if k != "display_name"}
+    assert logged == ui_metrics.scalars(written) and "dAUC real+synthetic@1.0 vs real" in logged
+    assert metrics.metadata["display_name"] == "dAUC, CIs and Holm p per comparison"
