@@ -24,6 +24,7 @@ def train_arm(
     arm: str,
     preset: str = "embedded",
     overrides: str = "{}",
+    source: str = "embedded",
 ):
     """Train one arm over all seeds; every seed is tested on the same real test set.
 
@@ -36,6 +37,7 @@ def train_arm(
         arm: the arm to train (e.g. ``real+synthetic@1.0``).
         preset: config preset.
         overrides: JSON object of config overrides.
+        source: the study's data source (names the test set in the ROC: phantom data is called phantom).
     """
     from mammosynth import study, ui_metrics
 
@@ -50,7 +52,7 @@ def train_arm(
             overrides=overrides,
         )
     )
-    ui_metrics.log_classification(roc, study.arm_roc_step(arm_result.path))
+    ui_metrics.log_classification(roc, study.arm_roc_step(arm_result.path, source=source))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)

@@ -177,6 +177,7 @@ def study_pipeline(
                 best_params=tune_task.outputs["best_params"],
                 preset=preset,
                 overrides=overrides,
+                source=source,
             )
         )
         arm_task.set_display_name("Train arm")

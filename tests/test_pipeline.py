@@ -167,6 +167,9 @@ def test_compiled_outputs_are_typed_and_labelled(compiled_cpu):
         "report_html": "system.HTML",
         "report_md": "system.Markdown",
     }
+    # The arm's ROC names its test set as phantom or real, so the run's source reaches train-arm.
+    arm_inputs = _all_tasks(spec)["train-arm"]["inputs"]["parameters"]
+    assert arm_inputs["source"] == {"componentInputParameter": "pipelinechannel--source"}
     # The component bodies label what they log (display names are set at run time, in the core).
     executors = spec["deploymentSpec"]["executors"]
     for name, call in (

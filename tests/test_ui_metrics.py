@@ -98,9 +98,11 @@ def test_train_arm_roc_is_the_labelled_seed_ensemble(run):
     dirs, metrics, _ = run
     arm_dir = dirs[2]
     artifact = ClassificationMetrics(name="roc")
-    ui_metrics.log_classification(artifact, study.arm_roc_step(arm_dir))
+    ui_metrics.log_classification(artifact, study.arm_roc_step(arm_dir, source="embedded"))
     meta = artifact.metadata
-    assert meta["display_name"] == "ROC real+synthetic@1.0: mean of 3 seeds, shared test set"
+    assert meta["display_name"] == "ROC real+synthetic@1.0: mean of 3 seeds, phantom test set"
+    real = study.arm_roc_step(arm_dir, source="s3://bucket/cbis-ddsm")["metadata"]["display_name"]
+    assert real == "ROC real+synthetic@1.0: mean of 3 seeds, real test set"
     assert "malignant = 1 is the positive class" in meta["label_convention"]
     ensemble = metrics["arms"]["real+synthetic@1.0"]["ensemble"]
     assert meta["auc"] == pytest.approx(ensemble["metrics"]["auc"])

@@ -362,11 +362,20 @@ def evaluate_step(
     return {"scalars": ui_metrics.scalars(metrics)}
 
 
-def arm_roc_step(arm_dir: str) -> dict:
-    """The UI's ClassificationMetrics of one trained arm (`mammosynth.ui_metrics.arm_classification`)."""
-    from mammosynth import ui_metrics
+def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
+    """The UI's ClassificationMetrics of one trained arm (`mammosynth.ui_metrics.arm_classification`).
 
-    return ui_metrics.arm_classification(arm_dir)
+    Args:
+        arm_dir: the arm dir `train_arm_step` wrote.
+        source: the study's ``source`` (names the test set: phantom data is called phantom).
+
+    Returns:
+        `mammosynth.ui_metrics.classification`'s dict.
+    """
+    from mammosynth import ui_metrics
+    from mammosynth.evaluate import test_set_name
+
+    return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(data_source(source)))
 
 
 def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
