@@ -25,23 +25,27 @@ def plan_arms(config: str, arm_config: str) -> list[dict]:
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_arm(
     arm_result: Output[Model],
+    roc: Output[ClassificationMetrics],
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
     best_params: Input[Artifact],
     arm: str,
     config: str,
+    source: str = "embedded",
 ):
     """Train one arm over all seeds; every seed is tested on the same real test set.
 
     Args:
-        arm_result: the arm dir (arm.json, seed-<s>/predictions.csv, the first seed's model).
-        prepared_set: the real training shards.
-        synthetic_set: the synthetic set (used by the synthetic arms).
-        best_params: the tune step's best hyperparameters (JSON).
-        arm: the arm name (real, real+aug, real+synthetic@r, real+aug+synthetic, tstr).
-        config: this stage's config view (from resolve_config, carried by the loop item).
+        arm_result: the arm dir (per-seed predictions, metrics and the first seed's model).
+        roc: this arm's seed-ensemble ROC and confusion matrix on the test set, named after the arm.
+        prepared_set: the real shards.
+        synthetic_set: the synthetic shards (unused by arms without synthetic data).
+        best_params: the tuned hyperparameters (JSON).
+        arm: the arm to train (e.g. ``real+synthetic@1.0``).
+        config: this stage's config view (from resolve_config).
+        source: the study's data source (names the test set in the ROC: phantom data is called phantom).
     """
-    from mammosynth import study
+    from mammosynth import study, ui_metrics
 
     arm_result.metadata.update(
         study.train_arm_step(
@@ -53,52 +57,54 @@ def train_arm(
             config=config,
         )
     )
+    ui_metrics.log_classification(roc, study.arm_roc_step(arm_result.path, source=source))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate(
-    evaluation: Output[Artifact],
+    evaluation: Output[Dataset],
     metrics: Output[Metrics],
-    roc: Output[ClassificationMetrics],
     arm_results: Input[list[Model]],
     config: str,
 ):
     """Per-arm means, bootstrap CIs and paired tests against the real and real+aug controls.
 
     Args:
-        evaluation: metrics.json and the test predictions of every arm.
-        metrics: per-arm AUC and accuracy for the UI.
-        roc: ROC curve and confusion matrix of the deployed model.
-        arm_results: every train_arm output.
+        evaluation: metrics.json, per-case test_predictions.csv and conclusion.md (a Dataset: the tables
+            select_model and report read).
+        metrics: what the UI shows: per-arm AUC/accuracy, and per matched comparison dAUC, its 95% CIs
+            and the Holm-adjusted p.
+        arm_results: every arm's dir.
         config: this stage's config view (from resolve_config).
     """
-    from mammosynth import study
+    from mammosynth import study, ui_metrics
 
-    summary = study.evaluate_step([a.path for a in arm_results], evaluation.path, config=config)
-    for name, value in summary["scalars"].items():
-        metrics.log_metric(name, value)
-    roc.log_roc_curve(*summary["roc"])
-    roc.log_confusion_matrix(*summary["confusion"])
+    summary = study.evaluate_step(
+        [a.path for a in arm_results], evaluation.path, config=config
+    )
+    ui_metrics.log_metrics(metrics, summary["scalars"], display_name="dAUC, CIs and Holm p per comparison")
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def select_model(
     final_model: Output[Model],
+    roc: Output[ClassificationMetrics],
     arm_results: Input[list[Model]],
-    evaluation: Input[Artifact],
+    evaluation: Input[Dataset],
     config: str,
     source: str = "embedded",
 ):
     """The final classifier: the arm with the best mean validation AUC (never chosen on test).
 
     Args:
-        final_model: the classifier (model.keras, model.json with the data source, saved_model/).
-        arm_results: every train_arm output.
-        evaluation: the evaluate step's output.
+        final_model: the deployed model; its model.json records the data source.
+        roc: the deployed model's ROC and confusion matrix on the test set, named after its arm and seed.
+        arm_results: every arm's dir.
+        evaluation: evaluate's output.
+        source: the study's data source (the embedded phantom, a folder or s3:// prefix).
         config: this stage's config view (from resolve_config).
-        source: the study's data source (recorded in model.json).
     """
-    from mammosynth import study
+    from mammosynth import study, ui_metrics
 
     final_model.metadata.update(
         study.select_model_step(
@@ -109,6 +115,7 @@ def select_model(
             config=config,
         )
     )
+    ui_metrics.log_classification(roc, study.deployed_roc_step([a.path for a in arm_results], source=source))
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
@@ -116,8 +123,8 @@ def report(
     run_dir: Output[Artifact],
     report_html: Output[HTML],
     report_md: Output[Markdown],
-    evaluation: Input[Artifact],
-    report_card: Input[Artifact],
+    evaluation: Input[Dataset],
+    report_card: Input[Metrics],
     final_model: Input[Model],
     prepared_set: Input[Dataset],
     split_set: Input[Dataset],
@@ -128,16 +135,18 @@ def report(
     """Write the study report (Markdown + HTML + figures + metrics.json + model/) as one run folder.
 
     Args:
-        run_dir: the run folder (report.md, report.html, metrics.json, figures/, model/, run.json).
-        report_html: the HTML report.
-        report_md: the Markdown report.
-        evaluation: the evaluate step's output.
+        run_dir: the run folder. A generic Artifact: it is a whole folder (reports, figures, metrics.json,
+            model/, run.json) that no single system type (Dataset, Model, HTML, ...) describes.
+        report_html: the HTML report, figures embedded as data URIs (the UI shows it as is).
+        report_md: the Markdown report, figures embedded as data URIs (the run folder's report.md keeps
+            relative links).
+        evaluation: evaluate's output.
         report_card: the generator report card.
-        final_model: the selected classifier.
-        prepared_set: the training shards.
-        split_set: the split set (index and split report).
-        synthetic_set: the synthetic set.
-        config: this stage's config view (the whole config: the report records it).
+        final_model: the deployed model.
+        prepared_set: the real shards.
+        split_set: the patient split.
+        synthetic_set: the synthetic shards.
+        config: this stage's config view (from resolve_config).
         source: the study's data source.
     """
     from mammosynth import study

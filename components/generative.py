@@ -1,7 +1,7 @@
 """Generative components: train the conditional GAN → synthesize a set → assess the generator."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.image import TRAINER_IMAGE
 
@@ -65,7 +65,7 @@ def synthesize(
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def assess_generator(
-    report_card: Output[Artifact],
+    report_card: Output[Metrics],
     generator: Input[Model],
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
@@ -74,10 +74,11 @@ def assess_generator(
     """Generator report card: FID/KID with floor, precision/recall, memorisation, diversity.
 
     Args:
-        report_card: report_card.json and its figures.
-        generator: the train_gan step's output.
-        prepared_set: the training shards (held-out real = the validation split).
-        synthetic_set: the synthesize step's output.
+        report_card: the card's folder (JSON + figures); a Metrics artifact whose metadata holds the card's
+            scalars, which the UI shows as a table.
+        generator: the trained GAN.
+        prepared_set: the real shards (the validation split is the held-out real set).
+        synthetic_set: the synthetic shards.
         config: this stage's config view (from resolve_config).
     """
     from mammosynth import study

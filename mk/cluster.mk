@@ -58,13 +58,17 @@ lock-cuda: ## re-resolve and pin the trainer's NVIDIA wheels (images/constraints
 
 # A throwaway overlay on top of the chosen one, so the tracked manifests never carry a registry or
 # a namespace: pipeline pods run in the KFP namespace (a profile namespace in multi-user Kubeflow,
-# `kubeflow` for standalone KFP) and need the Secret, ConfigMap and service account there.
+# `kubeflow` for standalone KFP) and need the Secret, ConfigMap and service account there. The
+# replacement moves the RoleBinding's subjects KFP owns (pipeline-runner, default-editor) to NAMESPACE too.
 build/deploy/$(OVERLAY)/kustomization.yaml: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' \
 	  'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' 'namespace: $(NAMESPACE)' \
 	  'resources:' '  - ../../../manifests/overlays/$(OVERLAY)' \
-	  'images:' '  - name: mammosynth-server' '    newName: $(REGISTRY)/mammosynth-server' '    newTag: "$(TAG)"' > $@
+	  'images:' '  - name: mammosynth-server' '    newName: $(REGISTRY)/mammosynth-server' '    newTag: "$(TAG)"' \
+	  'replacements:' '  - source: {kind: RoleBinding, name: mammosynth-pipeline-runner, fieldPath: metadata.namespace}' \
+	  '    targets:' '      - select: {kind: RoleBinding, name: mammosynth-pipeline-runner}' \
+	  '        fieldPaths: ["subjects.[name=pipeline-runner].namespace", "subjects.[name=default-editor].namespace"]' > $@
 
 render: ## render every overlay to build/manifests/<overlay>.yaml (offline)
 	@command -v $(KUBECTL) >/dev/null || { echo "make $@: $(KUBECTL) not found; install kubectl >= 1.27 or pass KUBECTL=" >&2; exit 2; }

@@ -268,6 +268,7 @@ def study_pipeline(
                 arm=item.arm,
                 best_params=tune_task.outputs["best_params"],
                 config=item.config,
+                source=source,
             )
         )
         arm_task.set_display_name("Train arm")

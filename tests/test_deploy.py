@@ -240,3 +240,37 @@ def test_main_help_and_dry_run(model_dirs, tmp_path, monkeypatch, capsys):
     assert dep.main(["--model", str(with_sm), "--model-uri", str(tmp_path / "m"), "--name", "m1"]) == 0
     assert "kind: InferenceService" in capsys.readouterr().out
     assert dep.main(["--model", str(tmp_path / "missing"), "--model-uri", str(tmp_path / "m2")]) == 1
+
+
+def test_deploy_creates_one_inference_service_served_under_the_local_name(
+    model_dirs, tmp_path, monkeypatch, caplog
+):
+    """One InferenceService per deployed model, created by the deploy step, and the model name a client
+    puts in /v1/models/<name>:predict is the one `mammosynth serve` answers to locally."""
+    pytest.importorskip("kserve", reason="the local server's default name lives in mammosynth.serving.model")
+    from mammosynth import study
+    from mammosynth.serving import SERVED_MODEL_NAME
+    from mammosynth.serving.__main__ import build_parser
+    from mammosynth.serving.model import DEFAULT_NAME
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    _, with_sm, _ = model_dirs
+    fake = api = FakeCustomObjects(ready_after=0)
+    real_apply = dep.apply_inference_service
+
+    def apply(obj, timeout_s, api=None):
+        return real_apply(obj, 5, api=fake, poll_s=0.01)
+
+    monkeypatch.setattr(dep, "apply_inference_service", apply)
+    out = study.deploy_step(str(with_sm), model_uri=str(tmp_path / "served"))  # the pipeline step's defaults
+    assert list(api.objects) == [SERVED_MODEL_NAME] and api.calls.count("create") == 1
+    assert out.startswith("InferenceService mammosynth created and Ready")
+    (isvc,) = api.objects.values()
+    local = build_parser().parse_args(["--model", str(with_sm)]).model_name
+    assert dep.served_model_name(isvc) == local == DEFAULT_NAME == SERVED_MODEL_NAME
+    # A server image run directly says the name in its own arg; a renamed service warns that it differs.
+    direct = dep.inference_service("mammo-b", "ns", "s3://b/m", image="registry.example/server:1")
+    assert dep.served_model_name(direct) == "mammo-b"
+    with caplog.at_level("WARNING", logger="mammosynth.cluster.deploy"):
+        dep.deploy(with_sm, model_uri=str(tmp_path / "b"), name="mammo-b", stream=io.StringIO())
+    assert "served as 'mammo-b', not 'mammosynth'" in caplog.text and "--model_name mammo-b" in caplog.text

@@ -22,6 +22,10 @@ from mammosynth.cluster import k8s, submit
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
 OVERLAYS = ("local", "gpu", "local-gpu")
+EXAMPLE_ISVC = "example-isvc"  # an example overlay, not applied by `make deploy`
+# The accounts pipeline runs use by default: standalone KFP's and a Kubeflow profile namespace's. They
+# are created by KFP / the profile controller, never by these manifests.
+DEFAULT_RUNNERS = ("pipeline-runner", "default-editor")
 KUBECTL = shutil.which("kubectl")
 CREDENTIAL_SECRET = "mammosynth-minio"
 needs_kubectl = pytest.mark.skipif(
@@ -39,7 +43,9 @@ def _kustomize(path: Path) -> list[dict]:
 def rendered() -> dict[str, list[dict]]:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed: cannot render kustomize")
-    return {overlay: _kustomize(MANIFESTS / "overlays" / overlay) for overlay in OVERLAYS}
+    out = {overlay: _kustomize(MANIFESTS / "overlays" / overlay) for overlay in (*OVERLAYS, EXAMPLE_ISVC)}
+    out["base"] = _kustomize(MANIFESTS / "base")
+    return out
 
 
 def _find(docs: list[dict], kind: str, name: str) -> dict:
@@ -71,8 +77,6 @@ def test_overlay_objects_validate(rendered, overlay):
         ("ConfigMap", "mammosynth-storage"),
         ("Job", "mammosynth-bucket-setup"),
         ("ServingRuntime", "mammosynth-server"),
-        ("InferenceService", "mammosynth-classifier"),
-        ("InferenceService", "mammosynth-classifier-tf"),
     }
     minio = {("Deployment", "minio"), ("Service", "minio"), ("PersistentVolumeClaim", "minio-data")}
     gpu = {("ConfigMap", "mammosynth-gpu-pool")}
@@ -80,6 +84,8 @@ def test_overlay_objects_validate(rendered, overlay):
     if overlay == "gpu":
         assert not minio & kinds, "the gpu overlay uses an existing object store"
     assert expected <= kinds, f"missing from {overlay}: {sorted(expected - kinds)}"
+    # The deploy step creates the one InferenceService once a model exists; no overlay applies one.
+    assert not [d for d in docs if d["kind"] == "InferenceService"]
     # The credentials never come from the overlays (see manifests/credentials).
     assert not [d for d in docs if d["kind"] == "Secret"]
 
@@ -92,7 +98,7 @@ def test_namespace_enables_katib_metrics_collector(rendered):
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", (*OVERLAYS, EXAMPLE_ISVC))
 def test_references_resolve(rendered, overlay):
     """Every ConfigMap/Secret/ServiceAccount/runtime/Role an object names exists (or is the
     credentials Secret that manifests/credentials creates)."""
@@ -132,7 +138,8 @@ def test_references_resolve(rendered, overlay):
                 ("ServingRuntime", doc["spec"]["predictor"]["model"]["runtime"], doc["metadata"]["name"])
             )
     assert refs
-    missing = [r for r in refs if (r[0], r[1]) not in names and (r[0], r[1]) != ("Secret", CREDENTIAL_SECRET)]
+    external = {("Secret", CREDENTIAL_SECRET), *(("ServiceAccount", sa) for sa in DEFAULT_RUNNERS)}
+    missing = [r for r in refs if (r[0], r[1]) not in names and (r[0], r[1]) not in external]
     assert not missing, f"dangling references in {overlay}: {missing}"
 
 
@@ -155,19 +162,51 @@ def test_s3_endpoint_agrees_between_pipeline_config_and_kserve(rendered, overlay
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", ["gpu", "local-gpu"])
-def test_gpu_overlays_place_tf_serving_on_the_gpu_pool(rendered, overlay):
+def test_one_inference_service_only_in_the_example_overlay(rendered):
+    """Base ships ServingRuntime, SA, RBAC and storage, no InferenceService; the example overlay holds exactly
+    one, the very object the deploy step builds, served under the name `mammosynth serve` uses locally."""
+    from mammosynth.cluster import deploy
+    from mammosynth.serving import SERVED_MODEL_NAME
+
+    assert not [d for d in rendered["base"] if d["kind"] == "InferenceService"]
+    kinds = {d["kind"] for d in rendered["base"]}
+    assert kinds >= {"ServingRuntime", "ServiceAccount", "Role", "RoleBinding"}
+    example = rendered[EXAMPLE_ISVC]
+    (isvc,) = [d for d in example if d["kind"] == "InferenceService"]
+    k8s.validate_inference_service(isvc)
+    built = deploy.inference_service(SERVED_MODEL_NAME, "mammosynth", "s3://mammosynth/models/classifier")
+    assert isvc == built
+    assert deploy.served_model_name(isvc) == SERVED_MODEL_NAME == "mammosynth"
+    # Everything else in the example is the base, unchanged.
+    others = sorted(yaml.safe_dump(d) for d in example if d["kind"] != "InferenceService")
+    assert others == sorted(yaml.safe_dump(d) for d in rendered["base"])
+    # `make deploy` takes OVERLAY=local|gpu|local-gpu and render lists the same: the example is never applied.
+    cluster_mk = (ROOT / "mk" / "cluster.mk").read_text()
+    assert EXAMPLE_ISVC not in cluster_mk
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", (*OVERLAYS, "base"))
+def test_rbac_covers_the_default_runner_accounts(rendered, overlay):
+    """Runs from the KFP UI use pipeline-runner (standalone KFP) or default-editor (profile namespace), not
+    the account `make submit` passes; all three may create Katib Experiments and InferenceServices."""
     docs = rendered[overlay]
-    pool = _find(docs, "ConfigMap", "mammosynth-gpu-pool")["data"]
-    predictor = _find(docs, "InferenceService", "mammosynth-classifier-tf")["spec"]["predictor"]
-    assert predictor["nodeSelector"] == {pool["MAMMOSYNTH_GPU_NODE_LABEL"]: pool["MAMMOSYNTH_GPU_NODE_VALUE"]}
-    assert predictor["tolerations"][0]["key"] == pool["MAMMOSYNTH_GPU_TOLERATION_KEY"]
-    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    # The CPU-only base keeps serving off the GPU pool.
-    base_predictor = _find(rendered["local"], "InferenceService", "mammosynth-classifier-tf")["spec"][
-        "predictor"
-    ]
-    assert "nodeSelector" not in base_predictor
+    binding = _find(docs, "RoleBinding", "mammosynth-pipeline-runner")
+    subjects = {(s["kind"], s["name"]): s for s in binding["subjects"]}
+    for name in ("mammosynth-pipeline-runner", *DEFAULT_RUNNERS):
+        assert ("ServiceAccount", name) in subjects, name
+        namespace = subjects["ServiceAccount", name]["namespace"]
+        assert namespace == binding["metadata"]["namespace"] == "mammosynth", name
+    role = _find(docs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+    needed = {"create", "get", "list", "watch", "patch", "delete"}
+    for group, resource in (("kubeflow.org", "experiments"), ("serving.kserve.io", "inferenceservices")):
+        verbs = {
+            v
+            for rule in role["rules"]
+            if group in rule["apiGroups"] and resource in rule["resources"]
+            for v in rule["verbs"]
+        }
+        assert needed <= verbs, f"{group}/{resource}: missing {sorted(needed - verbs)}"
 
 
 def test_gpu_pool_keys_are_what_the_pipeline_reads():
@@ -214,7 +253,7 @@ def test_credentials_secret_generated_from_untracked_env(tmp_path):
 
 @needs_kubectl
 def test_misspelt_inference_service_field_is_rejected(rendered):
-    isvc = copy.deepcopy(_find(rendered["local"], "InferenceService", "mammosynth-classifier"))
+    isvc = copy.deepcopy(_find(rendered[EXAMPLE_ISVC], "InferenceService", "mammosynth"))
     predictor = isvc["spec"]["predictor"]
     predictor["maxReplica"] = predictor.pop("maxReplicas")
     predictor["model"]["storageURI"] = predictor["model"].pop("storageUri")
@@ -619,8 +658,9 @@ def test_make_deploy_overlay_sets_registry_and_namespace(tmp_path):
     assert runtime["spec"]["containers"][0]["image"] == "ghcr.io/example/mammosynth-server:v9"
     assert _find(docs, "Namespace", namespace)
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {namespace}
-    (subject,) = _find(docs, "RoleBinding", "mammosynth-pipeline-runner")["subjects"]
-    assert subject["namespace"] == namespace
+    subjects = _find(docs, "RoleBinding", "mammosynth-pipeline-runner")["subjects"]
+    assert {s["name"] for s in subjects} == {"mammosynth-pipeline-runner", *DEFAULT_RUNNERS}
+    assert {s["namespace"] for s in subjects} == {namespace}  # KFP's own accounts moved there too
     for doc in docs:
         k8s.validate_object(doc)
 

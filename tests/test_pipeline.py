@@ -182,6 +182,37 @@ def test_deploy_is_never_cached_and_gpu_steps_retry(variant, request):
     assert retried == {"train-gan", "train-arm"}
 
 
+def test_compiled_outputs_are_typed_and_labelled(compiled_cpu):
+    """Typed artifacts (issue 16): one ClassificationMetrics per arm and one for the deployed model; the
+    evaluation a Dataset, the report card a Metrics; evaluate keeps no unlabelled ROC of its own."""
+    spec, _ = compiled_cpu
+
+    def outputs(component: str) -> dict[str, str]:
+        arts = spec["components"][f"comp-{component}"]["outputDefinitions"]["artifacts"]
+        return {name: a["artifactType"]["schemaTitle"] for name, a in arts.items()}
+
+    assert outputs("train-arm") == {"arm_result": "system.Model", "roc": "system.ClassificationMetrics"}
+    assert outputs("select-model") == {"final_model": "system.Model", "roc": "system.ClassificationMetrics"}
+    assert outputs("evaluate") == {"evaluation": "system.Dataset", "metrics": "system.Metrics"}
+    assert outputs("assess-generator") == {"report_card": "system.Metrics"}
+    assert outputs("report") == {
+        "run_dir": "system.Artifact",
+        "report_html": "system.HTML",
+        "report_md": "system.Markdown",
+    }
+    # The arm's ROC names its test set as phantom or real, so the run's source reaches train-arm.
+    arm_inputs = _all_tasks(spec)["train-arm"]["inputs"]["parameters"]
+    assert arm_inputs["source"] == {"componentInputParameter": "pipelinechannel--source"}
+    # The component bodies label what they log (display names are set at run time, in the core).
+    executors = spec["deploymentSpec"]["executors"]
+    for name, call in (
+        ("train-arm", "ui_metrics.log_classification(roc, study.arm_roc_step("),
+        ("select-model", "ui_metrics.log_classification(roc, study.deployed_roc_step("),
+        ("evaluate", "ui_metrics.log_metrics(metrics,"),
+    ):
+        assert call in " ".join(executors[f"exec-{name}"]["container"]["command"]), name
+
+
 def test_trainer_image_comes_from_the_environment(tmp_path):
     """`make compile REGISTRY=... TAG=...` exports MAMMOSYNTH_TRAINER_IMAGE; every step then runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAMMOSYNTH_")}

@@ -879,6 +879,119 @@ def render_html(title: str, sections: Sequence[Section], out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------- Kubeflow UI artifacts
+# The UI shows a Markdown/HTML artifact on its own, without the run folder, so relative image links break:
+# the artifact copies embed every figure as a data URI, up to this many bytes of images in all.
+ARTIFACT_IMAGE_BUDGET = 4 * 1024 * 1024
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
+_MD_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)")
+_HTML_IMAGE = re.compile(r"<img\b[^>]*?\bsrc=(?P<q>['\"])(?P<src>.*?)(?P=q)[^>]*>")
+_ALT = re.compile(r"\balt=(['\"])(?P<alt>.*?)\1")
+
+
+def _image_bytes(src: str, base_dir: Path) -> tuple[bytes | None, str, str]:
+    """``(data, mime, why_not)`` of an image: a data URI's payload or a file under ``base_dir``."""
+    if src.startswith("data:"):
+        head, _, payload = src.partition(",")
+        return base64.b64decode(payload), head[5:].split(";")[0], ""
+    path = (base_dir / src).resolve()
+    if not path.is_relative_to(base_dir.resolve()) or not path.is_file():
+        return None, "", f"{src} is not a file in the run folder"
+    mime = _MIME.get(path.suffix.lower())
+    if not mime:
+        return None, "", f"{src} is not a PNG, JPEG, GIF or SVG image"
+    return path.read_bytes(), mime, ""
+
+
+def embed_figures(
+    text: str, base_dir: str | os.PathLike, *, html_doc: bool, max_bytes: int = ARTIFACT_IMAGE_BUDGET
+) -> tuple[str, dict[str, Any]]:
+    """Every image of a report as a data URI, so the document shows its figures on its own.
+
+    Images are taken in document order (the first screen first) until ``max_bytes`` of image data is
+    reached; later ones, and links that are not an image file inside ``base_dir``, become a one-line note
+    pointing to the run folder, so no image reference is left that the Kubeflow UI cannot show.
+
+    Args:
+        text: ``report.md`` (``![alt](src)``) or ``report.html`` (``<img src=...>``) text.
+        base_dir: the folder relative links are resolved against (the run folder).
+        html_doc: True for HTML, False for Markdown.
+        max_bytes: the most image bytes embedded in all.
+
+    Returns:
+        ``(text, {"embedded": n, "bytes": total, "omitted": [src...]})``.
+    """
+    base = Path(base_dir)
+    info: dict[str, Any] = {"embedded": 0, "bytes": 0, "omitted": []}
+
+    def replace(match: re.Match) -> str:
+        src = match.group("src")
+        if html_doc:
+            alt_match = _ALT.search(match.group(0))
+            alt = html.unescape(alt_match.group("alt")) if alt_match else "figure"
+        else:
+            alt = match.group("alt") or "figure"
+        data, mime, why = _image_bytes(src, base)
+        if data is not None and info["bytes"] + len(data) > max_bytes:
+            why = (
+                f"its {len(data) / 1024:.0f} KB would take the embedded figures past "
+                f"{max_bytes / 2**20:.1f} MB"
+            )
+        if why:
+            where = "report.html" if src.startswith("data:") else src
+            info["omitted"].append(where)
+            note = f"Figure '{alt}' is not embedded here ({why}); see {where} in the run folder."
+            return f"<em>{html.escape(note)}</em>" if html_doc else f"*{note}*"
+        info["embedded"] += 1
+        info["bytes"] += len(data)
+        uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        return match.group(0).replace(src, uri, 1) if html_doc else f"![{alt}]({uri})"
+
+    out = (_HTML_IMAGE if html_doc else _MD_IMAGE).sub(replace, text)
+    if info["omitted"]:
+        log.warning(
+            "report artifact: %d figure(s) not embedded (%s); they stay in the run folder",
+            len(info["omitted"]),
+            ", ".join(info["omitted"]),
+        )
+    return out, info
+
+
+def write_ui_artifacts(
+    run_dir: str | os.PathLike, md_path: str | os.PathLike, html_path: str | os.PathLike, **kwargs: Any
+) -> dict[str, Any]:
+    """Write the Kubeflow UI's Markdown and HTML artifacts: the run folder's reports with embedded figures.
+
+    The run folder's ``report.md`` keeps its relative links (for a README or GitHub); the copies written
+    here embed every figure (`embed_figures`, up to its size budget).
+
+    Args:
+        run_dir: the run folder holding ``report.md``, ``report.html`` and their figures.
+        md_path: where the Markdown artifact goes.
+        html_path: where the HTML artifact goes.
+        **kwargs: passed to `embed_figures` (``max_bytes``).
+
+    Returns:
+        ``{"markdown": embed info, "html": embed info}``.
+    """
+    run = Path(run_dir)
+    result = {}
+    for key, name, dst, is_html in (
+        ("markdown", REPORT_MD, md_path, False),
+        ("html", REPORT_HTML, html_path, True),
+    ):
+        source = (run / name).read_text(encoding="utf-8")
+        text, result[key] = embed_figures(source, run, html_doc=is_html, **kwargs)
+        write_text_atomic(dst, text)
+    return result
+
+
 def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dict]:
     """Place every figure under the report folder; captions from `figures.caption` or the Figure."""
     placed: dict[str, str | None] = {}

@@ -1,7 +1,8 @@
 """Stage glue for the study pipeline: config in, core-function keywords out.
 
-Each KFP component makes exactly one call into this module, so what a component does can be run and
-tested without kfp. `resolve_config_step` turns the run's parameters into one config view per stage
+Each KFP component makes exactly one call into this module (plus, where it logs what the Kubeflow UI
+shows, one `mammosynth.ui_metrics` call), so what a component does can be run and tested without kfp.
+`resolve_config_step` turns the run's parameters into one config view per stage
 (`mammosynth.config.stage_view`); each ``*_step`` takes its view as ``config=`` (or, for the CLI and
 tests, ``preset=``/``overrides=``, which are resolved and cut to the same view), calls the stage's core
 function and returns the small dict the component records as artifact metadata. A step reading a
@@ -445,16 +446,17 @@ def evaluate_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
 ) -> dict:
-    """Statistics over all arms; returns what the Kubeflow UI shows (scalars, ROC, confusion)."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import confusion_matrix, roc_curve
+    """Statistics over all arms; returns the Kubeflow UI's scalars (`mammosynth.ui_metrics.scalars`).
 
+    Returns:
+        ``{"scalars": {name: value}}``: per-arm AUC/accuracy and, per matched comparison, ΔAUC, its CIs
+        and the Holm-adjusted p. The deployed model's ROC is `deployed_roc_step`'s (select_model).
+    """
+    from mammosynth import ui_metrics
     from mammosynth.evaluate import run_evaluate
 
     cfg = _cfg("evaluate", config, preset, overrides)
     chosen = final_arm(arm_dirs)
-    seed = deployed_seed(chosen)
     metrics = run_evaluate(
         arm_dirs,
         out_dir,
@@ -463,24 +465,47 @@ def evaluate_step(
         context={
             "preset": cfg.preset,
             "final_arm": _arm_name(chosen),
-            "ui_metrics": f"ROC and confusion matrix of the deployed model: arm {_arm_name(chosen)}, seed {seed}",
+            "ui_metrics": "Metrics: per-arm AUC and accuracy (means over seeds), and per matched comparison "
+            "dAUC, its 95% CIs and the Holm-adjusted p; ClassificationMetrics per arm (train_arm) and for "
+            f"the deployed model (select_model: arm {_arm_name(chosen)}, seed {deployed_seed(chosen)})",
         },
     )
-    scalars = {}
-    for name, arm in metrics["arms"].items():
-        scalars[f"{name}.auc"] = float(arm["auc"])
-        scalars[f"{name}.accuracy"] = float(arm["accuracy"])
-    # What is deployed is what is shown: ROC and confusion of the deployed model (final arm, first seed).
-    pred = pd.read_csv(armlib.seed_dir(chosen, seed) / armlib.PREDICTIONS_FILE)
-    y, p = pred["label_id"].to_numpy(), pred["prob"].to_numpy()
-    fpr, tpr, thr = roc_curve(y, p)
-    thr = np.clip(thr, 0.0, 1.0)  # sklearn's first threshold is +inf
-    cm = confusion_matrix(y, (p >= 0.5).astype(int), labels=[0, 1])
-    return {
-        "scalars": scalars,
-        "roc": (fpr.tolist(), tpr.tolist(), thr.tolist()),
-        "confusion": (list(CLASS_NAMES), cm.tolist()),
-    }
+    return {"scalars": ui_metrics.scalars(metrics)}
+
+
+def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
+    """The UI's ClassificationMetrics of one trained arm (`mammosynth.ui_metrics.arm_classification`).
+
+    Args:
+        arm_dir: the arm dir `train_arm_step` wrote.
+        source: the study's ``source`` (names the test set: phantom data is called phantom).
+
+    Returns:
+        `mammosynth.ui_metrics.classification`'s dict.
+    """
+    from mammosynth import ui_metrics
+    from mammosynth.evaluate import test_set_name
+
+    return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(data_source(source)))
+
+
+def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
+    """The UI's ClassificationMetrics of the deployed model: the final arm's first seed on the test set.
+
+    Args:
+        arm_dirs: every arm dir (the final one is chosen as `select_model_step` chooses it).
+        source: the study's ``source`` (names the test set: phantom data is called phantom).
+
+    Returns:
+        `mammosynth.ui_metrics.classification`'s dict.
+    """
+    from mammosynth import ui_metrics
+    from mammosynth.evaluate import test_set_name
+
+    chosen = final_arm(arm_dirs)
+    return ui_metrics.deployed_classification(
+        chosen, deployed_seed(chosen), test_set=test_set_name(data_source(source))
+    )
 
 
 def data_source(source: str) -> str:
@@ -565,8 +590,12 @@ def report_step(
     overrides: str | dict | None = None,
     source: str = "embedded",
 ) -> dict:
-    """Assemble the run folder (`mammosynth.report.assemble_run`) and copy the two reports out."""
-    from mammosynth.report import assemble_run
+    """Assemble the run folder (`mammosynth.report.assemble_run`) and write the two UI artifacts.
+
+    The Markdown and HTML artifacts embed their figures as data URIs (`mammosynth.report.write_ui_artifacts`)
+    so the Kubeflow UI shows them; the run folder's ``report.md`` keeps its relative links.
+    """
+    from mammosynth.report import assemble_run, write_ui_artifacts
 
     paths = {
         "evaluation": evaluation,
@@ -579,16 +608,22 @@ def report_step(
     cfg = _cfg("report", config, preset, overrides)
     # The re-run command rebuilds this config: the fields that differ from the preset, as overrides.
     out = assemble_run(Path(run_dir), cfg, paths, source=source, overrides=preset_diff(cfg))
-    for src, dst in ((out / "report.md", md_path), (out / "report.html", html_path)):
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    return {"run_dir": str(out)}
+    embedded = write_ui_artifacts(out, md_path, html_path)
+    return {
+        "run_dir": str(out),
+        "figures_embedded": embedded["markdown"]["embedded"],
+        "figures_not_embedded": len(embedded["markdown"]["omitted"]),
+    }
 
 
 # Step 11 --------------------------------------------------------------------------------------------
 def deploy_step(
     final_model: str, *, model_uri: str = "", namespace: str = "mammosynth", service_name: str = "mammosynth"
 ) -> str:
+    """Export the final model and create/update its one InferenceService (`mammosynth.cluster.deploy`).
+
+    ``service_name`` is also the served model name; the default ``mammosynth`` is the local one.
+    """
     from mammosynth.cluster.deploy import deploy
 
     return str(deploy(final_model, model_uri=model_uri, namespace=namespace, name=service_name))

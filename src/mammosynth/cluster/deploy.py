@@ -1,7 +1,12 @@
-"""Deploy stage: export the final classifier for serving and create/update its InferenceService.
+"""Deploy stage: export the final classifier for serving and create/update its one InferenceService.
 
-`export_for_serving` writes one tree that serves both runtimes (the layout of
-``manifests/base/inference-services.yaml``)::
+One InferenceService per deployed model, and this step is what creates it: manifests/base ships only
+what it needs (ServingRuntime, service accounts, RBAC, storage config); ``manifests/overlays/example-isvc``
+shows the object `inference_service` builds by default, for a hand ``kubectl apply -k``. The model is
+served under the InferenceService's name, `SERVED_MODEL_NAME` (``mammosynth``) by default — the name
+``mammosynth serve`` uses locally, so requests read the same in both places.
+
+`export_for_serving` writes one tree that serves both runtimes::
 
     <out>/model.keras, model.json   our predictor (`python -m mammosynth.serving --model_dir /mnt/models`)
     <out>/saved_model/<n>/          TF SavedModel under a numeric version (KServe's TensorFlow runtime)
@@ -27,6 +32,7 @@ from typing import Any
 
 from mammosynth import atomic, storage
 from mammosynth.models.io import META_FILE, MODEL_FILE, SAVED_MODEL_DIR, load_meta
+from mammosynth.serving import SERVED_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +214,25 @@ def inference_service(
     }
 
 
+def served_model_name(obj: dict[str, Any]) -> str:
+    """The model name KServe serves an InferenceService's model under (the ``/v1/models/<name>`` path).
+
+    Our ServingRuntime passes ``--model_name={{.Name}}`` and KServe's TensorFlow runtime does the same, so
+    it is the InferenceService's name; a predictor container says it in its own ``--model_name`` arg.
+
+    Args:
+        obj: an InferenceService from `inference_service`.
+
+    Returns:
+        The served model name.
+    """
+    for container in obj["spec"]["predictor"].get("containers") or []:
+        for arg in container.get("args") or []:
+            if arg.startswith("--model_name="):
+                return arg.split("=", 1)[1]
+    return obj["metadata"]["name"]
+
+
 def _ready_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
@@ -325,7 +350,7 @@ def deploy(
     model_dir: str | os.PathLike,
     *,
     model_uri: str = "",
-    name: str = "mammosynth",
+    name: str = SERVED_MODEL_NAME,
     namespace: str = "mammosynth",
     runtime: str = "custom",
     image: str | None = None,
@@ -337,7 +362,10 @@ def deploy(
     api: Any = None,
     stream=None,
 ) -> DeployResult:
-    """Export ``model_dir`` to ``model_uri`` and apply its InferenceService (in a cluster only).
+    """Export ``model_dir`` to ``model_uri`` and apply its one InferenceService (in a cluster only).
+
+    The InferenceService is named ``name``, which is also the served model name (`served_model_name`);
+    the default, `SERVED_MODEL_NAME`, is the name ``mammosynth serve`` uses locally.
 
     Outside a cluster (no ``KUBERNETES_SERVICE_HOST``) the YAML that would be applied is printed and
     nothing is applied. An empty ``model_uri`` skips the export (and therefore the apply: the cluster
@@ -367,6 +395,15 @@ def deploy(
         resources=resources,
     )
     k8s.validate_inference_service(obj)
+    served = served_model_name(obj)
+    if served != SERVED_MODEL_NAME:
+        log.warning(
+            "deploy: the model is served as %r, not %r as `mammosynth serve` serves it locally; "
+            "run the local server with --model_name %s to send it the same requests",
+            served,
+            SERVED_MODEL_NAME,
+            served,
+        )
     if not model_uri:
         note = "no model_uri given, so nothing was exported for the cluster to read"
     elif not in_cluster() and api is None:
@@ -396,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-uri", default="", help="where to export the serving tree (s3://... in a cluster)"
     )
-    parser.add_argument("--name", default="mammosynth", help="InferenceService name")
+    parser.add_argument(
+        "--name", default=SERVED_MODEL_NAME, help="InferenceService name, also the served model name"
+    )
     parser.add_argument("--namespace", default="mammosynth")
     parser.add_argument("--runtime", choices=RUNTIMES, default="custom")
     parser.add_argument("--image", default=None, help="server image to run directly (custom runtime)")

@@ -6,3 +6,8 @@ directory over KServe's v1 (``/v1/models/mammosynth:predict``) and Open Inferenc
 (request decoding, shared preprocessing), `batcher` (micro-batching), `limits` (payload bound).
 Nothing here is imported by the training code, so the trainer image needs no kserve.
 """
+
+# The name the model is served under, locally (`mammosynth serve`, ``--model_name``'s default) and in the
+# cluster (the deploy step's InferenceService is named this, and KServe serves a model under its
+# InferenceService's name): /v1/models/mammosynth:predict and /v2/models/mammosynth/infer on both.
+SERVED_MODEL_NAME = "mammosynth"

@@ -20,12 +20,13 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from mammosynth.serving import SERVED_MODEL_NAME
 from mammosynth.serving.batcher import MicroBatcher
 from mammosynth.serving.inputs import Limits, v1_instances, v2_inputs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAME = "mammosynth"
+DEFAULT_NAME = SERVED_MODEL_NAME  # one name locally and in the cluster
 UNKNOWN = "unknown"
 PHANTOM_WARNING = (
     "this model was trained on phantom (embedded synthetic-looking) data, not on real mammograms; "
