@@ -13,16 +13,28 @@ def train_gan(
     preset: str = "embedded",
     overrides: str = "{}",
     synthetic_set_uri: str = "",
+    checkpoint_uri: str = "",
+    run_key: str = "",
 ):
     """Train the conditional GAN on the real training split, checkpointing as it goes.
 
     With ``synthetic_set_uri`` (a published synthetic set) nothing is trained: the run reuses that set.
+    With ``checkpoint_uri`` (s3://bucket/prefix or a mounted PVC path) checkpoints are mirrored to
+    ``<checkpoint_uri>/<run_key>/gan-seed-<k>/`` and a retried pod resumes from there; ``run_key``
+    must stay the same across retries (the pipeline passes the KFP run ID). Empty: as before, the
+    checkpoints live only in the output artifact, which KFP uploads on success.
     """
     from mammosynth import study
 
     generator.metadata.update(
         study.train_gan_step(
-            prepared_set.path, generator.path, preset=preset, overrides=overrides, reuse_uri=synthetic_set_uri
+            prepared_set.path,
+            generator.path,
+            preset=preset,
+            overrides=overrides,
+            reuse_uri=synthetic_set_uri,
+            checkpoint_uri=checkpoint_uri,
+            run_key=run_key,
         )
     )
 

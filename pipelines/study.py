@@ -96,6 +96,7 @@ def study_pipeline(
     namespace: str = "mammosynth",
     synthetic_publish_uri: str = "",
     synthetic_set_uri: str = "",
+    gan_checkpoint_uri: str = "",
 ) -> dsl.Artifact:
     """Run the whole study.
 
@@ -107,6 +108,9 @@ def study_pipeline(
         namespace: Kubernetes namespace of the InferenceService.
         synthetic_publish_uri: publish the synthetic set there (s3://..., content-addressed, with lineage).
         synthetic_set_uri: reuse this published synthetic set; the GAN is then not trained.
+        gan_checkpoint_uri: durable GAN checkpoints (s3://bucket/prefix, or a PVC path mounted in the
+            GAN pod), kept per run ID so a retried (preempted) GAN pod resumes instead of starting
+            over; empty keeps them only in the output artifact, which KFP uploads on success.
 
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
@@ -138,7 +142,13 @@ def study_pipeline(
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
     gan_task = _gpu(
         train_gan(
-            prepared_set=prepared, preset=preset, overrides=overrides, synthetic_set_uri=synthetic_set_uri
+            prepared_set=prepared,
+            preset=preset,
+            overrides=overrides,
+            synthetic_set_uri=synthetic_set_uri,
+            checkpoint_uri=gan_checkpoint_uri,
+            # The run ID stays the same when set_retry restarts the task (the task ID need not).
+            run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
     )
     gan_task.set_display_name("Train GAN")
