@@ -113,6 +113,17 @@ def test_corrupt_remote_checkpoint_falls_back_to_the_previous_one(s3_env, tmp_pa
     assert checkpoints.fetch(uri, tmp_path / "pod3").name == "step-000006"
 
 
+def test_local_or_pvc_path_works_the_same_and_resume_false_discards(tmp_path):
+    uri = str(tmp_path / "pvc" / "run-4" / "gan-seed-0")
+    for step in (3, 6, 9):
+        checkpoints.mirror(_fake_checkpoint(tmp_path / "pod1", step), uri)
+    assert sorted(p.name for p in Path(uri).iterdir()) == ["latest", "step-000006", "step-000009"]
+    assert not list(Path(uri).rglob("*.mstmp")), "temp files left behind"
+    assert checkpoints.fetch(uri, tmp_path / "pod2").name == "step-000009"
+    checkpoints.discard(uri)
+    assert storage.list_files(uri) == [] and checkpoints.fetch(uri, tmp_path / "pod3") is None
+
+
 def test_run_key_must_be_one_stable_path_segment():
     assert checkpoints.durable_uri("s3://b/ckpt/", "1234", "gan-seed-0") == "s3://b/ckpt/1234/gan-seed-0"
     for bad in ("", "  ", "a/b", "..", "{{$.pipeline_job_uuid}}"):
@@ -122,6 +133,25 @@ def test_run_key_must_be_one_stable_path_segment():
 
     with pytest.raises(ValueError, match="run_key '' is not usable"):
         study.train_gan_step("unused", "unused", preset="tiny", checkpoint_uri="s3://b/ckpt", run_key="")
+
+
+def test_study_pipeline_passes_the_checkpoint_uri_and_the_run_id_to_the_retried_gan_task(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    from pipelines.study import study_pipeline
+
+    compiler.Compiler().compile(study_pipeline, str(tmp_path / "study.yaml"))
+    spec = next(yaml.safe_load_all((tmp_path / "study.yaml").read_text()))
+    param = spec["root"]["inputDefinitions"]["parameters"]["gan_checkpoint_uri"]
+    assert param["defaultValue"] == "" and "retried (preempted) GAN pod resumes" in param["description"]
+    task = spec["root"]["dag"]["tasks"]["train-gan"]
+    assert task["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "gan_checkpoint_uri"}
+    # The run UUID, not the task ID: the run ID is the same for every retry of the task.
+    assert task["inputs"]["parameters"]["run_key"] == {
+        "runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}
+    }
+    assert task["retryPolicy"]["maxRetryCount"] >= 1
 
 
 # ------------------------------------------------------------------------------------ kfp.local runs
@@ -227,7 +257,9 @@ def test_killed_gan_resumes_from_the_durable_checkpoint_in_kfp_local(
 def test_retried_task_keeps_its_run_key_in_kfp_local(s3_env, tmp_path, kfp_local, monkeypatch):
     """With set_retry and run_key = dsl.PIPELINE_JOB_ID_PLACEHOLDER, the retried attempt writes to the
     same run-key folder as the killed one (kfp.local substitutes one random 8-digit run ID per pipeline
-    run, and a new task ID per attempt) and resumes from step 3 instead of 0."""
+    run, and a new task ID per attempt) and resumes from step 3 instead of 0. kfp.local retries in the
+    same output directory, so this attempt resumes from its local copy; a fresh pod's empty directory
+    (the durable restore) is the test above."""
     prepared = _prepared(tmp_path / "prepared")
     ckpt_uri = f"s3://{s3_env}/gan-checkpoints"
     monkeypatch.setenv("MAMMOSYNTH_FAULT_AFTER_STEP", "3")
