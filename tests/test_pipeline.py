@@ -88,6 +88,7 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
         "overrides",
         "synthetic_publish_uri",
         "synthetic_set_uri",
+        "gan_checkpoint_uri",
         "model_uri",
         "namespace",
     }
