@@ -124,6 +124,23 @@ def test_local_or_pvc_path_works_the_same_and_resume_false_discards(tmp_path):
     assert storage.list_files(uri) == [] and checkpoints.fetch(uri, tmp_path / "pod3") is None
 
 
+def test_gan_cli_mirrors_to_checkpoint_uri_and_a_fresh_out_dir_resumes_from_it(tmp_path, capsys):
+    from mammosynth.gan import main
+
+    prepared = _prepared(tmp_path / "prepared")
+    durable = tmp_path / "pvc" / "gan"
+    argv = ["--prepared-dir", str(prepared), "--steps", "2", "--batch-size", "8", "--latent-dim", "8"]
+    argv += ["--checkpoint-every", "1", "--log-every", "1", "--checkpoint-uri", str(durable)]
+    assert main([*argv, "--out-dir", str(tmp_path / "pod1")]) == 0
+    assert (durable / "latest").read_text().strip() == "step-000002"
+    assert sorted(p.name for p in durable.glob("step-*")) == ["step-000001", "step-000002"]
+    capsys.readouterr()
+    assert main([*argv, "--out-dir", str(tmp_path / "pod2")]) == 0  # a new pod, nothing local
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["start_step"] == 2 and summary["resumed_from"] == f"{durable}/step-000002"
+    assert (tmp_path / "pod2" / "generator" / "generator.keras").exists()
+
+
 def test_run_key_must_be_one_stable_path_segment():
     assert checkpoints.durable_uri("s3://b/ckpt/", "1234", "gan-seed-0") == "s3://b/ckpt/1234/gan-seed-0"
     for bad in ("", "  ", "a/b", "..", "{{$.pipeline_job_uuid}}"):

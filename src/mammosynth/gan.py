@@ -499,6 +499,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--no-resume", action="store_true", help="start over, discarding checkpoints")
     p.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto")
+    p.add_argument(
+        "--checkpoint-uri",
+        default="",
+        help="also keep checkpoints there (s3://bucket/prefix or a PVC path) and resume from there",
+    )
     return p
 
 
@@ -520,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         resume=not args.no_resume,
         log_every=args.log_every,
         jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+        checkpoint_uri=args.checkpoint_uri,
     )
     print(json.dumps(summary))
     return 0
