@@ -12,21 +12,36 @@ def train_gan(
     prepared_set: Input[Dataset],
     config: str,
     synthetic_set_uri: str = "",
+    checkpoint_uri: str = "",
+    run_key: str = "",
 ):
     """Train the conditional GAN on the real training split, checkpointing as it goes.
 
     With ``synthetic_set_uri`` (a published synthetic set) nothing is trained: the run reuses that set.
+    With ``checkpoint_uri`` (s3://bucket/prefix or a mounted PVC path) checkpoints are mirrored to
+    ``<checkpoint_uri>/<run_key>/gan-seed-<k>/`` and a retried pod resumes from there; ``run_key``
+    must stay the same across retries (the pipeline passes the KFP run ID). Empty: as before, the
+    checkpoints live only in the output artifact, which KFP uploads on success.
 
     Args:
         generator: the trained generator(s) with checkpoints, losses and samples.
         prepared_set: the training shards (the real training split is what the GAN sees).
         config: this stage's config view (from resolve_config).
         synthetic_set_uri: a published synthetic set to reuse instead of training.
+        checkpoint_uri: durable checkpoint location (s3://... or a mounted PVC path); empty = none.
+        run_key: stable across retries of this task (the KFP run ID), names the checkpoint folder.
     """
     from mammosynth import study
 
     generator.metadata.update(
-        study.train_gan_step(prepared_set.path, generator.path, config=config, reuse_uri=synthetic_set_uri)
+        study.train_gan_step(
+            prepared_set.path,
+            generator.path,
+            config=config,
+            reuse_uri=synthetic_set_uri,
+            checkpoint_uri=checkpoint_uri,
+            run_key=run_key,
+        )
     )
 
 

@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--overrides", default="{}", help="JSON object of config overrides, applied last")
     run.add_argument("--synthetic-publish-uri", default="", help="publish the synthetic set there (s3://...)")
     run.add_argument("--synthetic-set-uri", default="", help="reuse this published synthetic set (no GAN)")
+    run.add_argument(
+        "--gan-checkpoint-uri", default="", help="durable GAN checkpoints (s3://... or a folder); resumable"
+    )
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
     run.add_argument(
         "--verbose",
@@ -314,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir,
         synthetic_publish_uri=args.synthetic_publish_uri,
         synthetic_set_uri=args.synthetic_set_uri,
+        gan_checkpoint_uri=args.gan_checkpoint_uri,
         verbose=verbose_requested(args.verbose),
         **typed,
     )

@@ -101,11 +101,20 @@ def _data_stages(view, source: str) -> tuple[dsl.PipelineTask, Any]:
 
 
 def _generative_stages(
-    view, prepared, synthetic_set_uri, synthetic_publish_uri
+    view, prepared, synthetic_set_uri, synthetic_publish_uri, gan_checkpoint_uri
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
     """Steps 5-6: train the GAN, synthesize, the report card. Returns the synthesize and card tasks."""
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
-    gan_task = _gpu(train_gan(prepared_set=prepared, config=view["gan"], synthetic_set_uri=synthetic_set_uri))
+    gan_task = _gpu(
+        train_gan(
+            prepared_set=prepared,
+            config=view["gan"],
+            synthetic_set_uri=synthetic_set_uri,
+            checkpoint_uri=gan_checkpoint_uri,
+            # The run ID stays the same when set_retry restarts the task (the task ID need not).
+            run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+    )
     gan_task.set_display_name("Train GAN")
     # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
     synth_task = _cpu(
@@ -193,6 +202,7 @@ def study_pipeline(
     namespace: str = "mammosynth",
     synthetic_publish_uri: str = "",
     synthetic_set_uri: str = "",
+    gan_checkpoint_uri: str = "",
 ) -> dsl.Artifact:
     """Run the whole study. Empty list, 0 or "" means: use the preset's value.
 
@@ -217,6 +227,9 @@ def study_pipeline(
         namespace: Kubernetes namespace of the InferenceService.
         synthetic_publish_uri: publish the synthetic set there (s3://..., content-addressed, with lineage).
         synthetic_set_uri: reuse this published synthetic set; the GAN is then not trained.
+        gan_checkpoint_uri: durable GAN checkpoints (s3://bucket/prefix, or a PVC path mounted in the
+            GAN pod), kept per run ID so a retried (preempted) GAN pod resumes instead of starting
+            over; empty keeps them only in the output artifact, which KFP uploads on success.
 
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
@@ -255,7 +268,9 @@ def study_pipeline(
         )
     )
     tune_task.set_display_name("Tune hyperparameters")
-    synth_task, card_task = _generative_stages(view, prepared, synthetic_set_uri, synthetic_publish_uri)
+    synth_task, card_task = _generative_stages(
+        view, prepared, synthetic_set_uri, synthetic_publish_uri, gan_checkpoint_uri
+    )
     # Step 7: every arm over every seed, in parallel on the GPU pool. kfp.local 2.17 resolves an outer
     # task's *parameter* output inside ParallelFor to the loop item, so best_params travels as an
     # artifact and the train_arm view inside each loop item ({"arm", "config"}).

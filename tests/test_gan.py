@@ -150,7 +150,8 @@ def test_cvae_behind_the_same_interface(tmp_path):
 def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path, damage):
     """Issue 15: a damaged `latest` pointer or a truncated newest checkpoint never restarts from 0,
     and retention never deletes the checkpoint just written."""
-    from mammosynth.gan import _latest_checkpoint, train_gan
+    from mammosynth.checkpoints import latest as _latest_checkpoint
+    from mammosynth.gan import train_gan
 
     prepared = _prepared(tmp_path)
     kw = dict(

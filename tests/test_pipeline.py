@@ -61,6 +61,7 @@ RUN_FORM = {
     "namespace": ("STRING", "mammosynth"),
     "synthetic_publish_uri": ("STRING", ""),
     "synthetic_set_uri": ("STRING", ""),
+    "gan_checkpoint_uri": ("STRING", ""),
     "seeds": ("LIST", []),
     "arms": ("LIST", []),
     "synthetic_ratios": ("LIST", []),
@@ -397,6 +398,7 @@ def test_resolve_config_runs_first_and_is_never_cached(variant, request):
         "namespace",
         "synthetic_publish_uri",
         "synthetic_set_uri",
+        "gan_checkpoint_uri",
     }
 
 

@@ -207,9 +207,22 @@ def train_gan_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
     reuse_uri: str = "",
+    checkpoint_uri: str = "",
+    run_key: str = "",
 ) -> dict:
-    """Train the GAN, or — when ``reuse_uri`` names a published synthetic set — skip training and
-    record which set the run reuses (its lineage says which generator made it)."""
+    """Train the GAN (one generator per GAN seed), resumably, or record a reused synthetic set.
+
+    When ``reuse_uri`` names a published synthetic set, nothing is trained: the step records which
+    set the run reuses (its lineage says which generator made it).
+
+    With ``checkpoint_uri`` (``s3://bucket/prefix`` or a local / PVC path) generator ``k`` mirrors its
+    checkpoints to ``<checkpoint_uri>/<run_key>/gan-seed-<k>/`` and resumes from there, so a retried
+    pod continues instead of starting over; ``run_key`` must stay the same across retries of the
+    task (the pipeline passes the KFP run ID). Empty: checkpoints stay in ``out_dir`` only.
+
+    Raises:
+        ValueError: ``checkpoint_uri`` without a usable ``run_key``.
+    """
     cfg = _cfg("gan", config, preset, overrides)
     if reuse_uri:
         out = Path(out_dir)
@@ -217,16 +230,20 @@ def train_gan_step(
         (out / "reused.json").write_text(json.dumps({"synthetic_set_uri": reuse_uri}, indent=2))
         log.info("train_gan: reusing the published synthetic set %s; no GAN trained", reuse_uri)
         return {"reused_synthetic_set": reuse_uri}
+    from mammosynth.checkpoints import durable_uri
     from mammosynth.gan import train_gan
     from mammosynth.synthesize import GENERATOR_PREFIX
 
+    if checkpoint_uri:
+        durable_uri(checkpoint_uri, run_key, GENERATOR_PREFIX)  # a bad run key fails before any training
     g = cfg.gan
     n_gen = max(1, int(g.seeds))
     results = []
     for k in range(n_gen):
         # One generator per GAN seed (gan-seed-<k>/ when there are several) so the across-seed intervals
         # of the synthetic arms include generator randomness.
-        target = Path(out_dir) / f"{GENERATOR_PREFIX}{k}" if n_gen > 1 else Path(out_dir)
+        target_name = f"{GENERATOR_PREFIX}{k}"
+        target = Path(out_dir) / target_name if n_gen > 1 else Path(out_dir)
         results.append(
             train_gan(
                 prepared_dir,
@@ -238,6 +255,7 @@ def train_gan_step(
                 learning_rate=g.learning_rate,
                 seed=gan_seed(cfg, k),
                 checkpoint_every=g.checkpoint_every,
+                checkpoint_uri=durable_uri(checkpoint_uri, run_key, target_name) if checkpoint_uri else "",
             )
         )
     info = {k: v for k, v in results[0].items() if isinstance(v, (int, float, str, bool))}
