@@ -413,6 +413,119 @@ def test_chunked_oversized_body_is_refused(server):
     assert resp.status_code == 413 and "over the server limit" in resp.json()["error"]
     assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
 
+OVERSIZED = 8 * MAX_PAYLOAD  # far enough over the limit that the socket buffers cannot hide a reset
+
+
+def _post_plain(target: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    """POST with the standard library: it writes the whole body before reading, and does not retry a reset."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(target, body, headers), timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests", "httpx"])
+def test_oversized_body_gets_a_readable_413_not_a_reset(server, client):
+    """A plain client sending a declared-oversized body reads the 413 and its message (issue 15).
+
+    Before the middleware drained refused bodies, urllib got ``ConnectionResetError``/``BrokenPipeError``;
+    requests and httpx read the answer after a failed write, so they passed either way.
+    """
+    url, proc = server
+    body = b'{"instances": ["' + b"A" * OVERSIZED + b'"]}'
+    target = f"{url}/v1/models/mammosynth:predict"
+    headers = {"content-type": "application/json"}
+    if client == "urllib":
+        status, answer = _post_plain(target, body, headers)
+    elif client == "requests":
+        requests = pytest.importorskip("requests")
+        resp = requests.post(target, data=body, headers=headers, timeout=30)
+        status, answer = resp.status_code, resp.json()
+    else:
+        resp = httpx.post(target, content=body, headers=headers, timeout=30)
+        status, answer = resp.status_code, resp.json()
+    assert status == 413, answer
+    assert "over the server limit" in answer["error"] and "--max-payload-bytes" in answer["error"]
+    assert proc.poll() is None
+    assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
+
+
+def test_oversized_body_with_expect_100_continue_is_413_before_the_body(server):
+    """A client that waits for ``100 Continue`` gets the 413 instead and never has to send the body."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/models/mammosynth:predict HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {OVERSIZED}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"over the server limit" in rest.partition(b"\r\n\r\n")[2]
+
+
+def _drain_scenario(receive, **limits) -> tuple[list[dict], int]:
+    """Run the payload middleware alone on one oversized request; return what it sent and the app calls."""
+    from mammosynth.serving.limits import PayloadLimitMiddleware
+
+    sent, calls = [], []
+
+    async def app(scope, receive, send):
+        calls.append(scope)
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = PayloadLimitMiddleware(app, max_bytes=10, **limits)
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"1000000")]}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout=5))
+    return sent, len(calls)
+
+
+def test_payload_drain_reads_the_refused_body_then_answers_413():
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": i < 9} for i in range(10)]
+    pending = list(chunks)
+
+    async def receive():
+        return pending.pop(0)
+
+    sent, calls = _drain_scenario(receive)
+    assert not pending and calls == 0, "the whole refused body is read (and not passed on) before the 413"
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"over the server limit" in sent[1]["body"]
+
+
+def test_payload_drain_is_bounded_in_bytes_and_time():
+    endless = 0
+
+    async def receive_forever():
+        nonlocal endless
+        endless += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+    sent, _ = _drain_scenario(receive_forever, drain_max_bytes=50_000)
+    assert sent[0]["status"] == 413 and 50 <= endless <= 52
+
+    async def receive_stalled():
+        await asyncio.sleep(60)
+
+    start = time.monotonic()
+    sent, _ = _drain_scenario(receive_stalled, drain_seconds=0.2)
+    assert sent[0]["status"] == 413 and time.monotonic() - start < 2
+
 
 def _bad_requests():
     good = _tensors(1).tolist()
