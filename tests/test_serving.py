@@ -413,6 +413,7 @@ def test_chunked_oversized_body_is_refused(server):
     assert resp.status_code == 413 and "over the server limit" in resp.json()["error"]
     assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
 
+
 OVERSIZED = 8 * MAX_PAYLOAD  # far enough over the limit that the socket buffers cannot hide a reset
 
 

@@ -37,7 +37,11 @@ class PayloadLimitMiddleware:
     """
 
     def __init__(
-        self, app, max_bytes: int, drain_seconds: float = DRAIN_SECONDS, drain_max_bytes: int = DRAIN_MAX_BYTES
+        self,
+        app,
+        max_bytes: int,
+        drain_seconds: float = DRAIN_SECONDS,
+        drain_max_bytes: int = DRAIN_MAX_BYTES,
     ):
         self.app = app
         self.max_bytes = int(max_bytes)
