@@ -70,6 +70,18 @@ def _dicom16(pixels: np.ndarray | None) -> bytes:
     return buf.getvalue()
 
 
+def _dicom16_nested(depth: int) -> bytes:
+    """`_dicom16` with ``depth`` undefined-length ContentSequences spliced in before PixelData (explicit VR)."""
+    import struct
+
+    raw = _dicom16(np.full((40, 40), 1000, np.uint16))
+    seq = struct.pack("<HH", 0x0040, 0xA730) + b"SQ\0\0" + b"\xff" * 4
+    item = struct.pack("<HH", 0xFFFE, 0xE000) + b"\xff" * 4
+    ends = struct.pack("<HHIHHI", 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0)
+    at = raw.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    return raw[:at] + (seq + item) * depth + ends * depth + raw[at:]
+
+
 def _require_sane_resize() -> None:
     """Skip-as-xfail while the shared preprocessing garbles resized images (a known, reported bug)."""
     probe = np.random.default_rng(9).integers(0, 4095, (40, 50), dtype=np.uint16)
@@ -553,6 +565,11 @@ def _bad_requests():
         "truncated png": (v1, {"instances": [{"image": _b64(truncated_png)}]}, "truncated"),
         "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
         "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
+        "dicom nested 500 deep": (
+            v1,
+            {"instances": [{"dicom": _b64(_dicom16_nested(500))}]},
+            "nested more than",
+        ),
         "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
         "image and tensor": (v1, {"instances": [{"image": "AAAA", "tensor": [[0.0]]}]}, "exactly one"),
         "tensor wrong shape": (v1, {"instances": [{"tensor": [[0.5] * 5] * 5}]}, "instances[0].tensor"),
