@@ -98,17 +98,61 @@ def build_experiment(
         data_uri: prepared set the trials read (``s3://...``; credentials from ``storage_secret``).
         space: hyperparameters to search (flags ``--<name-with-dashes>`` of ``mammosynth train``).
         algorithm: Katib suggestion algorithm (``tpe``, ``random``, ``bayesianoptimization``, ...).
-        max_trials: trials to run; parallel_trials: how many at once.
+        max_trials: trials to run.
+        parallel_trials: trials run at once.
         max_failed_trials: failures tolerated before the Experiment fails (default: max_trials // 4 + 1).
-        gpu: request one ``nvidia.com/gpu`` per trial; node_selector / tolerations place it on GPU nodes
-            (defaults: ``nvidia.com/gpu.present=true`` and a toleration for the ``nvidia.com/gpu`` taint).
-        model, epochs, batch_size, seed: fixed trainer settings of every trial.
-        storage_secret, storage_config_map: imported as environment (S3 credentials and endpoint).
-        cpu, memory: per-trial requests.
+        gpu: request one ``nvidia.com/gpu`` per trial.
+        node_selector: trial pod node selector (with ``gpu``, default ``nvidia.com/gpu.present=true``).
+        tolerations: trial pod tolerations (with ``gpu``, default: tolerate the ``nvidia.com/gpu`` taint).
+        model: classifier every trial trains (``mammosynth train --model``).
+        epochs: epochs per trial (also the early-stopping patience, so no trial stops early).
+        batch_size: batch size of every trial.
+        seed: trainer seed of every trial, and the suggestion algorithm's ``random_state`` where it has one.
+        storage_secret: Secret imported as environment (S3 credentials); None for none.
+        storage_config_map: ConfigMap imported as environment (S3 endpoint); None for none.
+        cpu: per-trial CPU request.
+        memory: per-trial memory request and limit.
 
     Raises:
         ValueError: bad name, algorithm or counts.
     """
+    _check_experiment_args(name, algorithm, max_trials, parallel_trials, space)
+    command, trial_parameters = _trial_command(space, data_uri, model, epochs, batch_size, seed)
+    container: dict[str, Any] = {
+        "name": PRIMARY_CONTAINER,
+        "image": image,
+        "command": command,
+        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+    }
+    env_from = []
+    if storage_secret:
+        env_from.append({"secretRef": {"name": storage_secret}})
+    if storage_config_map:
+        env_from.append({"configMapRef": {"name": storage_config_map}})
+    if env_from:
+        container["envFrom"] = env_from
+    failures = max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Experiment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "mammosynth"},
+        },
+        "spec": {
+            **_search_spec(space, algorithm, seed, max_trials, parallel_trials, failures),
+            "trialTemplate": _trial_template(
+                trial_parameters, _pod_spec(container, gpu, node_selector, tolerations)
+            ),
+        },
+    }
+
+
+def _check_experiment_args(
+    name: str, algorithm: str, max_trials: int, parallel_trials: int, space: Sequence[Param]
+) -> None:
     if not _DNS1123.match(name) or len(name) > 63:
         raise ValueError(f"experiment name {name!r} must be a DNS-1123 label (lowercase, digits, '-', <= 63)")
     if algorithm not in ALGORITHMS:
@@ -117,6 +161,12 @@ def build_experiment(
         raise ValueError(f"max_trials and parallel_trials must be >= 1, got {max_trials}, {parallel_trials}")
     if not space:
         raise ValueError("empty search space")
+
+
+def _trial_command(
+    space: Sequence[Param], data_uri: str, model: str, epochs: int, batch_size: int, seed: int
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The trainer command with one ``${trialParameters.x}`` flag per parameter, and those parameters."""
     command = [
         "python",
         "-m",
@@ -142,20 +192,16 @@ def build_experiment(
         ref = _camel(p.name)
         command += [p.flag, f"${{trialParameters.{ref}}}"]
         trial_parameters.append({"name": ref, "description": f"{p.name} ({p.kind})", "reference": p.name})
-    container: dict[str, Any] = {
-        "name": PRIMARY_CONTAINER,
-        "image": image,
-        "command": command,
-        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
-    }
-    env_from = []
-    if storage_secret:
-        env_from.append({"secretRef": {"name": storage_secret}})
-    if storage_config_map:
-        env_from.append({"configMapRef": {"name": storage_config_map}})
-    if env_from:
-        container["envFrom"] = env_from
+    return command, trial_parameters
+
+
+def _pod_spec(
+    container: dict[str, Any],
+    gpu: bool,
+    node_selector: dict[str, str] | None,
+    tolerations: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The trial pod: with ``gpu``, one GPU and GPU-node placement (defaults unless given)."""
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     if gpu:
         container["resources"]["limits"]["nvidia.com/gpu"] = "1"
@@ -172,50 +218,50 @@ def build_experiment(
             pod_spec["nodeSelector"] = node_selector
         if tolerations:
             pod_spec["tolerations"] = tolerations
+    return pod_spec
+
+
+def _search_spec(
+    space: Sequence[Param], algorithm: str, seed: int, max_trials: int, parallel_trials: int, max_failed: int
+) -> dict[str, Any]:
+    """Objective, algorithm, trial counts, metrics collector and parameters of the Experiment ``spec``."""
     algo: dict[str, Any] = {"algorithmName": algorithm}
     if algorithm in _SEEDED:
         algo["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}]
     return {
-        "apiVersion": API_VERSION,
-        "kind": "Experiment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "mammosynth"},
+        "objective": {
+            "type": "maximize",
+            "objectiveMetricName": OBJECTIVE_METRIC,
+            "additionalMetricNames": list(ADDITIONAL_METRICS),
+            # The trainer's last line reports the restored best epoch, so "latest" is the kept model.
+            "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
         },
-        "spec": {
-            "objective": {
-                "type": "maximize",
-                "objectiveMetricName": OBJECTIVE_METRIC,
-                "additionalMetricNames": list(ADDITIONAL_METRICS),
-                # The trainer's last line reports the restored best epoch, so "latest" is the kept model.
-                "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
-            },
-            "algorithm": algo,
-            "parallelTrialCount": int(parallel_trials),
-            "maxTrialCount": int(max_trials),
-            "maxFailedTrialCount": int(
-                max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
-            ),
-            "metricsCollectorSpec": {
-                "collector": {"kind": "StdOut"},
-                "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}},
-            },
-            "parameters": [_parameter(p) for p in space],
-            "trialTemplate": {
-                "primaryContainerName": PRIMARY_CONTAINER,
-                "trialParameters": trial_parameters,
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "backoffLimit": 0,
-                        "template": {
-                            # Istio's sidecar would keep the pod (and so the trial) running after training.
-                            "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                            "spec": pod_spec,
-                        },
-                    },
+        "algorithm": algo,
+        "parallelTrialCount": int(parallel_trials),
+        "maxTrialCount": int(max_trials),
+        "maxFailedTrialCount": int(max_failed),
+        "metricsCollectorSpec": {
+            "collector": {"kind": "StdOut"},
+            "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}},
+        },
+        "parameters": [_parameter(p) for p in space],
+    }
+
+
+def _trial_template(trial_parameters: list[dict[str, str]], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The trial template: a batch/v1 Job (no retries, no Istio sidecar) running ``pod_spec``."""
+    return {
+        "primaryContainerName": PRIMARY_CONTAINER,
+        "trialParameters": trial_parameters,
+        "trialSpec": {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    # Istio's sidecar would keep the pod (and so the trial) running after training.
+                    "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                    "spec": pod_spec,
                 },
             },
         },
@@ -223,10 +269,12 @@ def build_experiment(
 
 
 def validate_experiment(obj: dict[str, Any]) -> None:
-    """Check an Experiment offline: its structure through `mammosynth.cluster.k8s.validate_katib_experiment`
-    (``spec`` against Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown
-    fields rejected), plus what the schema cannot say (enums, names, that every
-    ``${trialParameters.x}`` is declared, the primary container exists).
+    """Check an Experiment offline, against Katib's schema and what the schema cannot say.
+
+    The structure goes through `mammosynth.cluster.k8s.validate_katib_experiment` (``spec`` against
+    Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown fields rejected);
+    then enums, names, that every ``${trialParameters.x}`` is declared, and that the primary container
+    exists.
 
     Raises:
         ValueError: every problem found, one per line, each with its field path.
