@@ -94,8 +94,9 @@ def pixel_statistics(images: np.ndarray) -> np.ndarray:
 
 
 def inception_features(weights_path: str | os.PathLike) -> FeatureFn:
-    """ImageNet InceptionV3 pool features (the standard FID extractor) from a local weights file
-    (``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``).
+    """ImageNet InceptionV3 pool features (the standard FID extractor) from a local weights file.
+
+    The file is Keras' ``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``.
 
     Raises:
         FileNotFoundError: the weights file is missing.
@@ -147,8 +148,13 @@ def resolve_features(
     inception_weights: str | os.PathLike | None = None,
     classifier_dir: str | os.PathLike | None = None,
 ) -> tuple[FeatureFn, str]:
-    """Pick the extractor: ImageNet weights if given, else a feature function / classifier, else
-    the fixed random-conv extractor. Returns ``(fn, name)``.
+    """Pick the feature extractor and its name.
+
+    ImageNet weights if given, else a feature function / classifier, else the fixed random-conv
+    extractor.
+
+    Returns:
+        ``(fn, name)``.
     """
     if inception_weights:
         return inception_features(inception_weights), "inception-v3-imagenet"
@@ -197,8 +203,9 @@ def fid(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
 def kid(
     feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 20, subset_size: int = 200, seed: int = 0
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial
-    kernel, mean and std over random subsets. Unbiased, so ≈ 0 (can be < 0) for equal distributions.
+    """Kernel Inception Distance (Bińkowski et al. 2018), mean and std over random subsets.
+
+    Unbiased MMD² with the cubic polynomial kernel, so ≈ 0 (can be < 0) for equal distributions.
     """
     a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
     m = min(subset_size, len(a), len(b))
@@ -246,8 +253,9 @@ def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
 
 
 def ssim(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004) of two (N,S,S,1) batches in [0,1], Gaussian window σ=1.5
-    (≈ the usual 11×11), reflected borders.
+    """Per-image SSIM (Wang et al. 2004) of two (N,S,S,1) batches in [0,1].
+
+    Gaussian window σ=1.5 (≈ the usual 11×11), reflected borders.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -383,8 +391,9 @@ def memorisation_audit_features(
     card's) see shape and texture, so the two audits fail in different ways.
 
     Args:
-        f_train, f_heldout, f_synthetic: (N, D) features of the GAN's training, held-out and
-            synthetic images.
+        f_train: (N, D) features of the GAN's training images.
+        f_heldout: (N, D) features of held-out real images (the GAN never saw them).
+        f_synthetic: (N, D) features of the synthetic images.
         alpha: quantile of the held-out floor below which a synthetic image is flagged.
         seed: seed of the size-matched training subset.
         space: name of the extractor, for the output.
@@ -492,9 +501,12 @@ def report_card(
     (class-balanced) synthetic set to the held-out set's class prior, so it compares like with like.
 
     Args:
-        real_train, train_labels: the GAN's training images (N,S,S,1) in [0,1] and labels 0/1.
-        real_heldout, heldout_labels: real images the GAN never saw.
-        synthetic, synthetic_labels: the synthetic set.
+        real_train: the GAN's training images (N,S,S,1) in [0,1].
+        train_labels: their labels, 0 = benign, 1 = malignant (the positive class).
+        real_heldout: real images the GAN never saw.
+        heldout_labels: their labels (0/1 as above).
+        synthetic: the synthetic set's images.
+        synthetic_labels: the classes they were generated for (0/1 as above).
         feature_fn: images → (N,D) features; used unless ``inception_weights`` is given.
         feature_name: name of ``feature_fn`` for the output.
         inception_weights: local InceptionV3 no-top weights file (preferred extractor).
@@ -640,8 +652,10 @@ def write_report_card(
     n_show: int = 8,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """`report_card` plus ``report_card.json``, ``samples_per_class.png`` (real vs synthetic rows
-    per class) and ``closest_pairs.png`` (synthetic images nearest to a training image, next to it).
+    """`report_card`, written with its figures to ``out_dir``.
+
+    Writes ``report_card.json``, ``samples_per_class.png`` (real vs synthetic rows per class) and
+    ``closest_pairs.png`` (synthetic images nearest to a training image, next to it).
 
     Returns:
         The card as written to JSON, with ``figures`` (file names).
@@ -717,8 +731,10 @@ def run_quality(
     inception_weights: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Report card from directories: GAN training = ``train`` of the prepared set, held-out =
-    ``heldout_split`` (default ``val``; the GAN never sees it), synthetic = the synthetic set.
+    """Report card from directories (see `write_report_card`).
+
+    GAN training = ``train`` of the prepared set, held-out = ``heldout_split`` (default ``val``; the
+    GAN never sees it), synthetic = the synthetic set.
     """
     from mammosynth.data import shards
 
