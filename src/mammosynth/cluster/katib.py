@@ -118,20 +118,7 @@ def build_experiment(
     """
     _check_experiment_args(name, algorithm, max_trials, parallel_trials, space)
     command, trial_parameters = _trial_command(space, data_uri, model, epochs, batch_size, seed)
-    container: dict[str, Any] = {
-        "name": PRIMARY_CONTAINER,
-        "image": image,
-        "command": command,
-        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
-    }
-    env_from = []
-    if storage_secret:
-        env_from.append({"secretRef": {"name": storage_secret}})
-    if storage_config_map:
-        env_from.append({"configMapRef": {"name": storage_config_map}})
-    if env_from:
-        container["envFrom"] = env_from
+    container = _trial_container(image, command, cpu, memory, storage_secret, storage_config_map)
     failures = max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
     return {
         "apiVersion": API_VERSION,
@@ -193,6 +180,32 @@ def _trial_command(
         command += [p.flag, f"${{trialParameters.{ref}}}"]
         trial_parameters.append({"name": ref, "description": f"{p.name} ({p.kind})", "reference": p.name})
     return command, trial_parameters
+
+
+def _trial_container(
+    image: str,
+    command: list[str],
+    cpu: str,
+    memory: str,
+    storage_secret: str | None,
+    storage_config_map: str | None,
+) -> dict[str, Any]:
+    """The trial's primary container, with the storage Secret/ConfigMap as environment when given."""
+    container: dict[str, Any] = {
+        "name": PRIMARY_CONTAINER,
+        "image": image,
+        "command": command,
+        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+    }
+    env_from = []
+    if storage_secret:
+        env_from.append({"secretRef": {"name": storage_secret}})
+    if storage_config_map:
+        env_from.append({"configMapRef": {"name": storage_config_map}})
+    if env_from:
+        container["envFrom"] = env_from
+    return container
 
 
 def _pod_spec(
