@@ -19,13 +19,10 @@ MAX_FUNCTION_LINES = 80  # CONVENTIONS.md; decorators, signature and docstring c
 # from here. A function not listed fails as soon as it passes the limit.
 LONG_FUNCTIONS = {
     "src/mammosynth/cluster/deploy.py::inference_service",
-    "src/mammosynth/cluster/katib.py::run_experiment",
-    "src/mammosynth/cluster/katib.py::validate_experiment",
     "src/mammosynth/eda.py::write_eda",
     "src/mammosynth/gan.py::_train",
     "src/mammosynth/gan.py::train_gan",
     "src/mammosynth/ingest.py::run_ingest",
-    "src/mammosynth/quality.py::report_card",
     "src/mammosynth/train.py::train_classifier",
     "src/mammosynth/tune.py::run_tune",
 }

@@ -527,76 +527,104 @@ def report_card(
     fn, name = resolve_features(
         feature_fn, feature_name, inception_weights=inception_weights, classifier_dir=classifier_dir
     )
-    log.info(
-        "report card: %d train, %d held-out, %d synthetic; features %s", len(tr_x), len(ho_x), len(sy_x), name
-    )
-    f_tr, f_ho, f_sy = fn(tr_x), fn(ho_x), fn(sy_x)
+    f_tr, f_ho, f_sy = _extract(fn, name, tr_x, ho_x, sy_x)
     rng = np.random.default_rng(seed)
-    groups = None if heldout_groups is None else np.asarray(heldout_groups)
-    if groups is not None and len(groups) != len(ho_x):
-        raise ValueError(f"heldout_groups has {len(groups)} entries for {len(ho_x)} held-out images")
+    groups = _check_groups(heldout_groups, len(ho_x))
 
     def block(mask_tr, mask_ho, mask_sy, cls_seed) -> dict[str, Any]:
-        ho, sy, tr = f_ho[mask_ho], f_sy[mask_sy], f_tr[mask_tr]
-        out: dict[str, Any] = {
-            "n_train": int(len(tr)),
-            "n_heldout": int(len(ho)),
-            "n_synthetic": int(len(sy)),
-        }
-        if len(ho) < 4 or len(sy) < 2:
-            out["note"] = "too few images for distribution metrics"
-            return out
-        in_a = _halves(len(ho), None if groups is None else groups[mask_ho], rng)
-        half_a, half_b = ho[in_a], ho[~in_a]
-        if min(len(half_a), len(half_b)) < 2:
-            out["note"] = "too few held-out patients for a real-vs-real floor"
-            return out
-        n = len(half_a)
-        sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
-        out["floor_halves"] = "by patient" if groups is not None else "by image (no patient ids)"
-        out["sample_sizes"] = {"half_a": int(n), "half_b": int(len(half_b)), "synthetic": int(len(sy_n))}
-        tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
-        out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
-        out["fid_floor_heldout_halves"] = fid(half_a, half_b)
-        if tr_n is not None:
-            out["fid_train_vs_heldout"] = fid(tr_n, half_b)
-        out["fid_sample_size"] = int(min(n, len(sy)))
-        if out["fid_sample_size"] <= ho.shape[1]:
-            out["fid_note"] = (
-                f"{out['fid_sample_size']} samples per side for {ho.shape[1]} feature "
-                "dimensions: FID is noisy here; read it against the floor, and prefer KID"
-            )
-        kid_syn = kid(sy_n, half_b, seed=cls_seed)  # same sizes as the floor below
-        kid_floor = kid(half_a, half_b, seed=cls_seed)
-        out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
-        out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
-        if min(len(half_a), len(half_b), len(sy_n)) > k:
-            # k-NN radii shrink with more points: synthetic (half A's size) vs half B, like the floor
-            out["manifold"] = manifold_metrics(half_b, sy_n, k=k)
-            out["manifold_floor_heldout_halves"] = manifold_metrics(half_b, half_a, k=k)
-        return out
+        g = None if groups is None else groups[mask_ho]
+        return _distribution_block(f_tr[mask_tr], f_ho[mask_ho], f_sy[mask_sy], g, rng, k, cls_seed)
 
+    everything = np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), _prior_matched(sy_y, ho_y, rng)
     card: dict[str, Any] = {
         "features": name,
         "feature_dim": int(f_tr.shape[1]),
         "counts": {"train": int(len(tr_x)), "heldout": int(len(ho_x)), "synthetic": int(len(sy_x))},
-        "overall": block(
-            np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), _prior_matched(sy_y, ho_y, rng), seed
-        ),
+        "overall": block(*everything, seed),
         "per_class": {},
     }
     for c, cname in enumerate(CLASS_NAMES):
-        entry = block(tr_y == c, ho_y == c, sy_y == c, seed + c + 1)
-        entry["ssim_diversity_synthetic"] = mean_pairwise_ssim(sy_x[sy_y == c], seed=seed)
-        entry["ssim_diversity_real"] = mean_pairwise_ssim(
-            np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]]), seed=seed
-        )
-        card["per_class"][cname] = entry
+        real_c = np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]])
+        card["per_class"][cname] = {
+            **block(tr_y == c, ho_y == c, sy_y == c, seed + c + 1),
+            "ssim_diversity_synthetic": mean_pairwise_ssim(sy_x[sy_y == c], seed=seed),
+            "ssim_diversity_real": mean_pairwise_ssim(real_c, seed=seed),
+        }
     card["memorisation"] = combine_memorisation(
         memorisation_audit(tr_x, ho_x, sy_x, alpha=alpha, seed=seed),
         memorisation_audit_features(f_tr, f_ho, f_sy, alpha=alpha, seed=seed, space=name),
     )
     return card
+
+
+def _extract(fn: FeatureFn, name: str, tr_x: np.ndarray, ho_x: np.ndarray, sy_x: np.ndarray):
+    """Features of the training, held-out and synthetic images (logged with the set sizes)."""
+    log.info(
+        "report card: %d train, %d held-out, %d synthetic; features %s", len(tr_x), len(ho_x), len(sy_x), name
+    )
+    return fn(tr_x), fn(ho_x), fn(sy_x)
+
+
+def _check_groups(heldout_groups: np.ndarray | None, n_heldout: int) -> np.ndarray | None:
+    groups = None if heldout_groups is None else np.asarray(heldout_groups)
+    if groups is not None and len(groups) != n_heldout:
+        raise ValueError(f"heldout_groups has {len(groups)} entries for {n_heldout} held-out images")
+    return groups
+
+
+def _distribution_block(
+    tr: np.ndarray,
+    ho: np.ndarray,
+    sy: np.ndarray,
+    groups: np.ndarray | None,
+    rng: np.random.Generator,
+    k: int,
+    seed: int,
+) -> dict[str, Any]:
+    """FID, KID and manifold metrics of one block (overall or a class) against the held-out floor.
+
+    Args:
+        tr: training features of the block.
+        ho: held-out features of the block, halved (by ``groups`` when given) into A and B.
+        sy: synthetic features of the block, subsampled to half A's size.
+        groups: patient id per held-out row, or None to halve by image.
+        rng: the card's generator (halves and subsets, drawn in a fixed order).
+        k: neighbourhood size of the manifold metrics.
+        seed: KID's subset seed for this block.
+    """
+    out: dict[str, Any] = {"n_train": int(len(tr)), "n_heldout": int(len(ho)), "n_synthetic": int(len(sy))}
+    if len(ho) < 4 or len(sy) < 2:
+        out["note"] = "too few images for distribution metrics"
+        return out
+    in_a = _halves(len(ho), groups, rng)
+    half_a, half_b = ho[in_a], ho[~in_a]
+    if min(len(half_a), len(half_b)) < 2:
+        out["note"] = "too few held-out patients for a real-vs-real floor"
+        return out
+    n = len(half_a)
+    sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
+    out["floor_halves"] = "by patient" if groups is not None else "by image (no patient ids)"
+    out["sample_sizes"] = {"half_a": int(n), "half_b": int(len(half_b)), "synthetic": int(len(sy_n))}
+    tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
+    out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
+    out["fid_floor_heldout_halves"] = fid(half_a, half_b)
+    if tr_n is not None:
+        out["fid_train_vs_heldout"] = fid(tr_n, half_b)
+    out["fid_sample_size"] = int(min(n, len(sy)))
+    if out["fid_sample_size"] <= ho.shape[1]:
+        out["fid_note"] = (
+            f"{out['fid_sample_size']} samples per side for {ho.shape[1]} feature "
+            "dimensions: FID is noisy here; read it against the floor, and prefer KID"
+        )
+    kid_syn = kid(sy_n, half_b, seed=seed)  # same sizes as the floor below
+    kid_floor = kid(half_a, half_b, seed=seed)
+    out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
+    out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
+    if min(len(half_a), len(half_b), len(sy_n)) > k:
+        # k-NN radii shrink with more points: synthetic (half A's size) vs half B, like the floor
+        out["manifold"] = manifold_metrics(half_b, sy_n, k=k)
+        out["manifold_floor_heldout_halves"] = manifold_metrics(half_b, half_a, k=k)
+    return out
 
 
 def _public(card: dict[str, Any]) -> dict[str, Any]:

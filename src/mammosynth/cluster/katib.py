@@ -312,7 +312,16 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ValueError("Experiment has no spec object")
+    problems += _search_problems(spec)
+    param_names = {p.get("name") for p in spec.get("parameters") or []}
+    problems += _template_problems(spec.get("trialTemplate") or {}, param_names)
+    if problems:
+        raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
 
+
+def _search_problems(spec: dict[str, Any]) -> list[str]:
+    """Enum and presence problems of the objective, metrics collector, algorithm and parameters."""
+    problems = []
     objective = spec.get("objective") or {}
     if objective.get("type") not in _OBJECTIVE_TYPES:
         problems.append(
@@ -331,18 +340,21 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     algorithm = (spec.get("algorithm") or {}).get("algorithmName")
     if algorithm not in ALGORITHMS:
         problems.append(f"spec.algorithm.algorithmName {algorithm!r} not in {list(ALGORITHMS)}")
-    param_names = set()
-    for i, p in enumerate(spec.get("parameters") or []):
-        param_names.add(p.get("name"))
+    parameters = spec.get("parameters") or []
+    for i, p in enumerate(parameters):
         if p.get("parameterType") not in _PARAMETER_TYPES:
             problems.append(
                 f"spec.parameters.{i}.parameterType {p.get('parameterType')!r} "
                 f"not in {sorted(_PARAMETER_TYPES)}"
             )
-    if not param_names:
+    if not parameters:
         problems.append("spec.parameters is empty")
+    return problems
 
-    template = spec.get("trialTemplate") or {}
+
+def _template_problems(template: dict[str, Any], param_names: set) -> list[str]:
+    """Trial parameters that reference unknown parameters or are used undeclared; a missing primary container."""
+    problems = []
     declared = {tp.get("name") for tp in template.get("trialParameters") or []}
     for tp in template.get("trialParameters") or []:
         if tp.get("reference") not in param_names:
@@ -367,8 +379,7 @@ def validate_experiment(obj: dict[str, Any]) -> None:
                     f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} "
                     f"is not a container of the trial pod ({names})"
                 )
-    if problems:
-        raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
+    return problems
 
 
 def _condition(status: dict[str, Any]) -> str | None:
@@ -403,14 +414,7 @@ def run_experiment(
         TimeoutError: not finished within ``timeout_s``.
     """
     validate_experiment(obj)
-    if api is None:
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.CustomObjectsApi()
+    api = api if api is not None else _custom_objects_api()
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     if delete_existing:
         try:
@@ -420,31 +424,8 @@ def run_experiment(
             log.debug("no previous experiment %s/%s: %s", ns, name, exc)
     api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, copy.deepcopy(obj))
     log.info("created Katib Experiment %s/%s (%s trials max)", ns, name, obj["spec"]["maxTrialCount"])
-    deadline = time.monotonic() + timeout_s
     metric = obj["spec"]["objective"]["objectiveMetricName"]
-    while True:
-        exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        status = exp.get("status") or {}
-        log.info(
-            "experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)",
-            name,
-            status.get("trialsRunning", 0),
-            status.get("trialsSucceeded", 0),
-            status.get("trialsFailed", 0),
-            _best_value(status, metric),
-        )
-        state = _condition(status)
-        if state == "Failed":
-            msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
-            raise RuntimeError(f"Katib Experiment {ns}/{name} failed: {'; '.join(msgs)}")
-        if state == "Succeeded":
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
-                f"(kubectl -n {ns} get experiment {name})"
-            )
-        time.sleep(poll_s)
+    status = _wait_for(api, ns, name, metric, timeout_s, poll_s)
     optimal = status.get("currentOptimalTrial") or {}
     params = {a["name"]: a["value"] for a in optimal.get("parameterAssignments") or []}
     value = _best_value(status, metric)
@@ -461,6 +442,50 @@ def run_experiment(
         "trial_name": optimal.get("bestTrialName"),
         "trials": [],
     }
+
+
+def _custom_objects_api():
+    """A ``CustomObjectsApi`` from the in-cluster config, else ~/.kube/config."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def _wait_for(api, ns: str, name: str, metric: str, timeout_s: float, poll_s: float) -> dict[str, Any]:
+    """Poll the Experiment (logging progress) until it succeeds; return its status.
+
+    Raises:
+        RuntimeError: the Experiment failed.
+        TimeoutError: not finished within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        status = exp.get("status") or {}
+        log.info(
+            "experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)",
+            name,
+            status.get("trialsRunning", 0),
+            status.get("trialsSucceeded", 0),
+            status.get("trialsFailed", 0),
+            _best_value(status, metric),
+        )
+        state = _condition(status)
+        if state == "Failed":
+            msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
+            raise RuntimeError(f"Katib Experiment {ns}/{name} failed: {'; '.join(msgs)}")
+        if state == "Succeeded":
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
+                f"(kubectl -n {ns} get experiment {name})"
+            )
+        time.sleep(poll_s)
 
 
 def _best_value(status: dict[str, Any], metric: str) -> float | None:
