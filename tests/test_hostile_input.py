@@ -75,7 +75,7 @@ def _deflate_bomb(side: int = 1000) -> bytes:
 def _nested(depth: int, explicit: bool = False) -> bytes:
     """A good crop whose ContentSequence nests ``depth`` levels deep (defined lengths, as pydicom writes).
 
-    Kept modest: pydicom writes nested sequences recursively and slows down sharply past ~200 levels.
+    Kept modest: pydicom writes nested sequences recursively, 150 levels in 0.2 s but 300 not in 5 minutes.
     """
     ds = pydicom.dcmread(io.BytesIO(_dcm(_crop(1))))
     inner = Dataset()
