@@ -469,7 +469,11 @@ def test_oversized_body_gets_a_readable_413_not_a_reset(server, client):
 
 
 def test_oversized_body_with_expect_100_continue_is_413_before_the_body(server):
-    """A client that waits for ``100 Continue`` gets the 413 instead and never has to send the body."""
+    """A client that waits for ``100 Continue`` gets the 413 instead and never has to send the body.
+
+    Draining this request would make uvicorn send ``100 Continue`` and then wait for a body the client
+    holds back until the drain limit; the socket timeout below fails the test first.
+    """
     url, _ = server
     host, port = url.removeprefix("http://").split(":")
     head = (
