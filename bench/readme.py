@@ -35,7 +35,8 @@ def table(entries: list[dict]) -> str:
         "|---|---|---|---|---|",
     ]
     for e in rows:
-        spread = f"{e['ratio']:.3g}× ({e.get('min', e['ratio']):.3g}–{e.get('max', e['ratio']):.3g}, n={e.get('repeats', 1)})"
+        low, high = e.get("min", e["ratio"]), e.get("max", e["ratio"])
+        spread = f"{e['ratio']:.3g}× ({low:.3g}–{high:.3g}, n={e.get('repeats', 1)})"
         lines.append(f"| `{e['name']}` | {e['ours']:.4g} | {e['baseline']:.4g} | {e['unit']} | {spread} |")
     return "\n".join(lines)
 

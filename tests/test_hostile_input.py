@@ -6,6 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import random
+import signal
+import struct
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,13 @@ import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from mammosynth import ingest
 from mammosynth.data import phantom
-from mammosynth.data.dicom import DicomError, DicomTooLarge, decode_dicom
+from mammosynth.data.dicom import MAX_SEQUENCE_DEPTH, DicomError, DicomTooLarge, decode_dicom
 from mammosynth.data.images import PixelBudgetExceeded, decode_pil, max_pixels, sniff
 from mammosynth.paths import UnsafePath, inside, safe_name
 
@@ -66,6 +72,55 @@ def _deflate_bomb(side: int = 1000) -> bytes:
     return buf.getvalue()
 
 
+def _nested(depth: int, explicit: bool = False) -> bytes:
+    """A good crop whose ContentSequence nests ``depth`` levels deep (defined lengths, as pydicom writes).
+
+    Kept modest: pydicom writes nested sequences recursively, 150 levels in 0.2 s but 300 not in 5 minutes.
+    """
+    ds = pydicom.dcmread(io.BytesIO(_dcm(_crop(1))))
+    inner = Dataset()
+    inner.CodeMeaning = "leaf"
+    for _ in range(depth - 1):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([inner])
+        inner = outer
+    ds.ContentSequence = Sequence([inner])
+    if explicit:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def _nested_undefined(depth: int) -> bytes:
+    """``depth`` undefined-length ContentSequences spliced in as bytes (instant at any depth; implicit VR)."""
+    raw = _dcm(_crop(1))
+    seq, item, item_end, seq_end = (
+        struct.pack("<HH", *tag)
+        for tag in ((0x0040, 0xA730), (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD))
+    )
+    undefined, zero = b"\xff" * 4, b"\0" * 4
+    nesting = (seq + undefined + item + undefined) * depth + (item_end + zero + seq_end + zero) * depth
+    at = raw.index(struct.pack("<HH", 0x7FE0, 0x0010))  # before PixelData keeps the tags ascending
+    return raw[:at] + nesting + raw[at:]
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+
+    def expire(*_):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 DAMAGED_DICOMS = {
     "rescale slope nan": (_patched(_dcm(_crop(1)), b"9.5 ", b"nan ", RescaleSlope="9.5"), "RescaleSlope"),
     "rescale slope text": (_patched(_dcm(_crop(1)), b"9.5 ", b"abc ", RescaleSlope="9.5"), "RescaleSlope"),
@@ -78,6 +133,8 @@ DAMAGED_DICOMS = {
     "deflate bomb": (_deflate_bomb(), "pixel budget"),
     "truncated": (_dcm(_crop(3))[:-300], "truncated"),
     "garbage": (b"\x00" * 128 + b"DICM" + b"\xff" * 64, "DICOM"),
+    "sequences nested too deep": (_nested(MAX_SEQUENCE_DEPTH + 1), "nested more than"),
+    "sequences nested 1000 deep, undefined lengths": (_nested_undefined(1000), "nested more than"),
 }
 
 
@@ -141,6 +198,20 @@ def test_damaged_dicoms_raise_clear_errors_without_values(case):
     assert "abc" not in str(info.value)  # element values are never echoed
     if "budget" in needle:
         assert isinstance(info.value, DicomTooLarge) and isinstance(info.value, PixelBudgetExceeded)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["implicit VR", "explicit VR"])
+def test_nesting_guard_sits_at_its_limit(explicit):
+    with _time_limit(5):
+        start = time.monotonic()
+        assert decode_dicom(_nested(MAX_SEQUENCE_DEPTH, explicit)).pixels.shape == CROP
+        with pytest.raises(DicomError, match=f"nested more than {MAX_SEQUENCE_DEPTH} levels") as info:
+            decode_dicom(_nested(MAX_SEQUENCE_DEPTH + 1, explicit))
+        for depth in (500, 20_000):
+            with pytest.raises(DicomError, match="nested more than"):
+                decode_dicom(_nested_undefined(depth))
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+    assert time.monotonic() - start < 5
 
 
 def test_rescale_nan_is_never_a_black_image():

@@ -51,7 +51,8 @@ def test_rows_are_valid_and_split_by_patient(tiny):
             assert r["pathology"] in {"MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"}
             assert r["mass shape"] in phantom.SHAPE_COUNTS and r["mass margins"] in phantom.MARGIN_COUNTS
             assert r["breast_density"] in "1234" and r["subtlety"] in "12345"
-            folder = f"{phantom.FOLDER_PREFIX[split]}_{r['patient_id']}_{r['left or right breast']}_{r['image view']}_{r['abnormality id']}"
+            side, view, n = r["left or right breast"], r["image view"], r["abnormality id"]
+            folder = f"{phantom.FOLDER_PREFIX[split]}_{r['patient_id']}_{side}_{view}_{n}"
             assert r["cropped image file path"].startswith(folder + "/")
             assert r["image file path"].startswith(folder.rsplit("_", 1)[0] + "/")
 

@@ -70,6 +70,18 @@ def _dicom16(pixels: np.ndarray | None) -> bytes:
     return buf.getvalue()
 
 
+def _dicom16_nested(depth: int) -> bytes:
+    """`_dicom16` with ``depth`` undefined-length ContentSequences spliced in before PixelData (explicit VR)."""
+    import struct
+
+    raw = _dicom16(np.full((40, 40), 1000, np.uint16))
+    seq = struct.pack("<HH", 0x0040, 0xA730) + b"SQ\0\0" + b"\xff" * 4
+    item = struct.pack("<HH", 0xFFFE, 0xE000) + b"\xff" * 4
+    ends = struct.pack("<HHIHHI", 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0)
+    at = raw.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    return raw[:at] + (seq + item) * depth + ends * depth + raw[at:]
+
+
 def _require_sane_resize() -> None:
     """Skip-as-xfail while the shared preprocessing garbles resized images (a known, reported bug)."""
     probe = np.random.default_rng(9).integers(0, 4095, (40, 50), dtype=np.uint16)
@@ -414,6 +426,124 @@ def test_chunked_oversized_body_is_refused(server):
     assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
 
 
+OVERSIZED = 8 * MAX_PAYLOAD  # far enough over the limit that the socket buffers cannot hide a reset
+
+
+def _post_plain(target: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    """POST with the standard library: it writes the whole body before reading, and does not retry a reset."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(target, body, headers), timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests", "httpx"])
+def test_oversized_body_gets_a_readable_413_not_a_reset(server, client):
+    """A plain client sending a declared-oversized body reads the 413 and its message (issue 15).
+
+    Before the middleware drained refused bodies, urllib got ``ConnectionResetError``/``BrokenPipeError``;
+    requests and httpx read the answer after a failed write, so they passed either way.
+    """
+    url, proc = server
+    body = b'{"instances": ["' + b"A" * OVERSIZED + b'"]}'
+    target = f"{url}/v1/models/mammosynth:predict"
+    headers = {"content-type": "application/json"}
+    if client == "urllib":
+        status, answer = _post_plain(target, body, headers)
+    elif client == "requests":
+        requests = pytest.importorskip("requests")
+        resp = requests.post(target, data=body, headers=headers, timeout=30)
+        status, answer = resp.status_code, resp.json()
+    else:
+        resp = httpx.post(target, content=body, headers=headers, timeout=30)
+        status, answer = resp.status_code, resp.json()
+    assert status == 413, answer
+    assert "over the server limit" in answer["error"] and "--max-payload-bytes" in answer["error"]
+    assert proc.poll() is None
+    assert _v1(url, {"instances": _tensors(1).tolist()}).status_code == 200
+
+
+def test_oversized_body_with_expect_100_continue_is_413_before_the_body(server):
+    """A client that waits for ``100 Continue`` gets the 413 instead and never has to send the body.
+
+    Draining this request would make uvicorn send ``100 Continue`` and then wait for a body the client
+    holds back until the drain limit; the socket timeout below fails the test first.
+    """
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/models/mammosynth:predict HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {OVERSIZED}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"over the server limit" in rest.partition(b"\r\n\r\n")[2]
+
+
+def _drain_scenario(receive, **limits) -> tuple[list[dict], int]:
+    """Run the payload middleware alone on one oversized request; return what it sent and the app calls."""
+    from mammosynth.serving.limits import PayloadLimitMiddleware
+
+    sent, calls = [], []
+
+    async def app(scope, receive, send):
+        calls.append(scope)
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = PayloadLimitMiddleware(app, max_bytes=10, **limits)
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"1000000")]}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout=5))
+    return sent, len(calls)
+
+
+def test_payload_drain_reads_the_refused_body_then_answers_413():
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": i < 9} for i in range(10)]
+    pending = list(chunks)
+
+    async def receive():
+        return pending.pop(0)
+
+    sent, calls = _drain_scenario(receive)
+    assert not pending and calls == 0, "the whole refused body is read (and not passed on) before the 413"
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"over the server limit" in sent[1]["body"]
+
+
+def test_payload_drain_is_bounded_in_bytes_and_time():
+    endless = 0
+
+    async def receive_forever():
+        nonlocal endless
+        endless += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+    sent, _ = _drain_scenario(receive_forever, drain_max_bytes=50_000)
+    assert sent[0]["status"] == 413 and 50 <= endless <= 52
+
+    async def receive_stalled():
+        await asyncio.sleep(60)
+
+    start = time.monotonic()
+    sent, _ = _drain_scenario(receive_stalled, drain_seconds=0.2)
+    assert sent[0]["status"] == 413 and time.monotonic() - start < 2
+
+
 def _bad_requests():
     good = _tensors(1).tolist()
     truncated_png = _png16(np.arange(40 * 40, dtype=np.uint16).reshape(40, 40))[:60]
@@ -439,6 +569,11 @@ def _bad_requests():
         "truncated png": (v1, {"instances": [{"image": _b64(truncated_png)}]}, "truncated"),
         "dicom without pixels": (v1, {"instances": [{"dicom": _b64(_dicom16(None))}]}, "no pixel data"),
         "dicom not dicom": (v1, {"instances": [{"dicom": _b64(b"\0" * 300)}]}, "DICOM"),
+        "dicom nested 500 deep": (
+            v1,
+            {"instances": [{"dicom": _b64(_dicom16_nested(500))}]},
+            "nested more than",
+        ),
         "two fields": (v1, {"instances": [{"image": "AAAA", "dicom": "AAAA"}]}, "exactly one"),
         "image and tensor": (v1, {"instances": [{"image": "AAAA", "tensor": [[0.0]]}]}, "exactly one"),
         "tensor wrong shape": (v1, {"instances": [{"tensor": [[0.5] * 5] * 5}]}, "instances[0].tensor"),

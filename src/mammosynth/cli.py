@@ -38,6 +38,16 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one stage's ``main`` with the rest of the arguments.
+
+    Args:
+        argv: ``[stage, *stage_args]``; default ``sys.argv[1:]``. No stage, ``-h``/``--help``/``help``
+            prints the stage list; ``--version``/``version`` prints the version.
+
+    Returns:
+        The stage's exit code; 2 for an unknown stage or a user error the stage raised (bad preset,
+        overrides or paths), reported as one line on stderr.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_usage())

@@ -545,8 +545,10 @@ def _png_aspect(path: Path) -> float:
 
 
 def gan_figure(gan_dir: str | os.PathLike, path: str | os.PathLike, *, max_samples: int = 6) -> Figure:
-    """GAN training: losses and discriminator outputs per step from ``losses.csv``, and a strip of the
-    fixed-noise sample grids ``samples/step-*.png`` (evenly spaced, last step included).
+    """GAN training figure: losses and discriminator outputs per step, and a strip of sample grids.
+
+    The curves come from ``losses.csv``; the strip shows the fixed-noise sample grids
+    ``samples/step-*.png`` (evenly spaced, last step included).
 
     Args:
         gan_dir: the GAN run dir written by `mammosynth.gan.train_gan`.

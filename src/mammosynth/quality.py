@@ -94,8 +94,9 @@ def pixel_statistics(images: np.ndarray) -> np.ndarray:
 
 
 def inception_features(weights_path: str | os.PathLike) -> FeatureFn:
-    """ImageNet InceptionV3 pool features (the standard FID extractor) from a local weights file
-    (``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``).
+    """ImageNet InceptionV3 pool features (the standard FID extractor) from a local weights file.
+
+    The file is Keras' ``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``.
 
     Raises:
         FileNotFoundError: the weights file is missing.
@@ -147,8 +148,13 @@ def resolve_features(
     inception_weights: str | os.PathLike | None = None,
     classifier_dir: str | os.PathLike | None = None,
 ) -> tuple[FeatureFn, str]:
-    """Pick the extractor: ImageNet weights if given, else a feature function / classifier, else
-    the fixed random-conv extractor. Returns ``(fn, name)``.
+    """Pick the feature extractor and its name.
+
+    ImageNet weights if given, else a feature function / classifier, else the fixed random-conv
+    extractor.
+
+    Returns:
+        ``(fn, name)``.
     """
     if inception_weights:
         return inception_features(inception_weights), "inception-v3-imagenet"
@@ -197,8 +203,9 @@ def fid(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
 def kid(
     feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 20, subset_size: int = 200, seed: int = 0
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial
-    kernel, mean and std over random subsets. Unbiased, so ≈ 0 (can be < 0) for equal distributions.
+    """Kernel Inception Distance (Bińkowski et al. 2018), mean and std over random subsets.
+
+    Unbiased MMD² with the cubic polynomial kernel, so ≈ 0 (can be < 0) for equal distributions.
     """
     a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
     m = min(subset_size, len(a), len(b))
@@ -246,8 +253,9 @@ def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
 
 
 def ssim(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004) of two (N,S,S,1) batches in [0,1], Gaussian window σ=1.5
-    (≈ the usual 11×11), reflected borders.
+    """Per-image SSIM (Wang et al. 2004) of two (N,S,S,1) batches in [0,1].
+
+    Gaussian window σ=1.5 (≈ the usual 11×11), reflected borders.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -383,8 +391,9 @@ def memorisation_audit_features(
     card's) see shape and texture, so the two audits fail in different ways.
 
     Args:
-        f_train, f_heldout, f_synthetic: (N, D) features of the GAN's training, held-out and
-            synthetic images.
+        f_train: (N, D) features of the GAN's training images.
+        f_heldout: (N, D) features of held-out real images (the GAN never saw them).
+        f_synthetic: (N, D) features of the synthetic images.
         alpha: quantile of the held-out floor below which a synthetic image is flagged.
         seed: seed of the size-matched training subset.
         space: name of the extractor, for the output.
@@ -492,9 +501,12 @@ def report_card(
     (class-balanced) synthetic set to the held-out set's class prior, so it compares like with like.
 
     Args:
-        real_train, train_labels: the GAN's training images (N,S,S,1) in [0,1] and labels 0/1.
-        real_heldout, heldout_labels: real images the GAN never saw.
-        synthetic, synthetic_labels: the synthetic set.
+        real_train: the GAN's training images (N,S,S,1) in [0,1].
+        train_labels: their labels, 0 = benign, 1 = malignant (the positive class).
+        real_heldout: real images the GAN never saw.
+        heldout_labels: their labels (0/1 as above).
+        synthetic: the synthetic set's images.
+        synthetic_labels: the classes they were generated for (0/1 as above).
         feature_fn: images → (N,D) features; used unless ``inception_weights`` is given.
         feature_name: name of ``feature_fn`` for the output.
         inception_weights: local InceptionV3 no-top weights file (preferred extractor).
@@ -515,76 +527,104 @@ def report_card(
     fn, name = resolve_features(
         feature_fn, feature_name, inception_weights=inception_weights, classifier_dir=classifier_dir
     )
-    log.info(
-        "report card: %d train, %d held-out, %d synthetic; features %s", len(tr_x), len(ho_x), len(sy_x), name
-    )
-    f_tr, f_ho, f_sy = fn(tr_x), fn(ho_x), fn(sy_x)
+    f_tr, f_ho, f_sy = _extract(fn, name, tr_x, ho_x, sy_x)
     rng = np.random.default_rng(seed)
-    groups = None if heldout_groups is None else np.asarray(heldout_groups)
-    if groups is not None and len(groups) != len(ho_x):
-        raise ValueError(f"heldout_groups has {len(groups)} entries for {len(ho_x)} held-out images")
+    groups = _check_groups(heldout_groups, len(ho_x))
 
     def block(mask_tr, mask_ho, mask_sy, cls_seed) -> dict[str, Any]:
-        ho, sy, tr = f_ho[mask_ho], f_sy[mask_sy], f_tr[mask_tr]
-        out: dict[str, Any] = {
-            "n_train": int(len(tr)),
-            "n_heldout": int(len(ho)),
-            "n_synthetic": int(len(sy)),
-        }
-        if len(ho) < 4 or len(sy) < 2:
-            out["note"] = "too few images for distribution metrics"
-            return out
-        in_a = _halves(len(ho), None if groups is None else groups[mask_ho], rng)
-        half_a, half_b = ho[in_a], ho[~in_a]
-        if min(len(half_a), len(half_b)) < 2:
-            out["note"] = "too few held-out patients for a real-vs-real floor"
-            return out
-        n = len(half_a)
-        sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
-        out["floor_halves"] = "by patient" if groups is not None else "by image (no patient ids)"
-        out["sample_sizes"] = {"half_a": int(n), "half_b": int(len(half_b)), "synthetic": int(len(sy_n))}
-        tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
-        out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
-        out["fid_floor_heldout_halves"] = fid(half_a, half_b)
-        if tr_n is not None:
-            out["fid_train_vs_heldout"] = fid(tr_n, half_b)
-        out["fid_sample_size"] = int(min(n, len(sy)))
-        if out["fid_sample_size"] <= ho.shape[1]:
-            out["fid_note"] = (
-                f"{out['fid_sample_size']} samples per side for {ho.shape[1]} feature "
-                "dimensions: FID is noisy here; read it against the floor, and prefer KID"
-            )
-        kid_syn = kid(sy_n, half_b, seed=cls_seed)  # same sizes as the floor below
-        kid_floor = kid(half_a, half_b, seed=cls_seed)
-        out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
-        out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
-        if min(len(half_a), len(half_b), len(sy_n)) > k:
-            # k-NN radii shrink with more points: synthetic (half A's size) vs half B, like the floor
-            out["manifold"] = manifold_metrics(half_b, sy_n, k=k)
-            out["manifold_floor_heldout_halves"] = manifold_metrics(half_b, half_a, k=k)
-        return out
+        g = None if groups is None else groups[mask_ho]
+        return _distribution_block(f_tr[mask_tr], f_ho[mask_ho], f_sy[mask_sy], g, rng, k, cls_seed)
 
+    everything = np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), _prior_matched(sy_y, ho_y, rng)
     card: dict[str, Any] = {
         "features": name,
         "feature_dim": int(f_tr.shape[1]),
         "counts": {"train": int(len(tr_x)), "heldout": int(len(ho_x)), "synthetic": int(len(sy_x))},
-        "overall": block(
-            np.ones(len(tr_x), bool), np.ones(len(ho_x), bool), _prior_matched(sy_y, ho_y, rng), seed
-        ),
+        "overall": block(*everything, seed),
         "per_class": {},
     }
     for c, cname in enumerate(CLASS_NAMES):
-        entry = block(tr_y == c, ho_y == c, sy_y == c, seed + c + 1)
-        entry["ssim_diversity_synthetic"] = mean_pairwise_ssim(sy_x[sy_y == c], seed=seed)
-        entry["ssim_diversity_real"] = mean_pairwise_ssim(
-            np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]]), seed=seed
-        )
-        card["per_class"][cname] = entry
+        real_c = np.concatenate([tr_x[tr_y == c], ho_x[ho_y == c]])
+        card["per_class"][cname] = {
+            **block(tr_y == c, ho_y == c, sy_y == c, seed + c + 1),
+            "ssim_diversity_synthetic": mean_pairwise_ssim(sy_x[sy_y == c], seed=seed),
+            "ssim_diversity_real": mean_pairwise_ssim(real_c, seed=seed),
+        }
     card["memorisation"] = combine_memorisation(
         memorisation_audit(tr_x, ho_x, sy_x, alpha=alpha, seed=seed),
         memorisation_audit_features(f_tr, f_ho, f_sy, alpha=alpha, seed=seed, space=name),
     )
     return card
+
+
+def _extract(fn: FeatureFn, name: str, tr_x: np.ndarray, ho_x: np.ndarray, sy_x: np.ndarray):
+    """Features of the training, held-out and synthetic images (logged with the set sizes)."""
+    log.info(
+        "report card: %d train, %d held-out, %d synthetic; features %s", len(tr_x), len(ho_x), len(sy_x), name
+    )
+    return fn(tr_x), fn(ho_x), fn(sy_x)
+
+
+def _check_groups(heldout_groups: np.ndarray | None, n_heldout: int) -> np.ndarray | None:
+    groups = None if heldout_groups is None else np.asarray(heldout_groups)
+    if groups is not None and len(groups) != n_heldout:
+        raise ValueError(f"heldout_groups has {len(groups)} entries for {n_heldout} held-out images")
+    return groups
+
+
+def _distribution_block(
+    tr: np.ndarray,
+    ho: np.ndarray,
+    sy: np.ndarray,
+    groups: np.ndarray | None,
+    rng: np.random.Generator,
+    k: int,
+    seed: int,
+) -> dict[str, Any]:
+    """FID, KID and manifold metrics of one block (overall or a class) against the held-out floor.
+
+    Args:
+        tr: training features of the block.
+        ho: held-out features of the block, halved (by ``groups`` when given) into A and B.
+        sy: synthetic features of the block, subsampled to half A's size.
+        groups: patient id per held-out row, or None to halve by image.
+        rng: the card's generator (halves and subsets, drawn in a fixed order).
+        k: neighbourhood size of the manifold metrics.
+        seed: KID's subset seed for this block.
+    """
+    out: dict[str, Any] = {"n_train": int(len(tr)), "n_heldout": int(len(ho)), "n_synthetic": int(len(sy))}
+    if len(ho) < 4 or len(sy) < 2:
+        out["note"] = "too few images for distribution metrics"
+        return out
+    in_a = _halves(len(ho), groups, rng)
+    half_a, half_b = ho[in_a], ho[~in_a]
+    if min(len(half_a), len(half_b)) < 2:
+        out["note"] = "too few held-out patients for a real-vs-real floor"
+        return out
+    n = len(half_a)
+    sy_n = sy[rng.choice(len(sy), min(n, len(sy)), replace=False)]
+    out["floor_halves"] = "by patient" if groups is not None else "by image (no patient ids)"
+    out["sample_sizes"] = {"half_a": int(n), "half_b": int(len(half_b)), "synthetic": int(len(sy_n))}
+    tr_n = tr[rng.choice(len(tr), min(n, len(tr)), replace=False)] if len(tr) >= 2 else None
+    out["fid_synthetic_vs_heldout"] = fid(sy_n, half_b)
+    out["fid_floor_heldout_halves"] = fid(half_a, half_b)
+    if tr_n is not None:
+        out["fid_train_vs_heldout"] = fid(tr_n, half_b)
+    out["fid_sample_size"] = int(min(n, len(sy)))
+    if out["fid_sample_size"] <= ho.shape[1]:
+        out["fid_note"] = (
+            f"{out['fid_sample_size']} samples per side for {ho.shape[1]} feature "
+            "dimensions: FID is noisy here; read it against the floor, and prefer KID"
+        )
+    kid_syn = kid(sy_n, half_b, seed=seed)  # same sizes as the floor below
+    kid_floor = kid(half_a, half_b, seed=seed)
+    out["kid_synthetic_vs_heldout"], out["kid_synthetic_vs_heldout_std"] = kid_syn
+    out["kid_floor_heldout_halves"], out["kid_floor_std"] = kid_floor
+    if min(len(half_a), len(half_b), len(sy_n)) > k:
+        # k-NN radii shrink with more points: synthetic (half A's size) vs half B, like the floor
+        out["manifold"] = manifold_metrics(half_b, sy_n, k=k)
+        out["manifold_floor_heldout_halves"] = manifold_metrics(half_b, half_a, k=k)
+    return out
 
 
 def _public(card: dict[str, Any]) -> dict[str, Any]:
@@ -640,8 +680,10 @@ def write_report_card(
     n_show: int = 8,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """`report_card` plus ``report_card.json``, ``samples_per_class.png`` (real vs synthetic rows
-    per class) and ``closest_pairs.png`` (synthetic images nearest to a training image, next to it).
+    """`report_card`, written with its figures to ``out_dir``.
+
+    Writes ``report_card.json``, ``samples_per_class.png`` (real vs synthetic rows per class) and
+    ``closest_pairs.png`` (synthetic images nearest to a training image, next to it).
 
     Returns:
         The card as written to JSON, with ``figures`` (file names).
@@ -717,8 +759,10 @@ def run_quality(
     inception_weights: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Report card from directories: GAN training = ``train`` of the prepared set, held-out =
-    ``heldout_split`` (default ``val``; the GAN never sees it), synthetic = the synthetic set.
+    """Report card from directories (see `write_report_card`).
+
+    GAN training = ``train`` of the prepared set, held-out = ``heldout_split`` (default ``val``; the
+    GAN never sees it), synthetic = the synthetic set.
     """
     from mammosynth.data import shards
 

@@ -1,6 +1,7 @@
-"""Generate the README's results block from a real run: ``make readme`` rewrites what lies between
-``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md from ``runs/latest/metrics.json``,
-``run.json`` and ``report_card.json``, so the README states only what a run produced.
+"""Generate the README's results block from a real run, so the README states only what a run produced.
+
+``make readme`` rewrites what lies between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in
+README.md from ``runs/latest/metrics.json``, ``run.json`` and ``report_card.json``.
 
 Tolerates metrics.json with or without the ``verdict`` block
 (``{"synthetic_helps", "comparisons": [{arm, control, delta, ci95, p_value, p_adjusted, seed_ci95,
@@ -72,8 +73,9 @@ def _card_lines(card: dict[str, Any] | None) -> list[str]:
     manifold = overall.get("manifold") or {}
     floor = overall.get("manifold_floor_heldout_halves") or {}
     return [
-        f"Generator report card ({card.get('features', 'features n/a')}): precision {_fmt(manifold.get('precision'), 2)} "
-        f"/ recall {_fmt(manifold.get('recall'), 2)} against the real-vs-real floor's "
+        f"Generator report card ({card.get('features', 'features n/a')}): "
+        f"precision {_fmt(manifold.get('precision'), 2)} / recall {_fmt(manifold.get('recall'), 2)} "
+        "against the real-vs-real floor's "
         f"{_fmt(floor.get('precision'), 2)} / {_fmt(floor.get('recall'), 2)}; FID "
         f"{_fmt(overall.get('fid_synthetic_vs_heldout'), 2)} against a floor of "
         f"{_fmt(overall.get('fid_floor_heldout_halves'), 2)}; KID {_fmt(overall.get('kid_synthetic_vs_heldout'), 4)} "

@@ -41,6 +41,7 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (``best_params.json`` holds them, plus model, seed and epochs)."""
         return asdict(self)
 
 
@@ -170,9 +171,12 @@ def run_tune(
         space: override `SEARCH_SPACE` (before restriction to ``model``).
         timeout_s: wall-clock budget of the search.
         data_uri: where Katib trials read the prepared set (``s3://...``); defaults to ``prepared_dir``.
-        namespace, image, algorithm, parallel_trials, gpu, experiment_name: Katib settings
-            (`mammosynth.cluster.katib.build_experiment`); ``image`` defaults to
-            ``$MAMMOSYNTH_TRAINER_IMAGE``.
+        namespace: Katib: the Experiment's namespace.
+        image: Katib: the trainer image; defaults to ``$MAMMOSYNTH_TRAINER_IMAGE``.
+        algorithm: Katib: the suggestion algorithm (`mammosynth.cluster.katib.ALGORITHMS`).
+        parallel_trials: Katib: trials run at once.
+        gpu: Katib: one GPU per trial, on GPU nodes.
+        experiment_name: Katib: the Experiment's name; defaults to ``mammosynth-tune-<unix time>``.
         **train_kwargs: fixed `train_classifier` options for Optuna trials (e.g. ``augment``).
 
     Returns:

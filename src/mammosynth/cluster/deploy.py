@@ -145,7 +145,8 @@ def inference_service(
             still downloads ``storage_uri`` to /mnt/models); ``None`` uses the ``mammosynth-server``
             ServingRuntime from manifests/base.
         service_account: account whose S3 annotations/secret the storage initializer uses.
-        min_replicas, max_replicas: autoscaling bounds.
+        min_replicas: fewest predictor replicas (0 lets KServe scale to zero).
+        max_replicas: most predictor replicas (at least 1).
         resources: container requests/limits (default 1-2 CPU, 2-4 GiB).
 
     Raises:

@@ -92,11 +92,12 @@ def _load_crd_schema_cached(path: str, version: str) -> dict[str, Any]:
 
 
 def strict(schema: Any) -> Any:
-    """Return a copy of an OpenAPI schema in which every object with declared ``properties`` and
-    no ``additionalProperties`` / ``x-kubernetes-preserve-unknown-fields`` rejects unknown keys.
+    """Return a copy of an OpenAPI schema whose closed objects reject unknown keys.
 
-    Open maps (``additionalProperties`` set) and preserve-unknown objects stay open, and so does
-    everything under a preserve-unknown object, because their keys are data, not field names.
+    Closed: an object with declared ``properties`` and no ``additionalProperties`` /
+    ``x-kubernetes-preserve-unknown-fields``. Open maps (``additionalProperties`` set) and
+    preserve-unknown objects stay open, and so does everything under a preserve-unknown object,
+    because their keys are data, not field names.
     """
     if isinstance(schema, list):
         return [strict(item) for item in schema]
@@ -212,10 +213,12 @@ def _katib_schema() -> dict[str, Any]:
 
 
 def validate_katib_experiment(obj: dict[str, Any]) -> None:
-    """Check a Katib ``Experiment``: apiVersion/kind, metadata via the core model, and ``spec``
-    against ``v1beta1.ExperimentSpec`` ($refs resolved, unknown fields rejected). The trial
-    template's ``trialSpec`` is free-form in Katib's schema, so when it is a Kubernetes Job its
-    body is checked against the core ``V1Job`` model too.
+    """Check a Katib ``Experiment`` against Katib's OpenAPI definitions and the core models.
+
+    apiVersion/kind, metadata via the core model, and ``spec`` against ``v1beta1.ExperimentSpec``
+    ($refs resolved, unknown fields rejected). The trial template's ``trialSpec`` is free-form in
+    Katib's schema, so when it is a Kubernetes Job its body is checked against the core ``V1Job``
+    model too.
 
     Raises:
         ValueError: every problem, one per line, each with its field path.
@@ -372,9 +375,10 @@ def _core_problems(obj: Any, prefix: str = "") -> list[str]:
 
 
 def validate_core(obj: dict[str, Any]) -> None:
-    """Check a core Kubernetes object (Namespace, ConfigMap, Deployment, Job, Role, ...) against
-    the official client's model for its apiVersion and kind: unknown fields, wrong shapes and
-    missing required fields.
+    """Check a core Kubernetes object against the official client's model for its apiVersion and kind.
+
+    Any core kind (Namespace, ConfigMap, Deployment, Job, Role, ...); finds unknown fields, wrong
+    shapes and missing required fields.
 
     Raises:
         ValueError: every problem, one per line, each with its field path.

@@ -98,17 +98,48 @@ def build_experiment(
         data_uri: prepared set the trials read (``s3://...``; credentials from ``storage_secret``).
         space: hyperparameters to search (flags ``--<name-with-dashes>`` of ``mammosynth train``).
         algorithm: Katib suggestion algorithm (``tpe``, ``random``, ``bayesianoptimization``, ...).
-        max_trials: trials to run; parallel_trials: how many at once.
+        max_trials: trials to run.
+        parallel_trials: trials run at once.
         max_failed_trials: failures tolerated before the Experiment fails (default: max_trials // 4 + 1).
-        gpu: request one ``nvidia.com/gpu`` per trial; node_selector / tolerations place it on GPU nodes
-            (defaults: ``nvidia.com/gpu.present=true`` and a toleration for the ``nvidia.com/gpu`` taint).
-        model, epochs, batch_size, seed: fixed trainer settings of every trial.
-        storage_secret, storage_config_map: imported as environment (S3 credentials and endpoint).
-        cpu, memory: per-trial requests.
+        gpu: request one ``nvidia.com/gpu`` per trial.
+        node_selector: trial pod node selector (with ``gpu``, default ``nvidia.com/gpu.present=true``).
+        tolerations: trial pod tolerations (with ``gpu``, default: tolerate the ``nvidia.com/gpu`` taint).
+        model: classifier every trial trains (``mammosynth train --model``).
+        epochs: epochs per trial (also the early-stopping patience, so no trial stops early).
+        batch_size: batch size of every trial.
+        seed: trainer seed of every trial, and the suggestion algorithm's ``random_state`` where it has one.
+        storage_secret: Secret imported as environment (S3 credentials); None for none.
+        storage_config_map: ConfigMap imported as environment (S3 endpoint); None for none.
+        cpu: per-trial CPU request.
+        memory: per-trial memory request and limit.
 
     Raises:
         ValueError: bad name, algorithm or counts.
     """
+    _check_experiment_args(name, algorithm, max_trials, parallel_trials, space)
+    command, trial_parameters = _trial_command(space, data_uri, model, epochs, batch_size, seed)
+    container = _trial_container(image, command, cpu, memory, storage_secret, storage_config_map)
+    failures = max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Experiment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "mammosynth"},
+        },
+        "spec": {
+            **_search_spec(space, algorithm, seed, max_trials, parallel_trials, failures),
+            "trialTemplate": _trial_template(
+                trial_parameters, _pod_spec(container, gpu, node_selector, tolerations)
+            ),
+        },
+    }
+
+
+def _check_experiment_args(
+    name: str, algorithm: str, max_trials: int, parallel_trials: int, space: Sequence[Param]
+) -> None:
     if not _DNS1123.match(name) or len(name) > 63:
         raise ValueError(f"experiment name {name!r} must be a DNS-1123 label (lowercase, digits, '-', <= 63)")
     if algorithm not in ALGORITHMS:
@@ -117,6 +148,12 @@ def build_experiment(
         raise ValueError(f"max_trials and parallel_trials must be >= 1, got {max_trials}, {parallel_trials}")
     if not space:
         raise ValueError("empty search space")
+
+
+def _trial_command(
+    space: Sequence[Param], data_uri: str, model: str, epochs: int, batch_size: int, seed: int
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The trainer command with one ``${trialParameters.x}`` flag per parameter, and those parameters."""
     command = [
         "python",
         "-m",
@@ -142,6 +179,18 @@ def build_experiment(
         ref = _camel(p.name)
         command += [p.flag, f"${{trialParameters.{ref}}}"]
         trial_parameters.append({"name": ref, "description": f"{p.name} ({p.kind})", "reference": p.name})
+    return command, trial_parameters
+
+
+def _trial_container(
+    image: str,
+    command: list[str],
+    cpu: str,
+    memory: str,
+    storage_secret: str | None,
+    storage_config_map: str | None,
+) -> dict[str, Any]:
+    """The trial's primary container, with the storage Secret/ConfigMap as environment when given."""
     container: dict[str, Any] = {
         "name": PRIMARY_CONTAINER,
         "image": image,
@@ -156,6 +205,16 @@ def build_experiment(
         env_from.append({"configMapRef": {"name": storage_config_map}})
     if env_from:
         container["envFrom"] = env_from
+    return container
+
+
+def _pod_spec(
+    container: dict[str, Any],
+    gpu: bool,
+    node_selector: dict[str, str] | None,
+    tolerations: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The trial pod: with ``gpu``, one GPU and GPU-node placement (defaults unless given)."""
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     if gpu:
         container["resources"]["limits"]["nvidia.com/gpu"] = "1"
@@ -172,50 +231,50 @@ def build_experiment(
             pod_spec["nodeSelector"] = node_selector
         if tolerations:
             pod_spec["tolerations"] = tolerations
+    return pod_spec
+
+
+def _search_spec(
+    space: Sequence[Param], algorithm: str, seed: int, max_trials: int, parallel_trials: int, max_failed: int
+) -> dict[str, Any]:
+    """Objective, algorithm, trial counts, metrics collector and parameters of the Experiment ``spec``."""
     algo: dict[str, Any] = {"algorithmName": algorithm}
     if algorithm in _SEEDED:
         algo["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}]
     return {
-        "apiVersion": API_VERSION,
-        "kind": "Experiment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "mammosynth"},
+        "objective": {
+            "type": "maximize",
+            "objectiveMetricName": OBJECTIVE_METRIC,
+            "additionalMetricNames": list(ADDITIONAL_METRICS),
+            # The trainer's last line reports the restored best epoch, so "latest" is the kept model.
+            "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
         },
-        "spec": {
-            "objective": {
-                "type": "maximize",
-                "objectiveMetricName": OBJECTIVE_METRIC,
-                "additionalMetricNames": list(ADDITIONAL_METRICS),
-                # The trainer's last line reports the restored best epoch, so "latest" is the kept model.
-                "metricStrategies": [{"name": OBJECTIVE_METRIC, "value": "latest"}],
-            },
-            "algorithm": algo,
-            "parallelTrialCount": int(parallel_trials),
-            "maxTrialCount": int(max_trials),
-            "maxFailedTrialCount": int(
-                max_failed_trials if max_failed_trials is not None else max_trials // 4 + 1
-            ),
-            "metricsCollectorSpec": {
-                "collector": {"kind": "StdOut"},
-                "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}},
-            },
-            "parameters": [_parameter(p) for p in space],
-            "trialTemplate": {
-                "primaryContainerName": PRIMARY_CONTAINER,
-                "trialParameters": trial_parameters,
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "backoffLimit": 0,
-                        "template": {
-                            # Istio's sidecar would keep the pod (and so the trial) running after training.
-                            "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                            "spec": pod_spec,
-                        },
-                    },
+        "algorithm": algo,
+        "parallelTrialCount": int(parallel_trials),
+        "maxTrialCount": int(max_trials),
+        "maxFailedTrialCount": int(max_failed),
+        "metricsCollectorSpec": {
+            "collector": {"kind": "StdOut"},
+            "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}},
+        },
+        "parameters": [_parameter(p) for p in space],
+    }
+
+
+def _trial_template(trial_parameters: list[dict[str, str]], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The trial template: a batch/v1 Job (no retries, no Istio sidecar) running ``pod_spec``."""
+    return {
+        "primaryContainerName": PRIMARY_CONTAINER,
+        "trialParameters": trial_parameters,
+        "trialSpec": {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    # Istio's sidecar would keep the pod (and so the trial) running after training.
+                    "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                    "spec": pod_spec,
                 },
             },
         },
@@ -223,10 +282,12 @@ def build_experiment(
 
 
 def validate_experiment(obj: dict[str, Any]) -> None:
-    """Check an Experiment offline: its structure through `mammosynth.cluster.k8s.validate_katib_experiment`
-    (``spec`` against Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown
-    fields rejected), plus what the schema cannot say (enums, names, that every
-    ``${trialParameters.x}`` is declared, the primary container exists).
+    """Check an Experiment offline, against Katib's schema and what the schema cannot say.
+
+    The structure goes through `mammosynth.cluster.k8s.validate_katib_experiment` (``spec`` against
+    Katib's ``v1beta1.ExperimentSpec``, the trial Job against the core model, unknown fields rejected);
+    then enums, names, that every ``${trialParameters.x}`` is declared, and that the primary container
+    exists.
 
     Raises:
         ValueError: every problem found, one per line, each with its field path.
@@ -251,7 +312,16 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ValueError("Experiment has no spec object")
+    problems += _search_problems(spec)
+    param_names = {p.get("name") for p in spec.get("parameters") or []}
+    problems += _template_problems(spec.get("trialTemplate") or {}, param_names)
+    if problems:
+        raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
 
+
+def _search_problems(spec: dict[str, Any]) -> list[str]:
+    """Enum and presence problems of the objective, metrics collector, algorithm and parameters."""
+    problems = []
     objective = spec.get("objective") or {}
     if objective.get("type") not in _OBJECTIVE_TYPES:
         problems.append(
@@ -270,18 +340,21 @@ def validate_experiment(obj: dict[str, Any]) -> None:
     algorithm = (spec.get("algorithm") or {}).get("algorithmName")
     if algorithm not in ALGORITHMS:
         problems.append(f"spec.algorithm.algorithmName {algorithm!r} not in {list(ALGORITHMS)}")
-    param_names = set()
-    for i, p in enumerate(spec.get("parameters") or []):
-        param_names.add(p.get("name"))
+    parameters = spec.get("parameters") or []
+    for i, p in enumerate(parameters):
         if p.get("parameterType") not in _PARAMETER_TYPES:
             problems.append(
                 f"spec.parameters.{i}.parameterType {p.get('parameterType')!r} "
                 f"not in {sorted(_PARAMETER_TYPES)}"
             )
-    if not param_names:
+    if not parameters:
         problems.append("spec.parameters is empty")
+    return problems
 
-    template = spec.get("trialTemplate") or {}
+
+def _template_problems(template: dict[str, Any], param_names: set) -> list[str]:
+    """Trial parameters that reference unknown parameters or are used undeclared; a missing primary container."""
+    problems = []
     declared = {tp.get("name") for tp in template.get("trialParameters") or []}
     for tp in template.get("trialParameters") or []:
         if tp.get("reference") not in param_names:
@@ -306,8 +379,7 @@ def validate_experiment(obj: dict[str, Any]) -> None:
                     f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} "
                     f"is not a container of the trial pod ({names})"
                 )
-    if problems:
-        raise ValueError("invalid Katib Experiment:\n  " + "\n  ".join(problems))
+    return problems
 
 
 def _condition(status: dict[str, Any]) -> str | None:
@@ -342,14 +414,7 @@ def run_experiment(
         TimeoutError: not finished within ``timeout_s``.
     """
     validate_experiment(obj)
-    if api is None:
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.CustomObjectsApi()
+    api = api if api is not None else _custom_objects_api()
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     if delete_existing:
         try:
@@ -359,31 +424,8 @@ def run_experiment(
             log.debug("no previous experiment %s/%s: %s", ns, name, exc)
     api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, copy.deepcopy(obj))
     log.info("created Katib Experiment %s/%s (%s trials max)", ns, name, obj["spec"]["maxTrialCount"])
-    deadline = time.monotonic() + timeout_s
     metric = obj["spec"]["objective"]["objectiveMetricName"]
-    while True:
-        exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        status = exp.get("status") or {}
-        log.info(
-            "experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)",
-            name,
-            status.get("trialsRunning", 0),
-            status.get("trialsSucceeded", 0),
-            status.get("trialsFailed", 0),
-            _best_value(status, metric),
-        )
-        state = _condition(status)
-        if state == "Failed":
-            msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
-            raise RuntimeError(f"Katib Experiment {ns}/{name} failed: {'; '.join(msgs)}")
-        if state == "Succeeded":
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
-                f"(kubectl -n {ns} get experiment {name})"
-            )
-        time.sleep(poll_s)
+    status = _wait_for(api, ns, name, metric, timeout_s, poll_s)
     optimal = status.get("currentOptimalTrial") or {}
     params = {a["name"]: a["value"] for a in optimal.get("parameterAssignments") or []}
     value = _best_value(status, metric)
@@ -400,6 +442,50 @@ def run_experiment(
         "trial_name": optimal.get("bestTrialName"),
         "trials": [],
     }
+
+
+def _custom_objects_api():
+    """A ``CustomObjectsApi`` from the in-cluster config, else ~/.kube/config."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def _wait_for(api, ns: str, name: str, metric: str, timeout_s: float, poll_s: float) -> dict[str, Any]:
+    """Poll the Experiment (logging progress) until it succeeds; return its status.
+
+    Raises:
+        RuntimeError: the Experiment failed.
+        TimeoutError: not finished within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        exp = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        status = exp.get("status") or {}
+        log.info(
+            "experiment %s: %s trials running, %s succeeded, %s failed (best so far: %s)",
+            name,
+            status.get("trialsRunning", 0),
+            status.get("trialsSucceeded", 0),
+            status.get("trialsFailed", 0),
+            _best_value(status, metric),
+        )
+        state = _condition(status)
+        if state == "Failed":
+            msgs = [c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == "Failed"]
+            raise RuntimeError(f"Katib Experiment {ns}/{name} failed: {'; '.join(msgs)}")
+        if state == "Succeeded":
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"Katib Experiment {ns}/{name} not finished after {timeout_s:.0f}s "
+                f"(kubectl -n {ns} get experiment {name})"
+            )
+        time.sleep(poll_s)
 
 
 def _best_value(status: dict[str, Any], metric: str) -> float | None:

@@ -1,10 +1,10 @@
-"""Submit the compiled study pipeline to a Kubeflow Pipelines 2.x endpoint (`make submit`).
+r"""Submit the compiled study pipeline to a Kubeflow Pipelines 2.x endpoint (`make submit`).
 
 Arguments are checked before anything is sent: the preset and overrides must load with
 `mammosynth.config.load_config`, and every parameter must be declared by the compiled pipeline.
 
 Examples:
-    python -m mammosynth.cluster.submit --host http://localhost:8080 --preset cbis-ddsm \\
+    python -m mammosynth.cluster.submit --host http://localhost:8080 --preset cbis-ddsm \
         --source s3://mammosynth/cbis-ddsm
     python -m mammosynth.cluster.submit --dry-run --preset tiny          # print the run's arguments only
     python -m mammosynth.cluster.submit --gpu-env manifests/components/gpu/gpu-pool.yaml   # KEY=VALUE lines

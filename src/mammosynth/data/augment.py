@@ -72,6 +72,7 @@ class AugmentConfig:
         return cls(**(data or {}))
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serialisable; `from_dict` reads it back)."""
         return dataclasses.asdict(self)
 
 

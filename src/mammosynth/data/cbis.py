@@ -216,15 +216,18 @@ class CaseRecord:
 
     @property
     def full_folder(self) -> str:
+        """Patient folder of the full mammogram: `folder` without the abnormality number."""
         return self.folder.rsplit("_", 1)[0]
 
     @property
     def image_id(self) -> str:
+        """The abnormality's id (``mass-train-P_00001-LEFT-CC-1``): one crop, one ``images/`` file."""
         parts = (self.abnormality, self.official_split, self.patient_id, self.laterality, self.view)
         return "-".join(map(str, parts)) + f"-{self.abnormality_id}"
 
     @property
     def full_image_key(self) -> str:
+        """The view's id (``mass-train-P_00001-LEFT-CC``), shared by the abnormalities of one full mammogram."""
         return f"{self.abnormality}-{self.official_split}-{self.patient_id}-{self.laterality}-{self.view}"
 
 
@@ -329,9 +332,11 @@ class Layout:
         raise NotImplementedError
 
     def decode(self, cand: Candidate) -> DicomImage:
+        """Decode one candidate DICOM (named by its path relative to the source root in errors)."""
         return decode_dicom(cand.path, name=self.relative(cand.path))
 
     def relative(self, path: Path) -> str:
+        """``path`` relative to the source root (POSIX), or the path as is when it lies outside it."""
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
@@ -358,6 +363,7 @@ class TciaOldLayout(Layout):
         self.base = base
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        """Every DICOM in the series folders the CSV paths name (crop and mask numbers are unreliable)."""
         paths = (
             [record.image_file_path]
             if image_kind == "full"
@@ -385,6 +391,7 @@ class TciaCurrentLayout(Layout):
         self.base = base
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        """Every DICOM under the record's patient folder (``<folder>/<date>-DDSM-<n>/<series>/*.dcm``)."""
         folder = record.full_folder if image_kind == "full" else record.folder
         found = [
             inside(self.root, p) for p in sorted(inside(self.root, self.base / folder).glob("*/*/*.dcm"))
@@ -421,6 +428,7 @@ class KaggleJpegLayout(Layout):
         return self.root.joinpath(*parts[1:]) if parts and parts[0] == "CBIS-DDSM" else direct
 
     def candidates(self, record: CaseRecord, image_kind: str) -> list[Candidate]:
+        """JPEGs of the series the CSV paths name, else of the record's patient folder, existing files only."""
         paths = (
             [record.image_file_path]
             if image_kind == "full"
@@ -443,6 +451,7 @@ class KaggleJpegLayout(Layout):
         return cands
 
     def decode(self, cand: Candidate) -> DicomImage:
+        """Decode one JPEG with the pixel budget; errors are `DicomError`s so ingest treats both sources alike."""
         name = self.relative(cand.path)
         try:
             arr = decode_pil(cand.path.read_bytes(), name)

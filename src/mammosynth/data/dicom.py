@@ -50,6 +50,45 @@ class DicomTooLarge(DicomError, PixelBudgetExceeded):
     """The DICOM declares (or inflates to) more pixels than the pixel budget allows."""
 
 
+# Deepest sequence nesting accepted (a top-level sequence is depth 1). Mammograms nest a few levels;
+# pydicom parses nested sequences recursively, so a hostile file nested hundreds deep would otherwise
+# end in a RecursionError (or, lazily parsed, in whatever code walks the dataset later).
+MAX_SEQUENCE_DEPTH = 64
+
+
+def _too_deep(name: str) -> DicomError:
+    return DicomError(
+        f"{name}: DICOM sequences nested more than {MAX_SEQUENCE_DEPTH} levels deep; refused as hostile or "
+        "corrupt (mammograms nest a few levels); re-export the image without the nested sequences"
+    )
+
+
+def _check_nesting(ds, name: str) -> None:
+    """Walk the sequences level by level (no recursion), refusing nesting over `MAX_SEQUENCE_DEPTH`.
+
+    pydicom converts a defined-length sequence only when it is accessed, one level at a time, so the
+    walk never recurses deeper than one level; an undefined-length one is parsed while reading, where
+    too deep a nesting already ended in the RecursionError that the callers turn into the same error.
+
+    Raises:
+        DicomError: the nesting is deeper than `MAX_SEQUENCE_DEPTH`.
+    """
+    from pydicom.datadict import dictionary_has_tag, dictionary_VR
+
+    pending = [(ds, 0)]
+    while pending:
+        item, depth = pending.pop()
+        for elem in list(item.elements()):  # raw (unconverted) elements: nothing below is parsed yet
+            vr = elem.VR
+            if vr is None and dictionary_has_tag(elem.tag):  # implicit VR: the dictionary knows
+                vr = dictionary_VR(elem.tag)
+            if vr != "SQ":
+                continue
+            if depth + 1 > MAX_SEQUENCE_DEPTH:
+                raise _too_deep(name)
+            pending.extend((child, depth + 1) for child in item[elem.tag].value)
+
+
 def _read_bytes(source: bytes | str | os.PathLike, name: str) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
@@ -100,9 +139,15 @@ def _read_dataset(source: bytes | str | os.PathLike, name: str, limit: int):
     data = _read_bytes(source, name)
     _check_deflate(data, name, limit)
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data))
+        _check_nesting(ds, name)
+        return ds
     except InvalidDicomError:
         pass
+    except RecursionError:
+        raise _too_deep(name) from None  # the thousand-frame traceback helps nobody
+    except DicomError:
+        raise
     except MemoryError as exc:
         raise DicomTooLarge(f"{name}: DICOM too large to parse in memory") from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure: name its kind, never its content
@@ -113,6 +158,11 @@ def _read_dataset(source: bytes | str | os.PathLike, name: str, limit: int):
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         has_image = "PixelData" in ds or "Rows" in ds or "SOPClassUID" in ds
+        _check_nesting(ds, name)
+    except RecursionError:
+        raise _too_deep(name) from None
+    except DicomError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parser failure here means "not DICOM"
         raise DicomError(f"{name}: not a DICOM file (no 'DICM' marker and no parsable elements)") from exc
     if not has_image:

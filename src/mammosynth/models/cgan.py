@@ -83,9 +83,9 @@ def _widths(k: int, base: int, cap: int) -> list[int]:
 def diff_augment(
     x: tf.Tensor, seed_generator: keras.random.SeedGenerator, translation: float = 0.125, cutout: float = 0.5
 ) -> tf.Tensor:
-    """DiffAugment (Zhao et al. 2020) for gray images in [-1,1]: brightness, contrast,
-    translation (zero fill) and cutout, independently per sample and differentiable in ``x``.
+    """DiffAugment (Zhao et al. 2020) for gray images in [-1,1], differentiable in ``x``.
 
+    Brightness, contrast, translation (zero fill) and cutout, drawn independently per sample.
     Applying the same random family to real and fake images keeps the discriminator from
     memorising a few hundred training crops without leaking augmentations into the generator.
     """
@@ -183,9 +183,11 @@ class _ConditionalGAN(keras.Model):
         return (self.sampling_generator([z, labels], training=training) + 1.0) * 0.5
 
     def sampler(self) -> keras.Model:
-        """A standalone float32 functional model ``[z, labels] → [0,1]`` images, for saving and
-        serving. Rebuilt under a float32 policy so a generator trained with mixed precision on a
-        GPU samples correctly on CPUs (weights are float32 under both policies)."""
+        """A standalone float32 functional model ``[z, labels] → [0,1]`` images, for saving and serving.
+
+        Rebuilt under a float32 policy so a generator trained with mixed precision on a GPU samples
+        correctly on CPUs (weights are float32 under both policies).
+        """
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("float32")
         try:
@@ -234,7 +236,9 @@ class _ConditionalGAN(keras.Model):
 
 @keras.saving.register_keras_serializable(package="mammosynth")
 class SeedCGAN(_ConditionalGAN):
-    """The study's cGAN (faithful baseline): Brownlee-style label-embedding generator
+    """The study's cGAN (faithful baseline).
+
+    Brownlee-style label-embedding generator
     (noise → Dense s0·s0·width; label → Embedding(50) → Dense s0·s0 plane; concatenated),
     ``k`` Conv2DTranspose(width, 4, stride 2) + LeakyReLU(0.2), Conv2D(channels, 7, tanh);
     discriminator on image ⊕ label plane with Conv2D(width, 3, stride 2) + LeakyReLU, dropout 0.4,
@@ -267,6 +271,7 @@ class SeedCGAN(_ConditionalGAN):
         self.built = True
 
     def get_config(self):
+        """The base config plus ``width``."""
         return {**super().get_config(), "width": self.width}
 
     def _build_generator(self, name: str) -> keras.Model:
@@ -299,6 +304,7 @@ class SeedCGAN(_ConditionalGAN):
         return keras.Model([x, y], out, name="seed_discriminator")
 
     def train_step(self, data):
+        """One step: a discriminator update on real vs fake (BCE), then a generator update on fresh noise."""
         real, labels = data
         real = tf.cast(real, "float32") * 2.0 - 1.0  # layers autocast under mixed precision
         labels = tf.cast(labels, "int32")
@@ -328,6 +334,7 @@ class SumPool(layers.Layer):
     """Global sum pooling (the projection discriminator's feature reduction)."""
 
     def call(self, x):
+        """Sum each feature map over height and width: (B,H,W,C) → (B,C)."""
         return tf.reduce_sum(x, axis=[1, 2])
 
 
@@ -396,6 +403,7 @@ class StableCGAN(_ConditionalGAN):
         self.built = True
 
     def get_config(self):
+        """The base config plus the widths, ``ema_decay``, ``r1_gamma`` and ``augment``."""
         return {
             **super().get_config(),
             "base_width": self.base_width,
@@ -407,9 +415,11 @@ class StableCGAN(_ConditionalGAN):
 
     @property
     def sampling_generator(self):
+        """The EMA generator: samples come from the averaged weights."""
         return self.ema_generator
 
     def state_variables(self):
+        """The base state plus the EMA step counter, so a resumed run continues the EMA warm-up."""
         return super().state_variables() + [self.ema_step]
 
     def _build_generator(self, name: str) -> keras.Model:
@@ -452,6 +462,7 @@ class StableCGAN(_ConditionalGAN):
         return diff_augment(x, self.seed_generator) if self.augment else x
 
     def train_step(self, data):
+        """One simultaneous step: hinge losses for D and G from one forward pass, optional R1, then the EMA update."""
         real, labels = data
         real = tf.cast(real, "float32") * 2.0 - 1.0  # layers autocast under mixed precision
         labels = tf.cast(labels, "int32")
@@ -497,8 +508,9 @@ class StableCGAN(_ConditionalGAN):
 
 @keras.saving.register_keras_serializable(package="mammosynth")
 class ConditionalVAE(_ConditionalGAN):
-    """A small class-conditional VAE (Sohn et al. 2015) behind the same interface, as a
-    non-adversarial comparison: it cannot collapse or oscillate, at the price of blurrier samples.
+    """A small class-conditional VAE (Sohn et al. 2015) behind the same interface.
+
+    A non-adversarial comparison: it cannot collapse or oscillate, at the price of blurrier samples.
 
     The decoder is `StableCGAN`'s generator (``generator``, so sampling, saving and synthesis are
     shared); the encoder (in the ``discriminator`` slot, trained by ``d_optimizer``) mirrors the
@@ -540,9 +552,11 @@ class ConditionalVAE(_ConditionalGAN):
 
     @property
     def metrics(self):
+        """The loss, reconstruction and KL trackers (the VAE has no D/G losses)."""
         return [self.loss_tracker, self.recon_tracker, self.kl_tracker]
 
     def get_config(self):
+        """The base config plus the widths and ``beta``."""
         return {
             **super().get_config(),
             "base_width": self.base_width,
@@ -564,6 +578,7 @@ class ConditionalVAE(_ConditionalGAN):
         return keras.Model([x, y], h, name="encoder")
 
     def train_step(self, data):
+        """One step: encode, reparameterise, decode; the same loss (reconstruction + beta × KL) trains both parts."""
         real, labels = data
         real = tf.cast(real, "float32") * 2.0 - 1.0
         labels = tf.cast(labels, "int32")
@@ -615,9 +630,12 @@ def build_gan(
 def default_optimizers(
     kind: str, learning_rate: float
 ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
-    """``(d_optimizer, g_optimizer)``: the study's Adam(lr, β₁=0.5) for the seed cGAN; for the stable
-    cGAN Adam(β₁=0, β₂=0.99) with a 2× discriminator rate (TTUR, Heusel et al. 2017); for the
-    VAE plain Adam at 5× the rate (encoder, decoder): a likelihood objective tolerates it."""
+    """``(d_optimizer, g_optimizer)`` for a GAN kind at a base learning rate.
+
+    The study's Adam(lr, β₁=0.5) for the seed cGAN; for the stable cGAN Adam(β₁=0, β₂=0.99) with a 2×
+    discriminator rate (TTUR, Heusel et al. 2017); for the VAE plain Adam at 5× the rate (encoder,
+    decoder): a likelihood objective tolerates it.
+    """
     if kind == "cvae":
         return keras.optimizers.Adam(5 * learning_rate), keras.optimizers.Adam(5 * learning_rate)
     if kind == "seed-cgan":

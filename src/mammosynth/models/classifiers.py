@@ -69,6 +69,7 @@ def build_simple_cnn(
 
     Args:
         input_shape: (S,S,C), C ∈ {1,3}; S ≥ 2**len(filters).
+        num_classes: must be 2: one sigmoid unit, P(malignant) (malignant = 1, the positive class).
         dropout: dropout before the output unit.
         filters: filters of each conv block.
         dense_units: width of the hidden dense layer.
@@ -99,6 +100,8 @@ def build_tuned_cnn(
     """The study's Optuna-searched CNN (the space is `mammosynth.space.SEARCH_SPACE`).
 
     Args:
+        input_shape: (S,S,C), C ∈ {1,3}.
+        num_classes: must be 2: one sigmoid unit, P(malignant) (malignant = 1, the positive class).
         n_conv_layers: number of conv(3×3)+max-pool blocks; S must be ≥ 2**n_conv_layers.
         filters: filters of the first block (doubled each block, capped at 512) or one per block.
         dense_units: width of the hidden dense layer.

@@ -33,6 +33,7 @@ class GrayToRGB(keras.layers.Layer):
     """
 
     def build(self, input_shape):
+        """Record the channel count (1 or 3); any other count is refused here, at build time."""
         channels = input_shape[-1]
         if channels not in (1, 3):
             raise ValueError(f"GrayToRGB expects 1 or 3 channels, got {channels} (input shape {input_shape})")
@@ -40,11 +41,13 @@ class GrayToRGB(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
+        """Repeat the gray channel three times; a 3-channel input is returned as is."""
         if self._channels == 3:
             return inputs
         return keras.ops.repeat(inputs, 3, axis=-1)
 
     def compute_output_shape(self, input_shape):
+        """The input shape with 3 channels."""
         return (*input_shape[:-1], 3)
 
 
@@ -66,13 +69,16 @@ class ImagenetPreprocess(keras.layers.Layer):
         self.app = app
 
     def call(self, inputs):
+        """Scale [0,1] to [0,255] and apply the application's own ``preprocess_input``."""
         module = getattr(keras.applications, APPLICATIONS[self.app])
         return module.preprocess_input(inputs * 255.0)
 
     def compute_output_shape(self, input_shape):
+        """Unchanged: the preprocessing is element-wise."""
         return input_shape
 
     def get_config(self):
+        """The layer config plus ``app``, so a saved classifier reloads with the same preprocessing."""
         return {**super().get_config(), "app": self.app}
 
 
@@ -125,6 +131,7 @@ class RandomEqualization(keras.layers.Layer):
         self.rate, self.clip_limit, self.bins, self.seed = float(rate), clip_limit, int(bins), seed
 
     def call(self, inputs, training=None):
+        """Equalise each image with probability ``rate`` when training; identity at inference."""
         if not training or self.rate == 0.0:
             return inputs
         x = tf.cast(inputs, tf.float32)
@@ -133,9 +140,11 @@ class RandomEqualization(keras.layers.Layer):
         return tf.where(flip[:, None, None, None], equalised, x)
 
     def compute_output_shape(self, input_shape):
+        """Unchanged: equalisation keeps the shape."""
         return input_shape
 
     def get_config(self):
+        """The layer config plus ``rate``, ``clip_limit``, ``bins`` and ``seed``."""
         return {
             **super().get_config(),
             "rate": self.rate,
@@ -172,6 +181,7 @@ class RandomGaussianBlur(keras.layers.Layer):
         return k / tf.reduce_sum(k), radius
 
     def call(self, inputs, training=None):
+        """Blend each chosen image towards its blur by a random strength when training; identity otherwise."""
         if not training or self.rate == 0.0:
             return inputs
         x = tf.cast(inputs, tf.float32)
@@ -189,9 +199,11 @@ class RandomGaussianBlur(keras.layers.Layer):
         return x + strength[:, None, None, None] * (blurred - x)
 
     def compute_output_shape(self, input_shape):
+        """Unchanged: the blur keeps the shape (reflect padding, valid convolution)."""
         return input_shape
 
     def get_config(self):
+        """The layer config plus ``sigma``, ``rate`` and ``seed``."""
         return {**super().get_config(), "sigma": self.sigma, "rate": self.rate, "seed": self.seed}
 
 
@@ -244,6 +256,7 @@ class RandomAffine(keras.layers.Layer):
         self.fill_mode, self.seed = fill_mode, seed
 
     def call(self, inputs, training=None):
+        """Warp the batch with one random affine transform per image when training; identity otherwise."""
         if not training:
             return inputs
         x = tf.cast(inputs, tf.float32)
@@ -280,9 +293,11 @@ class RandomAffine(keras.layers.Layer):
         )
 
     def compute_output_shape(self, input_shape):
+        """Unchanged: the warp keeps the image size."""
         return input_shape
 
     def get_config(self):
+        """The layer config plus every transform range, the flips, ``fill_mode`` and ``seed``."""
         return {
             **super().get_config(),
             "rotation": self.rotation,
@@ -311,6 +326,7 @@ class RandomIntensity(keras.layers.Layer):
         self.brightness, self.contrast, self.seed = float(brightness), float(contrast), seed
 
     def call(self, inputs, training=None):
+        """Scale the contrast around each image's mean, shift the brightness, clip to [0,1] (training only)."""
         if not training:
             return inputs
         x = tf.cast(inputs, tf.float32)
@@ -324,9 +340,11 @@ class RandomIntensity(keras.layers.Layer):
         return tf.clip_by_value(x, 0.0, 1.0)
 
     def compute_output_shape(self, input_shape):
+        """Unchanged: the intensity change is element-wise."""
         return input_shape
 
     def get_config(self):
+        """The layer config plus ``brightness``, ``contrast`` and ``seed``."""
         return {
             **super().get_config(),
             "brightness": self.brightness,

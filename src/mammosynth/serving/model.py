@@ -111,6 +111,7 @@ class MetadataMiddleware:
         self.paths = {f"/v1/models/{model.name}", f"/v2/models/{model.name}"}
 
     async def __call__(self, scope, receive, send):
+        """Answer metadata GETs for this model with the provenance merged in; pass everything else through."""
         if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in self.paths:
             return await self.app(scope, receive, send)
         held: dict = {}
@@ -210,12 +211,14 @@ class MammoModel(Model):
         return self.ready
 
     def stop(self) -> None:
+        """Close the micro-batcher (pending callers are cancelled), then stop as KServe's `Model` does."""
         if self.batcher is not None:
             self.batcher.close()
         super().stop()
 
     # --- metadata (v2 /v2/models/<name>) -------------------------------------------------------
     def get_input_types(self) -> list[dict]:
+        """The v2 inputs: ``image`` (encoded PNG/JPEG/DICOM bytes, base64 in JSON) or ``tensor`` (N,S,S,1 FP32)."""
         s = self.image_size
         return [
             {"name": "image", "datatype": "BYTES", "shape": [-1]},
@@ -223,6 +226,7 @@ class MammoModel(Model):
         ]
 
     def get_output_types(self) -> list[dict]:
+        """The v2 outputs: ``probability`` (P(malignant), malignant = 1) and ``label`` (its class name)."""
         return [
             {"name": "probability", "datatype": "FP32", "shape": [-1]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
@@ -249,6 +253,7 @@ class MammoModel(Model):
         return await self.batcher.submit(batch)
 
     def labels(self, probs: np.ndarray) -> list[str]:
+        """``class_names[1]`` (malignant, the positive class) where P reaches the threshold, else ``class_names[0]``."""
         return [self.class_names[int(p >= self.threshold)] for p in probs]
 
     async def predict(
@@ -257,6 +262,14 @@ class MammoModel(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict | InferResponse:
+        """Decode the request, run the classifier through the micro-batcher, and answer v1 or v2.
+
+        Raises:
+            InvalidInput: the body is not a JSON object, an input is malformed, or there are more
+                images than ``max_instances`` (HTTP 400).
+            PayloadTooLarge: an image over the pixel budget (HTTP 413).
+            InferenceError: the classifier produced non-finite probabilities (HTTP 500).
+        """
         if not isinstance(payload, (dict, InferRequest)):
             raise InvalidInput(
                 f'request body must be a JSON object {{"instances": [...]}}, got {type(payload).__name__}'
