@@ -37,7 +37,13 @@ def split(
     from mammosynth.data.split import run_split
 
     cfg = load_config(preset, overrides)
-    report = run_split(ingested_set.path, split_set.path, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    report = run_split(
+        ingested_set.path,
+        split_set.path,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        test_fraction=cfg.test_fraction,
+    )
     split_set.metadata.update({"seed": cfg.seed, "patients": report.get("patients", {})})
 
 

@@ -77,6 +77,8 @@ class StudyConfig(_Section):
     abnormality: StrictStr = "mass"
     image_kind: StrictStr = "crop"
     val_fraction: Annotated[float, Field(gt=0, lt=0.5, strict=True)] = 0.15
+    # Test share drawn (patient-level, label-stratified) when the data has no official split (a table).
+    test_fraction: Annotated[float, Field(gt=0, lt=0.5, strict=True)] = 0.2
     arms: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ("real", "real+aug", "real+synthetic")
     # synthetic:real ratio for arms without an explicit ratio
     synthetic_ratio: Annotated[float, Field(ge=0, le=10, strict=True)] = 0.5
