@@ -153,3 +153,17 @@ def test_model_json_states_the_label_convention(tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["class_names"] == list(CLASS_NAMES) and meta["positive_class"] == "malignant"
     assert "malignant = 1" in meta["label_convention"] and "malignant = 0" in meta["label_convention"]
+
+
+def test_a_phantom_uploaded_under_any_name_is_labelled_phantom(tmp_path):
+    """Issue 12: the label comes from what ingest recorded (the phantom's marker), not the source string."""
+    from mammosynth.models.io import load_meta
+    from mammosynth.study import select_model_step
+
+    training = {"arm": "real", "n_train_real": 48, "n_train_synthetic": 0, "data_source": "phantom"}
+    arm = _saved_arm(tmp_path, "real", training)
+    out = tmp_path / "final"
+    result = select_model_step([arm], str(tmp_path), str(out), source="s3://mammosynth/cbis-ddsm", preset="tiny")
+    meta = load_meta(out)
+    assert meta["data_source"] == result["data_source"] == "phantom"
+    assert "phantom uploaded to s3://mammosynth/cbis-ddsm" in meta["trained_on"]

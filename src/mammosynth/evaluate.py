@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-source",
         default=None,
-        choices=["phantom", "cbis-ddsm"],
+        choices=["phantom", "cbis-ddsm", "table"],
         help="what the test set is (names it 'phantom test set' or 'real test set' in the text)",
     )
     return p

@@ -1133,6 +1133,7 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
         ``out``.
     """
     from mammosynth.evaluate import data_source_of
+    from mammosynth.preprocess import recorded_data_source
     from mammosynth.synthesize import generator_sets
 
     p = {k: Path(v) for k, v in paths.items()}
@@ -1151,7 +1152,8 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
             "seeds": list(cfg.seeds),
             "split_sizes": context["data set sizes"],
             "final_arm": model_meta.get("selected_arm"),
-            "data_source": data_source_of(source),
+            # What ingest found in the source (phantom marker, table, CBIS-DDSM), else what the name says.
+            "data_source": recorded_data_source(p["split_set"]) or data_source_of(source),
         }
     )
     metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such

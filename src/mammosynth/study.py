@@ -372,9 +372,15 @@ def evaluate_step(
     }
 
 
-def data_source(source: str) -> str:
-    """The kind of data a ``source`` argument names: ``"phantom"`` for the embedded phantom (the
-    ``embedded`` source), else ``"cbis-ddsm"`` (a CBIS-DDSM folder or s3:// prefix)."""
+def data_source(source: str, recorded: str | None = None) -> str:
+    """The kind of data a model was trained on: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"``.
+
+    ``recorded`` is what ingest found in the source folder (the phantom's marker file, a labels table:
+    `mammosynth.preprocess.recorded_data_source`) and wins, so a phantom uploaded to S3 stays a phantom.
+    Without it, only the ``embedded`` source is known to be the phantom.
+    """
+    if recorded:
+        return recorded
     return "phantom" if source == "embedded" else "cbis-ddsm"
 
 
@@ -388,14 +394,17 @@ def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict
         split_seed: the seed that fixed the patient split (and the phantom).
 
     Returns:
-        ``{"data_source": "phantom" | "cbis-ddsm", "trained_on": "<one line>"}``; the model server
+        ``{"data_source": "phantom" | "cbis-ddsm" | "table", "trained_on": "<one line>"}``; the model server
         warns when a ``phantom`` model is asked about real images.
     """
-    kind = data_source(source)
     training = meta.get("training") or {}
+    kind = data_source(source, training.get("data_source"))
     n_real, n_syn = training.get("n_train_real"), training.get("n_train_synthetic")
     images = f"{n_real} real + {n_syn or 0} synthetic training images" if n_real is not None else "?"
-    where = "the embedded phantom (synthetic-looking, not real mammograms)" if kind == "phantom" else source
+    where = source
+    if kind == "phantom":
+        origin = "the embedded phantom" if source == "embedded" else f"the phantom uploaded to {source}"
+        where = f"{origin} (synthetic-looking, not real mammograms)"
     arm = meta.get("selected_arm") or training.get("arm")
     line = (
         f"preset {preset}, {kind} data from {where}, {images}, arm {arm}, "

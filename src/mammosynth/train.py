@@ -491,6 +491,7 @@ def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_
 
     synthetic_dir = sources["synthetic"]
     syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
+    real_meta = shards.read_meta(sources["prepared"])
     model_meta = {
         "image_size": metrics["image_size"],
         "arch": metrics["model"],
@@ -503,6 +504,7 @@ def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_
             "n_train_real": counts["n_real"],
             "n_train_synthetic": counts["n_synthetic"],
             "synthetic_lineage": syn_meta.get("lineage"),
+            "data_source": real_meta.get("data_source"),  # recorded by ingest (preprocess.recorded_data_source)
         },
         "val_auc": metrics[METRIC_VAL_AUC],
         "params": metrics["params"],
