@@ -163,7 +163,8 @@ def test_a_phantom_uploaded_under_any_name_is_labelled_phantom(tmp_path):
     training = {"arm": "real", "n_train_real": 48, "n_train_synthetic": 0, "data_source": "phantom"}
     arm = _saved_arm(tmp_path, "real", training)
     out = tmp_path / "final"
-    result = select_model_step([arm], str(tmp_path), str(out), source="s3://mammosynth/cbis-ddsm", preset="tiny")
+    source = "s3://mammosynth/cbis-ddsm"
+    result = select_model_step([arm], str(tmp_path), str(out), source=source, preset="tiny")
     meta = load_meta(out)
     assert meta["data_source"] == result["data_source"] == "phantom"
     assert "phantom uploaded to s3://mammosynth/cbis-ddsm" in meta["trained_on"]

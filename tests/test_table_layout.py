@@ -86,7 +86,12 @@ def test_every_format_and_bit_depth_is_ingested(tmp_path):
     for i, (name, (data, _, _)) in enumerate(files.items()):
         (src / "img" / name).write_bytes(data)
         rows.append(
-            {"image_path": f"img/{name}", "patient_id": f"MRN{i:04d}", "label": ["benign", "1"][i % 2], "view": "CC"}
+            {
+                "image_path": f"img/{name}",
+                "patient_id": f"MRN{i:04d}",
+                "label": ["benign", "1"][i % 2],
+                "view": "CC",
+            }
         )
     _write_table(src, rows)
     manifest = ingest.run_ingest(src, tmp_path / "out", eda=False)
@@ -141,12 +146,22 @@ def test_malformed_rows_are_rejected_with_reasons_and_counts_add_up(tmp_path):
         {"image_path": "ok0.png", "patient_id": "a", "label": "malignant", "split": "train"},
         {"image_path": "ok1.png", "patient_id": "b", "pathology": "BENIGN_WITHOUT_CALLBACK", "split": "test"},
         {"image_path": "ok2.png", "patient_id": "c", "label": "maybe", "split": "train"},  # unknown label
-        {"image_path": "ok3.png", "patient_id": "d", "pathology": "CANCER", "split": "train"},  # unknown pathology
+        {
+            "image_path": "ok3.png",
+            "patient_id": "d",
+            "pathology": "CANCER",
+            "split": "train",
+        },  # unknown pathology
         {"image_path": "missing.png", "patient_id": "e", "label": "0", "split": "train"},  # missing file
         {"image_path": "./ok0.png", "patient_id": "a", "label": "malignant", "split": "train"},  # duplicate
         {"image_path": "broken.png", "patient_id": "f", "label": "1", "split": "train"},  # undecodable
         {"image_path": "notes.txt", "patient_id": "g", "label": "1", "split": "train"},  # not an image
-        {"image_path": "../outside.png", "patient_id": "h", "label": "1", "split": "train"},  # leaves the folder
+        {
+            "image_path": "../outside.png",
+            "patient_id": "h",
+            "label": "1",
+            "split": "train",
+        },  # leaves the folder
         {"image_path": "ok1.png", "patient_id": "b", "label": "0", "split": "validation"},  # unknown split
         {"image_path": "", "patient_id": "i", "label": "1", "split": "train"},  # empty path
     ]
@@ -204,7 +219,9 @@ def test_table_flag_and_labels_csv_win_over_cbis_csvs(tmp_path):
     phantom.generate(src, n_patients=4, seed=0, crop_size=32)  # CBIS CSVs present too
     (src / "mine").mkdir()
     (src / "mine" / "a.png").write_bytes(_save(_gray(1), "PNG"))
-    table_file = _write_table(src / "mine", [{"image_path": "a.png", "patient_id": "p", "label": "1"}], name="t.csv")
+    table_file = _write_table(
+        src / "mine", [{"image_path": "a.png", "patient_id": "p", "label": "1"}], name="t.csv"
+    )
     # --table FILE: paths relative to the table's folder.
     manifest = ingest.run_ingest("", tmp_path / "out1", eda=False, table=table_file)
     assert manifest["source_layout"] == "table" and manifest["counts"]["rows_out"] == 1
@@ -237,12 +254,17 @@ def test_no_split_column_gives_a_patient_level_stratified_test_split(tmp_path):
             rows.append({"image_path": name, "patient_id": f"P{p}", "label": str(malignant), "view": view})
     _write_table(src, rows)
     ingest.run_ingest(src, tmp_path / "ing", eda=False)
-    report = split.run_split(tmp_path / "ing", tmp_path / "split", val_fraction=0.15, seed=3, test_fraction=0.25)
+    report = split.run_split(
+        tmp_path / "ing", tmp_path / "split", val_fraction=0.15, seed=3, test_fraction=0.25
+    )
     assert report["test_split"] == split.GENERATED_TEST == "generated, patient-level, stratified"
     assert report["test_fraction"] == 0.25
     assert all(v == 0 for v in report["overlap"].values())
     assert report["patients"]["test"] == 10  # 25% of 20 benign + 25% of 20 malignant patients
-    assert report["labels"]["test"] == {"benign": 10, "malignant": 10}  # stratified: 5 patients x 2 views each
+    assert report["labels"]["test"] == {
+        "benign": 10,
+        "malignant": 10,
+    }  # stratified: 5 patients x 2 views each
     index = _read(tmp_path / "split", "index.csv")
     assert index.groupby("patient_id")["split"].nunique().max() == 1  # a patient's views never straddle
     saved = json.loads((tmp_path / "split" / "split_report.json").read_text())
