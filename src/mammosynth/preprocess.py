@@ -74,13 +74,20 @@ def load_png16(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(img)
 
 
-def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int) -> dict:
+def run_preprocess(
+    split_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    image_size: int,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict:
     """Turn a split ingested set into a prepared set (one shard set per split).
 
     Args:
         split_dir: ingested set whose ``index.csv`` has the ``split`` column filled.
         out_dir: where the prepared set is written.
         image_size: side S of the square model input.
+        splits: the splits to write, each required non-empty (an external test set has only ``test``).
 
     Returns:
         The prepared set's ``meta.json`` content.
@@ -93,7 +100,7 @@ def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     if missing:
         raise ValueError(f"{split_dir / 'index.csv'} lacks columns {sorted(missing)}; run split first")
     out.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val", "test"):
+    for split in splits:
         rows = index[index["split"] == split]
         if rows.empty:
             raise ValueError(f"{split_dir / 'index.csv'}: split {split!r} is empty")
