@@ -27,6 +27,24 @@ def _cfg(preset: str, overrides: str | dict | None) -> StudyConfig:
 
 
 # Step 1 ---------------------------------------------------------------------------------------------
+def _local_source(source: str, cfg: StudyConfig, tmp: Path) -> Path:
+    """A local folder for ``source``.
+
+    The generated phantom for "embedded", a local folder as it is, or an s3:// upload fetched (verified)
+    into ``tmp``.
+    """
+    if source == "embedded":
+        from mammosynth.data import phantom
+
+        log.info(
+            "ingest: generating the embedded phantom (%d patients, seed %d)", cfg.phantom.n_patients, cfg.seed
+        )
+        return phantom.generate(
+            tmp / "phantom", n_patients=cfg.phantom.n_patients, seed=cfg.seed, crop_size=cfg.phantom.crop_size
+        )
+    return storage.localize_source(source, cache_dir=tmp / "cache")
+
+
 def ingest_step(
     source: str,
     out_dir: str,
@@ -40,23 +58,7 @@ def ingest_step(
 
     cfg = _cfg(preset, overrides)
     with tempfile.TemporaryDirectory(prefix="mammosynth-source-") as tmp:
-        if source == "embedded":
-            from mammosynth.data import phantom
-
-            log.info(
-                "ingest: generating the embedded phantom (%d patients, seed %d)",
-                cfg.phantom.n_patients,
-                cfg.seed,
-            )
-            local = phantom.generate(
-                Path(tmp) / "phantom",
-                n_patients=cfg.phantom.n_patients,
-                seed=cfg.seed,
-                crop_size=cfg.phantom.crop_size,
-            )
-        else:
-            # A local folder is used in place; an s3:// prefix is fetched into this run's temp dir.
-            local = storage.localize_source(source, cache_dir=Path(tmp) / "cache")
+        local = _local_source(source, cfg, Path(tmp))
         result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
     summary = Path(out_dir) / "eda" / "summary.md"
     if eda_path:
@@ -68,6 +70,43 @@ def ingest_step(
         )
         Path(eda_path).write_text(text)
     return result
+
+
+def external_step(
+    external_source: str,
+    prepared_dir: str,
+    out_dir: str,
+    *,
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
+    """Prepare the external test set (`mammosynth.external.prepare_external`), or mark that there is none.
+
+    ``external_source``: a folder or s3:// upload in either layout (CBIS-DDSM or ``labels.csv``); "" = none.
+    """
+    from mammosynth import external
+
+    if not external_source:
+        external.write_none(out_dir)
+        return {"external": False}
+    if external_source == "embedded":
+        raise ValueError(
+            "external_source 'embedded' would be the internal phantom itself; "
+            "pass another folder or s3:// upload"
+        )
+    cfg = _cfg(preset, overrides)
+    with tempfile.TemporaryDirectory(prefix="mammosynth-external-") as tmp:
+        local = _local_source(external_source, cfg, Path(tmp))
+        meta = external.prepare_external(
+            local,
+            out_dir,
+            prepared_dir=prepared_dir,
+            abnormality=cfg.abnormality,
+            image_kind=cfg.image_kind,
+            label=external_source,
+        )
+    record = meta[external.EXTERNAL_KEY]
+    return {"external": True, "n_test": sum(meta["counts"]["test"].values()), "rejected": record["rejected"]}
 
 
 # Step 4 ---------------------------------------------------------------------------------------------
@@ -289,7 +328,10 @@ def train_arm_step(
     best_params_path: str | None = None,
     preset: str = "embedded",
     overrides: str | dict | None = None,
+    external_dir: str = "",
 ) -> dict:
+    """Train one arm over the config's seeds; with an external set (`external_step`) each seed predicts it."""
+    from mammosynth.external import external_dir_or_none
     from mammosynth.train import train_arm
 
     cfg = _cfg(preset, overrides)
@@ -308,6 +350,7 @@ def train_arm_step(
         epochs=c.epochs,
         batch_size=c.batch_size,
         patience=c.patience,
+        external_dir=external_dir_or_none(external_dir),
         **params,
     )
     return {
@@ -460,11 +503,13 @@ def report_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
     source: str = "embedded",
+    external_set: str = "",
 ) -> dict:
     """Assemble the run folder (`mammosynth.report.assemble_run`) and copy the two reports out."""
     from mammosynth.report import assemble_run
 
     paths = {
+        **({"external_set": external_set} if external_set else {}),
         "evaluation": evaluation,
         "report_card": report_card,
         "final_model": final_model,
