@@ -7,6 +7,7 @@ STAMP := $(VENV)/.mammosynth-installed
 PRESET ?= embedded
 SOURCE ?= embedded
 OVERRIDES ?= {}
+EXTERNAL_SOURCE ?=
 PYTEST_ARGS ?=
 RUFF := $(VENV)/bin/ruff
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -30,7 +31,8 @@ $(STAMP): requirements.lock pyproject.toml
 setup: $(STAMP) ## create the virtualenv and install the locked dependencies (once)
 
 run: setup ## run the embedded study end to end through kfp.local (results in runs/latest/)
-	$(PY) -m pipelines run --preset '$(PRESET)' --source '$(SOURCE)' --overrides '$(OVERRIDES)'
+	$(PY) -m pipelines run --preset '$(PRESET)' --source '$(SOURCE)' --overrides '$(OVERRIDES)' \
+		--external-source '$(EXTERNAL_SOURCE)'
 
 readme: setup ## rewrite README.md's results block from runs/latest (metrics.json, run.json)
 	$(PY) -m mammosynth.readme --run runs/latest --readme README.md

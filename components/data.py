@@ -58,3 +58,29 @@ def preprocess(
     cfg = load_config(preset, overrides)
     meta = run_preprocess(split_set.path, prepared_set.path, image_size=cfg.image_size)
     prepared_set.metadata.update({"image_size": cfg.image_size, "counts": meta["counts"]})
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def prepare_external(
+    external_set: Output[Dataset],
+    prepared_set: Input[Dataset],
+    external_source: str = "",
+    preset: str = "embedded",
+    overrides: str = "{}",
+):
+    """Ingest and preprocess the external test set like the internal one ("" = none: an empty marker set).
+
+    Args:
+        external_set: a prepared set with split ``test`` (or the "no external set" marker).
+        prepared_set: the internal prepared set (its image size is used; its patients are checked).
+        external_source: a folder or s3:// upload in either layout (CBIS-DDSM or labels.csv); "" for none.
+        preset: config preset name.
+        overrides: JSON object of config overrides.
+    """
+    from mammosynth import study
+
+    external_set.metadata.update(
+        study.external_step(
+            external_source, prepared_set.path, external_set.path, preset=preset, overrides=overrides
+        )
+    )

@@ -20,11 +20,12 @@ def train_arm(
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
     best_params: Input[Artifact],
+    external_set: Input[Dataset],
     arm: str,
     preset: str = "embedded",
     overrides: str = "{}",
 ):
-    """Train one arm over all seeds; every seed is tested on the same real test set."""
+    """Train one arm over all seeds; every seed is tested on the same real test set (and the external one)."""
     from mammosynth import study
 
     arm_result.metadata.update(
@@ -36,6 +37,7 @@ def train_arm(
             best_params_path=best_params.path,
             preset=preset,
             overrides=overrides,
+            external_dir=external_set.path,
         )
     )
 
@@ -97,6 +99,7 @@ def report(
     prepared_set: Input[Dataset],
     split_set: Input[Dataset],
     synthetic_set: Input[Dataset],
+    external_set: Input[Dataset],
     preset: str = "embedded",
     overrides: str = "{}",
     source: str = "embedded",
@@ -117,4 +120,5 @@ def report(
         preset=preset,
         overrides=overrides,
         source=source,
+        external_set=external_set.path,
     )

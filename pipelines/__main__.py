@@ -228,6 +228,19 @@ def check_run_args(preset: str, overrides: str, source: str) -> None:
         )
 
 
+def check_external_source(external_source: str) -> None:
+    """Check ``--external-source`` before the study starts.
+
+    Raises:
+        FileNotFoundError: neither an ``s3://`` URI nor a folder.
+    """
+    if "://" not in external_source and not Path(external_source).is_dir():
+        raise FileNotFoundError(
+            f"--external-source {external_source!r} is not a folder; pass a folder holding labels.csv or a "
+            "CBIS-DDSM copy, or an s3://bucket/prefix upload"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--overrides", default="{}", help="JSON object of config overrides")
     run.add_argument("--synthetic-publish-uri", default="", help="publish the synthetic set there (s3://...)")
     run.add_argument("--synthetic-set-uri", default="", help="reuse this published synthetic set (no GAN)")
+    run.add_argument(
+        "--external-source",
+        default="",
+        help="external test set: folder or s3:// upload (CBIS-DDSM or labels.csv layout); default none",
+    )
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
     run.add_argument(
         "--verbose",
@@ -253,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:  # fail fast on a user mistake, before any work
         check_run_args(args.preset, args.overrides, args.source)
+        if args.external_source:
+            check_external_source(args.external_source)
     except (ValueError, FileNotFoundError) as exc:
         return user_error("python -m pipelines run", exc)
     started = time.monotonic()
@@ -264,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir,
         synthetic_publish_uri=args.synthetic_publish_uri,
         synthetic_set_uri=args.synthetic_set_uri,
+        external_source=args.external_source,
         verbose=verbose_requested(args.verbose),
     )
     _print_summary(target)

@@ -15,6 +15,7 @@ from components import (
     evaluate,
     ingest,
     plan_arms,
+    prepare_external,
     preprocess,
     report,
     select_model,
@@ -96,6 +97,7 @@ def study_pipeline(
     namespace: str = "mammosynth",
     synthetic_publish_uri: str = "",
     synthetic_set_uri: str = "",
+    external_source: str = "",
 ) -> dsl.Artifact:
     """Run the whole study.
 
@@ -107,6 +109,8 @@ def study_pipeline(
         namespace: Kubernetes namespace of the InferenceService.
         synthetic_publish_uri: publish the synthetic set there (s3://..., content-addressed, with lineage).
         synthetic_set_uri: reuse this published synthetic set; the GAN is then not trained.
+        external_source: an external test set (folder or s3:// upload, CBIS-DDSM or labels.csv layout) that
+            every arm's seed models also predict; metrics.json gets an ``external`` block. "" = none.
 
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
@@ -124,6 +128,14 @@ def study_pipeline(
     )
     prep_task.set_display_name("Preprocess")
     prepared = prep_task.outputs["prepared_set"]
+    # Step 3b: the external test set, ingested and preprocessed the same way (an empty marker when none).
+    external_task = _cpu(
+        prepare_external(
+            prepared_set=prepared, external_source=external_source, preset=preset, overrides=overrides
+        )
+    )
+    external_task.set_display_name("External test set")
+    external = external_task.outputs["external_set"]
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
         tune(
@@ -175,6 +187,7 @@ def study_pipeline(
                 synthetic_set=synth_task.outputs["synthetic_set"],
                 arm=arm,
                 best_params=tune_task.outputs["best_params"],
+                external_set=external,
                 preset=preset,
                 overrides=overrides,
             )
@@ -207,6 +220,7 @@ def study_pipeline(
             prepared_set=prepared,
             split_set=split_task.outputs["split_set"],
             synthetic_set=synth_task.outputs["synthetic_set"],
+            external_set=external,
             preset=preset,
             overrides=overrides,
             source=source,

@@ -1212,6 +1212,8 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
         clinical_figures=clinical_figs,
     )
     run = {"preset": cfg.preset, "source": source, "config": cfg.to_dict()}
+    if (metrics.get("external") or {}).get("set"):
+        run["external_source"] = metrics["external"]["set"].get("source")
     write_text_atomic(out / "run.json", json.dumps(run, indent=2))
     return out
 
