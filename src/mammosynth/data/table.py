@@ -8,7 +8,8 @@ as one row per image:
   original study used malignant = 0) or ``pathology`` (``MALIGNANT``, ``BENIGN``,
   ``BENIGN_WITHOUT_CALLBACK``);
 * optional: ``split`` (``train``/``test``), ``image_id``, ``view``, ``laterality``, ``abnormality_type``,
-  ``mass_shape``, ``mass_margins``, ``breast_density``, ``subtlety``.
+  ``mass_shape``, ``mass_margins``, ``breast_density``, ``subtlety`` (``abnormality_type`` defaults to
+  ``mass``; ingest's ``abnormality`` setting applies to the CBIS-DDSM layouts only).
 
 Images may be PNG, JPEG, TIFF, PGM/PPM (8- or 16-bit; RGB converted to gray) or DICOM, sniffed by
 content, decoded under the shared pixel budget (`mammosynth.data.images`). Patient ids are pseudonymised
