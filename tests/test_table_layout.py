@@ -290,3 +290,29 @@ def test_recorded_data_source_travels_to_the_prepared_set_and_model(tmp_path):
     assert recorded_data_source(tmp_path / "split") == meta["data_source"] == "phantom"
     assert recorded_data_source(tmp_path / "prep") == "phantom"
     assert recorded_data_source(tmp_path) is None
+
+
+def test_file_names_never_reach_the_ingested_set(tmp_path):
+    """File names of an in-house export may carry identifiers: index, rejects and manifest name table rows."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Doe_Jane_MRN123.png").write_bytes(_save(_gray(1), "PNG"))
+    (src / "Roe_Rich_MRN456.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    rows = [
+        {"image_path": "Doe_Jane_MRN123.png", "patient_id": "MRN123", "label": "1"},
+        {"image_path": "Roe_Rich_MRN456.png", "patient_id": "MRN456", "label": "0"},
+        {"image_path": "Poe_Ed_MRN789.png", "patient_id": "MRN789", "label": "0"},
+        {"image_path": "Doe_Jane_MRN123.png", "patient_id": "MRN123", "label": "1"},
+    ]
+    _write_table(src, rows)
+    ingest.run_ingest(src, tmp_path / "out", eda=False)
+    for name in ("index.csv", "rejects.csv", "manifest.json"):
+        text = (tmp_path / "out" / name).read_text()
+        assert "MRN" not in text and "Doe" not in text and "Roe" not in text and "Poe" not in text, name
+    rejects = _read(tmp_path / "out", "rejects.csv")
+    assert list(rejects["row"]) == ["2", "3", "4"]
+    assert rejects["reason"][0].startswith("unreadable image: labels.csv row 2")
+    assert list(rejects["reason"][1:]) == [
+        "missing file",
+        "duplicate image: same image file or image_id as labels.csv row 1",
+    ]

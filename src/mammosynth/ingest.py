@@ -180,7 +180,7 @@ def _process_record(key: str, record: cbis.CaseRecord) -> dict[str, Any]:
     try:
         cands = layout.candidates(record, image_kind)
     except cbis.ImageNotFound as exc:
-        return {"reject": "missing file", "path": str(exc).removeprefix("missing file: ")}
+        return {"reject": "missing file", "path": str(exc).removeprefix("missing file").removeprefix(": ")}
     try:
         if isinstance(layout, table_layout.TableLayout):
             cand, img = cands[0], _decode_table_image(layout, cands[0])
@@ -195,9 +195,9 @@ def _process_record(key: str, record: cbis.CaseRecord) -> dict[str, Any]:
     return {
         "image_path": rel,
         # A table's file names may carry identifiers: the index points at the table row instead.
-        "source_path": f"{record.csv_file} row {record.row}"
-        if isinstance(layout, table_layout.TableLayout)
-        else layout.relative(cand.path),
+        "source_path": (
+            cand.description if isinstance(layout, table_layout.TableLayout) else layout.relative(cand.path)
+        ),
         "sha256": hashlib.sha256(data).hexdigest(),
         "height": img.rows,
         "width": img.cols,
@@ -440,7 +440,7 @@ def _read_table(path: Path) -> tuple[list[table_layout.TableRecord], list[dict[s
         try:
             record = table_layout.clean_row(raw, csv_file=path.name, row=number, has_split=has_split)
         except cbis.RowError as exc:
-            rejects.append(_reject(path.name, number, raw.get("image_path", ""), str(exc)))
+            rejects.append(_reject(path.name, number, "", str(exc)))  # the row names it; no file name
             continue
         keys = [os.path.normpath(record.image_path), f"id:{record.image_id}"]
         seen = next((first[k] for k in keys if k in first), None)
@@ -453,12 +453,12 @@ def _read_table(path: Path) -> tuple[list[table_layout.TableRecord], list[dict[s
             reason = f"conflicting duplicate: same image as {where} with another label"
         else:
             reason = f"duplicate image: same image file or image_id as {where}"
-        rejects.append(_reject(path.name, number, record.image_path, reason))
+        rejects.append(_reject(path.name, number, "", reason))
     records = []
     for record in {id(r): r for r in first.values()}.values():
         if record.image_id in conflicted:
             reason = "conflicting duplicate: a later row names the same image with another label"
-            rejects.append(_reject(record.csv_file, record.row, record.image_path, reason))
+            rejects.append(_reject(record.csv_file, record.row, "", reason))
         else:
             records.append(record)
     return records, rejects, rows_in

@@ -240,8 +240,9 @@ class TableLayout(cbis.Layout):
         """
         path = inside(self.root, record.image_path)
         if not path.is_file():
-            raise cbis.ImageNotFound(f"missing file: {record.image_path}")
-        return [cbis.Candidate(path)]
+            raise cbis.ImageNotFound("missing file")
+        # Named by its table row in every message: file names may carry identifiers.
+        return [cbis.Candidate(path, f"{record.csv_file} row {record.row}")]
 
     def decode(self, cand: cbis.Candidate) -> DicomImage:
         """Decode a PNG/JPEG/TIFF/PGM/PPM (8/16-bit, RGB → gray) or DICOM file to 2-D pixels.
@@ -250,7 +251,7 @@ class TableLayout(cbis.Layout):
             DicomTooLarge: over the pixel budget.
             DicomError: not a supported image, or undecodable.
         """
-        name = self.relative(cand.path)
+        name = cand.description or "image"
         raw = cand.path.read_bytes()
         kind = sniff_kind(raw)
         if kind == "dicom":
@@ -267,3 +268,7 @@ class TableLayout(cbis.Layout):
             raise DicomError(f"{name}: expected a 2-D image after gray conversion, got shape {arr.shape}")
         bits = 8 if arr.dtype == np.uint8 else 16
         return DicomImage(arr, "", bits, arr.shape[0], arr.shape[1], "MONOCHROME2", "MG")
+
+    def relative(self, path: Path) -> str:
+        """Never a file name: a table's reject rows and index name the table row instead."""
+        return ""
