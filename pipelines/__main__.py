@@ -223,8 +223,8 @@ def check_run_args(preset: str, overrides: str, source: str) -> None:
     load_config(preset, overrides)
     if source != "embedded" and "://" not in source and not Path(source).is_dir():
         raise FileNotFoundError(
-            f"--source {source!r} is not a folder; pass a CBIS-DDSM folder (its CSVs at the top or in csv/), "
-            'an s3://bucket/prefix, or "embedded" for the phantom'
+            f"--source {source!r} is not a folder; pass a folder holding labels.csv or a CBIS-DDSM copy (its "
+            'CSVs at the top or in csv/), an s3://bucket/prefix, or "embedded" for the phantom'
         )
 
 
