@@ -248,9 +248,14 @@ def _check_source(source: str | os.PathLike) -> Path:
         )
     root = Path(text.removeprefix("file://")).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"source directory {root} does not exist; pass a CBIS-DDSM download root")
+        raise FileNotFoundError(
+            f"source directory {root} does not exist; "
+            "pass a CBIS-DDSM download root or a folder with labels.csv"
+        )
     if not root.is_dir():
-        raise NotADirectoryError(f"source {root} is not a directory; pass the CBIS-DDSM download root")
+        raise NotADirectoryError(
+            f"source {root} is not a directory; pass the CBIS-DDSM download root or a folder with labels.csv"
+        )
     return root
 
 
@@ -293,6 +298,8 @@ def run_ingest(
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     t0 = time.perf_counter()
+    if table:
+        table = table_layout.find_table(Path(), os.fspath(table))  # a missing table file: one clear error
     # With a table and no source, the table's folder is the source (its image paths are relative to it).
     root = _check_source(source) if source else _check_source(Path(table or "").parent)
     layout, csvs, (records, rejects, rows_in) = _open_source(root, abnormality, table)
