@@ -603,7 +603,7 @@ def _results_table(metrics: Mapping[str, Any]) -> Section:
 
 
 def _external_section(metrics: Mapping[str, Any]) -> Section | None:
-    """The "External test set" section: the "Results" table for the external set, and whether verdicts agree."""
+    """The "External test set" section: the results table of the external set, and whether verdicts agree."""
     ext = metrics.get("external")
     if not ext or not ext.get("arms"):
         return None
