@@ -8,6 +8,7 @@ PRESET ?= embedded
 SOURCE ?= embedded
 OVERRIDES ?= {}
 RUN_ARGS ?=
+EXTERNAL_SOURCE ?=
 PYTEST_ARGS ?=
 RUFF := $(VENV)/bin/ruff
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -30,8 +31,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create the virtualenv and install the locked dependencies (once)
 
-run: setup ## run the embedded study end to end through kfp.local (results in runs/latest/); RUN_ARGS='--seeds 0,1 --gan-steps 200'
-	$(PY) -m pipelines run --preset '$(PRESET)' --source '$(SOURCE)' --overrides '$(OVERRIDES)' $(RUN_ARGS)
+run: setup ## run the embedded study end to end through kfp.local (results in runs/latest/); RUN_ARGS='--seeds 0,1 --gan-steps 200', EXTERNAL_SOURCE=folder
+	$(PY) -m pipelines run --preset '$(PRESET)' --source '$(SOURCE)' --overrides '$(OVERRIDES)' \
+		--external-source '$(EXTERNAL_SOURCE)' $(RUN_ARGS)
 
 readme: setup ## rewrite README.md's results block from runs/latest (metrics.json, run.json)
 	$(PY) -m mammosynth.readme --run runs/latest --readme README.md

@@ -6,7 +6,7 @@ at compile time with the MAMMOSYNTH_TRAINER_IMAGE environment variable.
 """
 
 from components.config import resolve_config
-from components.data import ingest, preprocess, split
+from components.data import ingest, prepare_external, preprocess, split
 from components.experiment import evaluate, plan_arms, report, select_model, train_arm
 from components.generative import assess_generator, synthesize, train_gan
 from components.serving import deploy
@@ -18,6 +18,7 @@ __all__ = [
     "evaluate",
     "ingest",
     "plan_arms",
+    "prepare_external",
     "preprocess",
     "report",
     "resolve_config",

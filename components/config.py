@@ -27,6 +27,7 @@ def resolve_config(
     ingest=str,
     split=str,
     preprocess=str,
+    external=str,
     tune=str,
     gan=str,
     synthesize=str,

@@ -55,3 +55,25 @@ def preprocess(prepared_set: Output[Dataset], split_set: Input[Dataset], config:
     from mammosynth import study
 
     prepared_set.metadata.update(study.preprocess_step(split_set.path, prepared_set.path, config=config))
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def prepare_external(
+    external_set: Output[Dataset],
+    prepared_set: Input[Dataset],
+    config: str,
+    external_source: str = "",
+):
+    """Ingest and preprocess the external test set like the internal one ("" = none: an empty marker set).
+
+    Args:
+        external_set: a prepared set with split ``test`` (or the "no external set" marker).
+        prepared_set: the internal prepared set (its image size is used; its patients are checked).
+        config: this stage's config view (from resolve_config).
+        external_source: a folder or s3:// upload in either layout (CBIS-DDSM or labels.csv); "" for none.
+    """
+    from mammosynth import study
+
+    external_set.metadata.update(
+        study.external_step(external_source, prepared_set.path, external_set.path, config=config)
+    )

@@ -29,11 +29,12 @@ def train_arm(
     prepared_set: Input[Dataset],
     synthetic_set: Input[Dataset],
     best_params: Input[Artifact],
+    external_set: Input[Dataset],
     arm: str,
     config: str,
     source: str = "embedded",
 ):
-    """Train one arm over all seeds; every seed is tested on the same real test set.
+    """Train one arm over all seeds; every seed is tested on the same test set (and the external one).
 
     Args:
         arm_result: the arm dir (per-seed predictions, metrics and the first seed's model).
@@ -41,6 +42,7 @@ def train_arm(
         prepared_set: the real shards.
         synthetic_set: the synthetic shards (unused by arms without synthetic data).
         best_params: the tuned hyperparameters (JSON).
+        external_set: the external test set (prepare_external; a "none" marker when there is none).
         arm: the arm to train (e.g. ``real+synthetic@1.0``).
         config: this stage's config view (from resolve_config).
         source: the study's data source (names the test set in the ROC: phantom data is called phantom).
@@ -55,6 +57,7 @@ def train_arm(
             arm=arm,
             best_params_path=best_params.path,
             config=config,
+            external_dir=external_set.path,
         )
     )
     ui_metrics.log_classification(roc, study.arm_roc_step(arm_result.path, source=source))
@@ -129,6 +132,7 @@ def report(
     prepared_set: Input[Dataset],
     split_set: Input[Dataset],
     synthetic_set: Input[Dataset],
+    external_set: Input[Dataset],
     config: str,
     source: str = "embedded",
 ):
@@ -146,6 +150,7 @@ def report(
         prepared_set: the real shards.
         split_set: the patient split.
         synthetic_set: the synthetic shards.
+        external_set: the external test set (or the "none" marker).
         config: this stage's config view (from resolve_config).
         source: the study's data source.
     """
@@ -163,4 +168,5 @@ def report(
         synthetic_set=synthetic_set.path,
         config=config,
         source=source,
+        external_set=external_set.path,
     )

@@ -221,8 +221,7 @@ def check_run_args(preset: str, overrides: str, source: str, **typed: Any) -> No
     """Check what the user typed before the study starts.
 
     Args:
-        preset: config preset.
-        overrides: JSON object of config overrides.
+        config: this stage's config view (from resolve_config).
         source: ``embedded``, a folder or an ``s3://`` upload.
         **typed: the typed run parameters (`mammosynth.config.TYPED_PARAMETERS`, ``synthetic_ratios``).
 
@@ -236,8 +235,21 @@ def check_run_args(preset: str, overrides: str, source: str, **typed: Any) -> No
     resolve(preset, overrides, **typed)
     if source != "embedded" and "://" not in source and not Path(source).is_dir():
         raise FileNotFoundError(
-            f"--source {source!r} is not a folder; pass a CBIS-DDSM folder (its CSVs at the top or in csv/), "
-            'an s3://bucket/prefix, or "embedded" for the phantom'
+            f"--source {source!r} is not a folder; pass a folder holding labels.csv or a CBIS-DDSM copy (its "
+            'CSVs at the top or in csv/), an s3://bucket/prefix, or "embedded" for the phantom'
+        )
+
+
+def check_external_source(external_source: str) -> None:
+    """Check ``--external-source`` before the study starts.
+
+    Raises:
+        FileNotFoundError: neither an ``s3://`` URI nor a folder.
+    """
+    if "://" not in external_source and not Path(external_source).is_dir():
+        raise FileNotFoundError(
+            f"--external-source {external_source!r} is not a folder; pass a folder holding labels.csv or a "
+            "CBIS-DDSM copy, or an s3://bucket/prefix upload"
         )
 
 
@@ -289,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--gan-checkpoint-uri", default="", help="durable GAN checkpoints (s3://... or a folder); resumable"
     )
+    run.add_argument(
+        "--external-source",
+        default="",
+        help="external test set: folder or s3:// upload (CBIS-DDSM or labels.csv layout); default none",
+    )
     run.add_argument("--runs-dir", type=Path, default=Path("runs"))
     run.add_argument(
         "--verbose",
@@ -306,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     typed = _typed_args(args)
     try:  # fail fast on a user mistake, before any work
         check_run_args(args.preset, args.overrides, args.source, **typed)
+        if args.external_source:
+            check_external_source(args.external_source)
     except (ValueError, FileNotFoundError) as exc:
         return user_error("python -m pipelines run", exc)
     started = time.monotonic()
@@ -318,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_publish_uri=args.synthetic_publish_uri,
         synthetic_set_uri=args.synthetic_set_uri,
         gan_checkpoint_uri=args.gan_checkpoint_uri,
+        external_source=args.external_source,
         verbose=verbose_requested(args.verbose),
         **typed,
     )

@@ -16,6 +16,7 @@ from components import (
     evaluate,
     ingest,
     plan_arms,
+    prepare_external,
     preprocess,
     report,
     resolve_config,
@@ -85,8 +86,11 @@ def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
     return _storage_env(task)
 
 
-def _data_stages(view, source: str) -> tuple[dsl.PipelineTask, Any]:
-    """Steps 1-3: ingest, patient split, preprocess. Returns the split task and the prepared set."""
+def _data_stages(view, source: str, external_source: str) -> tuple[dsl.PipelineTask, Any, Any]:
+    """Steps 1-3: ingest, patient split, preprocess, the external test set.
+
+    Returns the split task, the prepared set and the external set.
+    """
     # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
     ingest_task = _cpu(
         ingest(source=source, config=view["ingest"], source_digest=view["source_digest"])
@@ -97,7 +101,13 @@ def _data_stages(view, source: str) -> tuple[dsl.PipelineTask, Any]:
     # Step 3: preprocess into training shards.
     prep_task = _cpu(preprocess(split_set=split_task.outputs["split_set"], config=view["preprocess"]))
     prep_task.set_display_name("Preprocess")
-    return split_task, prep_task.outputs["prepared_set"]
+    prepared = prep_task.outputs["prepared_set"]
+    # Step 3b: the external test set, ingested and preprocessed the same way (an empty marker when none).
+    external_task = _cpu(
+        prepare_external(prepared_set=prepared, config=view["external"], external_source=external_source)
+    )
+    external_task.set_display_name("External test set")
+    return split_task, prepared, external_task.outputs["external_set"]
 
 
 def _generative_stages(
@@ -203,6 +213,7 @@ def study_pipeline(
     synthetic_publish_uri: str = "",
     synthetic_set_uri: str = "",
     gan_checkpoint_uri: str = "",
+    external_source: str = "",
 ) -> dsl.Artifact:
     """Run the whole study. Empty list, 0 or "" means: use the preset's value.
 
@@ -230,6 +241,8 @@ def study_pipeline(
         gan_checkpoint_uri: durable GAN checkpoints (s3://bucket/prefix, or a PVC path mounted in the
             GAN pod), kept per run ID so a retried (preempted) GAN pod resumes instead of starting
             over; empty keeps them only in the output artifact, which KFP uploads on success.
+        external_source: an external test set (folder or s3:// upload, CBIS-DDSM or labels.csv layout) that
+            every arm's seed models also predict; metrics.json gets an ``external`` block. "" = none.
 
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
@@ -257,7 +270,7 @@ def study_pipeline(
     )
     resolved.set_display_name("Resolve config").set_caching_options(False)
     view = resolved.outputs
-    split_task, prepared = _data_stages(view, source)
+    split_task, prepared, external = _data_stages(view, source, external_source)
     # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
     tune_task = _cpu(
         tune(
@@ -282,6 +295,7 @@ def study_pipeline(
                 synthetic_set=synth_task.outputs["synthetic_set"],
                 arm=item.arm,
                 best_params=tune_task.outputs["best_params"],
+                external_set=external,
                 config=item.config,
                 source=source,
             )
@@ -289,5 +303,6 @@ def study_pipeline(
         arm_task.set_display_name("Train arm")
     sets = {"prepared_set": prepared, "split_set": split_task.outputs["split_set"]}
     sets["synthetic_set"] = synth_task.outputs["synthetic_set"]
+    sets["external_set"] = external
     report_task = _result_stages(view, arm_task, card_task, sets, source, model_uri, namespace)
     return report_task.outputs["run_dir"]

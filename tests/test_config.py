@@ -246,7 +246,7 @@ def test_a_view_is_checked_when_rebuilt():
         from_stage_view(text, "ingest")
     with pytest.raises(ValueError, match="is not a stage view"):
         from_stage_view('{"preset": "tiny"}', "split")
-    bad = json.dumps({"stage": "split", "settings": {"seed": 1, "val_fraction": 5}})
+    bad = json.dumps({"stage": "split", "settings": {"seed": 1, "val_fraction": 5, "test_fraction": 0.2}})
     with pytest.raises(ValueError, match="^stage split: config field val_fraction: .*less than 0.5"):
         from_stage_view(bad, "split")
     with pytest.raises(ValueError, match="unknown stage 'train'"):

@@ -296,3 +296,85 @@ def test_test_set_name_follows_the_data_source():
     assert evaluate.test_set_name(evaluate.data_source_of("embedded")) == "phantom test set"
     assert evaluate.test_set_name(evaluate.data_source_of("s3://bucket/cbis")) == "real test set"
     assert evaluate.test_set_name(None) == "shared test set"
+
+
+def add_external(
+    dirs: list[str], signals: dict[str, float], seeds=(0, 1, 2, 3), n: int = 160, data_seed: int = 7
+):
+    """Write seed-<s>/external_predictions.csv into arm dirs (another population: other ids and effects)."""
+    rng = np.random.default_rng(data_seed)
+    y = np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)]
+    ids = np.array([f"ext-{i:04d}" for i in range(n)])
+    case_effect = rng.normal(0, 1.0, n)
+    by_name = {json.loads((Path(d) / "arm.json").read_text())["arm"]: d for d in dirs}
+    truth = {}
+    for a_i, (arm, signal) in enumerate(signals.items()):
+        for s in seeds:
+            srng = np.random.default_rng([data_seed, a_i, s, 99])
+            prob = 1 / (1 + np.exp(-(signal * (2 * y - 1) + case_effect + srng.normal(0, 0.6, n))))
+            path = Path(by_name[arm]) / f"seed-{s}" / "external_predictions.csv"
+            pd.DataFrame({"image_id": ids, "label_id": y, "prob": prob}).to_csv(path, index=False)
+            truth.setdefault(arm, []).append(roc_auc_score(y, prob))
+    return truth
+
+
+GAIN = {"real": 0.4, "real+synthetic@0.5": 1.8}
+
+
+def test_external_block_uses_the_same_statistics_and_says_when_verdicts_disagree(tmp_path):
+    dirs = write_arm_dirs(tmp_path / "a", GAIN, seeds=(0, 1, 2, 3), n_test=200)
+    truth = add_external(dirs, {"real": 0.6, "real+synthetic@0.5": 0.6})  # the gain does not transfer
+    m = evaluate.run_evaluate(dirs, tmp_path / "e", n_bootstrap=200)
+    ext = m["external"]
+    assert m["verdict"]["synthetic_helps"] is True and ext["verdict"]["synthetic_helps"] is False
+    assert ext["test_set"]["n"] == 160 and ext["test_set"]["n_malignant"] == 80
+    for arm, aucs in truth.items():
+        assert ext["arms"][arm]["auc"] == pytest.approx(np.mean(aucs))
+        assert (
+            ext["arms"][arm]["summary"]["auc"]["ci95"][0]
+            < np.mean(aucs)
+            < ext["arms"][arm]["summary"]["auc"]["ci95"][1]
+        )
+    (entry,) = ext["verdict"]["comparisons"]
+    assert (
+        entry["arm"] == "real+synthetic@0.5"
+        and entry["control"] == "real"
+        and entry["p_adjusted"] is not None
+    )
+    assert (
+        ext["comparisons"][0]["ci95"][0] < ext["comparisons"][0]["delta"] < ext["comparisons"][0]["ci95"][1]
+    )
+    assert ext["agreement"]["agree"] is False
+    assert "disagree" in ext["agreement"]["sentence"]
+    assert (
+        "External test set (160 images)" in m["conclusion"]
+        and ext["agreement"]["sentence"] in m["conclusion"]
+    )
+    # The internal numbers are untouched by the external set.
+    plain = evaluate.run_evaluate(
+        write_arm_dirs(tmp_path / "b", GAIN, seeds=(0, 1, 2, 3), n_test=200), tmp_path / "f", n_bootstrap=200
+    )
+    assert plain["external"] is None and plain["arms"]["real"]["auc"] == m["arms"]["real"]["auc"]
+    assert (
+        json.loads((tmp_path / "e" / "metrics.json").read_text())["external"]["agreement"]["agree"] is False
+    )
+
+
+def test_external_agreement_when_the_gain_holds(tmp_path):
+    dirs = write_arm_dirs(tmp_path / "a", GAIN, seeds=(0, 1, 2, 3), n_test=200)
+    add_external(dirs, {"real": 0.4, "real+synthetic@0.5": 1.8})
+    m = evaluate.run_evaluate(dirs, tmp_path / "e", n_bootstrap=200)
+    assert m["external"]["agreement"]["agree"] is True
+    assert m["external"]["agreement"]["sentence"].startswith(
+        "Internal and external test sets agree: synthetic data helps"
+    )
+
+
+def test_external_predictions_must_cover_every_arm_and_seed(tmp_path):
+    dirs = write_arm_dirs(tmp_path / "a", GAIN, seeds=(0, 1))
+    add_external(dirs, {"real": 0.5}, seeds=(0, 1))
+    with pytest.raises(ValueError, match="no external predictions"):
+        evaluate.run_evaluate(dirs, tmp_path / "e", n_bootstrap=200)
+    add_external(dirs, {"real+synthetic@0.5": 0.5}, seeds=(0,))
+    with pytest.raises(ValueError, match="lack external_predictions.csv"):
+        evaluate.run_evaluate(dirs, tmp_path / "e", n_bootstrap=200)

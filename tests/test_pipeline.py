@@ -18,6 +18,7 @@ DISPLAY_NAMES = {
     "ingest": "Ingest",
     "split": "Patient split",
     "preprocess": "Preprocess",
+    "prepare-external": "External test set",
     "tune": "Tune hyperparameters",
     "train-gan": "Train GAN",
     "synthesize": "Synthesize",
@@ -62,6 +63,7 @@ RUN_FORM = {
     "synthetic_publish_uri": ("STRING", ""),
     "synthetic_set_uri": ("STRING", ""),
     "gan_checkpoint_uri": ("STRING", ""),
+    "external_source": ("STRING", ""),
     "seeds": ("LIST", []),
     "arms": ("LIST", []),
     "synthetic_ratios": ("LIST", []),
@@ -80,6 +82,7 @@ TASK_STAGE = {
     "ingest": "ingest",
     "split": "split",
     "preprocess": "preprocess",
+    "prepare-external": "external",
     "tune": "tune",
     "train-gan": "gan",
     "synthesize": "synthesize",
@@ -109,6 +112,7 @@ def test_compiled_pipeline_has_every_stage_in_our_image(compiled):
         "ingest",
         "split",
         "preprocess",
+        "prepare-external",
         "tune",
         "train-gan",
         "synthesize",
@@ -330,6 +334,61 @@ def test_tiny_study_runs_end_to_end_through_kfp_local_from_minio(tmp_path, s3_en
     assert model_meta["data_source"] in {"phantom", "cbis-ddsm"} and source in model_meta["trained_on"]
 
 
+@pytest.mark.slow
+def test_tiny_study_with_an_external_source_writes_the_external_block(tmp_path):
+    """kfp.local, tiny preset, the embedded phantom as the internal set and a generated labels.csv folder
+    (another 'site': PNGs, its own patients) as external_source: metrics.json and the report get it."""
+    import numpy as np
+    from PIL import Image
+
+    site = tmp_path / "site-b"
+    site.mkdir()
+    rng = np.random.default_rng(5)
+    lines = ["image_path,patient_id,label,view"]
+    for p in range(24):
+        for view in ("CC", "MLO"):
+            img = np.clip(rng.normal(90 + 50 * (p % 2), 25, (64, 64)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(site / f"{p}-{view}.png")
+            lines.append(f"{p}-{view}.png,B{p:03d},{'malignant' if p % 2 else 'benign'},{view}")
+    (site / "labels.csv").write_text("\n".join(lines) + "\n")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "pipelines", "run", "--preset", "tiny", "--external-source", str(site)]
+    cmd += ["--runs-dir", str(runs), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    metrics = json.loads((runs / "latest" / "metrics.json").read_text())
+    ext = metrics["external"]
+    assert ext["test_set"]["n"] == 48 and ext["test_set"]["n_malignant"] == 24
+    assert set(ext["arms"]) == set(metrics["arms"]) == {"real", "real+synthetic"}
+    for arm in ext["arms"].values():
+        assert len(arm["per_seed"]) == 2 and 0.0 <= arm["auc"] <= 1.0
+    assert ext["verdict"]["comparisons"] and "p_adjusted" in ext["verdict"]["comparisons"][0]
+    assert ext["agreement"]["sentence"] in metrics["conclusion"]
+    assert ext["set"]["source_layout"] == "table" and ext["set"]["patients_also_internal"] == 0
+    report = (runs / "latest" / "report.md").read_text()
+    assert "## External test set" in report and ext["agreement"]["sentence"] in report
+
+
+def test_external_source_that_is_not_a_folder_is_refused_before_work(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "--preset",
+            "tiny",
+            "--external-source",
+            str(tmp_path / "nope"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "--external-source" in proc.stderr + proc.stdout
+
+
 def test_embedded_source_generates_the_phantom_and_ingests_it(tmp_path):
     """source="embedded" goes through the same ingest as a real CBIS-DDSM folder."""
     from mammosynth.study import ingest_step
@@ -399,6 +458,7 @@ def test_resolve_config_runs_first_and_is_never_cached(variant, request):
         "synthetic_publish_uri",
         "synthetic_set_uri",
         "gan_checkpoint_uri",
+        "external_source",
     }
 
 

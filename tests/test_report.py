@@ -144,3 +144,38 @@ def test_single_seed_and_single_arm_runs_render(tmp_path, arms):
         assert "no comparison between arms is possible" in md and "Comparisons: not available" in md
     else:
         assert "too few seeds for an across-seed interval" in md
+
+
+def test_external_test_set_section_beside_the_internal_one(tmp_path):
+    from test_evaluate import add_external
+
+    dirs = write_arm_dirs(
+        tmp_path / "arms", {"real": 0.4, "real+synthetic@0.5": 1.8}, seeds=(0, 1, 2, 3), n_test=200
+    )
+    add_external(dirs, {"real": 0.6, "real+synthetic@0.5": 0.6})
+    metrics = evaluate.run_evaluate(dirs, tmp_path / "eval", n_bootstrap=100)
+    metrics["external"]["set"] = {
+        "source": "s3://site-b/labels",
+        "data_source": "table",
+        "patients_also_internal": 0,
+    }
+    res = report.write_report(tmp_path / "out", metrics=metrics)
+    md = Path(res["markdown"]).read_text()
+    html = Path(res["html"]).read_text()
+    assert res["sections"].index("External test set") == res["sections"].index("Results") + 1
+    ext_auc = metrics["external"]["arms"]["real+synthetic@0.5"]["summary"]["auc"]["mean"]
+    section = md.split("## External test set", 1)[1].split("\n## ", 1)[0]
+    assert f"{ext_auc:.3f}" in section and "160 images (80 malignant" in section
+    assert "s3://site-b/labels" in section and "None of its patients sit in the internal set" in section
+    sentence = metrics["external"]["agreement"]["sentence"]
+    assert "disagree" in sentence and sentence in section
+    verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]
+    assert sentence in verdict  # the headline says whether internal and external agree
+    assert "id='external-table'" in html or 'id="external-table"' in html
+    # Without external predictions there is no such section.
+    plain = evaluate.run_evaluate(
+        write_arm_dirs(tmp_path / "b", {"real": 0.4, "real+synthetic@0.5": 1.8}),
+        tmp_path / "e2",
+        n_bootstrap=100,
+    )
+    assert "External test set" not in report.write_report(tmp_path / "out2", metrics=plain)["sections"]

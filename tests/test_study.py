@@ -167,3 +167,18 @@ def test_the_rerun_command_rebuilds_the_resolved_config():
     line = _rerun(cfg, "s3://b/cbis", preset_diff(cfg))
     assert line.startswith("python -m pipelines run --source s3://b/cbis --preset embedded --overrides '{")
     assert load_config("embedded", json.loads(line.split("--overrides ")[1].strip("'"))) == cfg
+
+
+def test_a_phantom_uploaded_under_any_name_is_labelled_phantom(tmp_path):
+    """Issue 12: the label comes from what ingest recorded (the phantom's marker), not the source string."""
+    from mammosynth.models.io import load_meta
+    from mammosynth.study import select_model_step
+
+    training = {"arm": "real", "n_train_real": 48, "n_train_synthetic": 0, "data_source": "phantom"}
+    arm = _saved_arm(tmp_path, "real", training)
+    out = tmp_path / "final"
+    source = "s3://mammosynth/cbis-ddsm"
+    result = select_model_step([arm], str(tmp_path), str(out), source=source, preset="tiny")
+    meta = load_meta(out)
+    assert meta["data_source"] == result["data_source"] == "phantom"
+    assert "phantom uploaded to s3://mammosynth/cbis-ddsm" in meta["trained_on"]

@@ -315,3 +315,38 @@ def test_transfer_model_trains_through_both_fine_tuning_phases(sets, tmp_path, c
     assert metrics["epochs_run"] == 2 and metrics["params"]["weights"] is None
     phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("phase:")]
     assert len(phases) == 2 and "trainable layers 0" in phases[0] and "trainable layers 0" not in phases[1]
+
+
+def _external_set(root, size=32, n=20, seed=5):
+    """An external set: a prepared set with one split ``test`` and the external record in meta.json."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = np.clip(rng.normal(0.3, 0.1, (n, size, size, 1)) + labels[:, None, None, None] * 0.2, 0, 1)
+    shards.write_split(root, "test", images, labels, [f"ext-{i:03d}" for i in range(n)])
+    shards.write_meta(root, size, {"external": {"source": "site-b"}})
+    return root
+
+
+def test_every_seed_model_predicts_the_external_set(sets, tmp_path):
+    from mammosynth.evaluate import load_arm
+
+    prepared, _ = sets
+    external = _external_set(tmp_path / "external")
+    train.train_arm(
+        prepared, tmp_path / "arm", arm="real", seeds=[0, 1], epochs=1, batch_size=16, external_dir=external
+    )
+    arm = load_arm(tmp_path / "arm")
+    assert sorted(arm["external_predictions"]) == [0, 1]  # seed 1 keeps no model/ but still predicted it
+    for seed, df in arm["external_predictions"].items():
+        assert list(df["image_id"]) == [f"ext-{i:03d}" for i in range(20)]
+        assert list(df["label_id"]) == [i % 2 for i in range(20)]
+        assert df["prob"].between(0, 1).all()
+        assert not df["prob"].equals(arm["predictions"][seed]["prob"])
+    with pytest.raises(ValueError, match="16px images, the model 32px"):
+        train.train_classifier(
+            prepared,
+            tmp_path / "bad",
+            epochs=1,
+            batch_size=16,
+            external_dir=_external_set(tmp_path / "e16", size=16),
+        )

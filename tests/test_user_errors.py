@@ -45,6 +45,11 @@ CASES = [
         "mammosynth ingest",
         ["no/such/folder"],
     ),
+    (
+        ["-m", "mammosynth.cli", "ingest", "--table", "no/such/labels.csv", "--out", "x"],
+        "mammosynth ingest",
+        ["--table no/such/labels.csv", "labels CSV"],
+    ),
 ]
 
 

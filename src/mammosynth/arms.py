@@ -6,6 +6,7 @@ synthetic only, test on real). An **arm dir** (written by `mammosynth.train.trai
 
     <arm dir>/arm.json                      {"arm", "seeds", "spec", "metrics": {seed: {...}}, ...}
     <arm dir>/seed-<s>/predictions.csv      image_id,label_id,prob   (label_id 1 = malignant)
+    <arm dir>/seed-<s>/external_predictions.csv   same columns, on the external test set (when one is given)
     <arm dir>/seed-<s>/train_metrics.json   train_accuracy, val_auc, ... (optional)
     <arm dir>/seed-<s>/model/               the classifier (first seed(s) only)
 
@@ -32,6 +33,7 @@ from mammosynth.atomic import write_text as write_text_atomic
 
 ARM_FILE = "arm.json"
 PREDICTIONS_FILE = "predictions.csv"
+EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"  # the same seed's model on the external test set
 TRAIN_METRICS_FILE = "train_metrics.json"
 MODEL_DIR = "model"
 PREDICTION_COLUMNS = ("image_id", "label_id", "prob")
@@ -195,6 +197,26 @@ def read_arm_record(arm_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def _external_predictions(root: Path, seeds: Sequence[Any]) -> tuple[dict[Any, pd.DataFrame], dict[str, str]]:
+    """Every seed's ``external_predictions.csv`` (and its sha256), or ``({}, {})`` when no seed has one.
+
+    Raises:
+        ValueError: some seeds have external predictions and others not (a partial arm dir).
+    """
+    paths = {seed: seed_dir(root, seed) / EXTERNAL_PREDICTIONS_FILE for seed in seeds}
+    present = [seed for seed, path in paths.items() if path.exists()]
+    if not present:
+        return {}, {}
+    if len(present) != len(paths):
+        missing = [str(s) for s in paths if s not in present]
+        raise ValueError(
+            f"{root}: seed(s) {', '.join(missing)} lack {EXTERNAL_PREDICTIONS_FILE} while others have it; "
+            "re-run train_arm with the external set for every seed"
+        )
+    frames = {seed: _read_predictions(path) for seed, path in paths.items()}
+    return frames, {str(s): hashlib.sha256(p.read_bytes()).hexdigest() for s, p in paths.items()}
+
+
 def _read_predictions(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: every seed of an arm needs its test predictions")
@@ -232,7 +254,8 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         ``{"arm", "dir", "spec", "seeds": [seed...], "predictions": {seed: DataFrame},
-        "train_metrics": {seed: dict}}`` with predictions sorted by ``image_id``.
+        "train_metrics": {seed: dict}, "external_predictions": {seed: DataFrame} (empty without an
+        external test set), ...}`` with predictions sorted by ``image_id``.
 
     Raises:
         FileNotFoundError: arm.json or a seed's predictions.csv is missing.
@@ -263,6 +286,7 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
                 raise ValueError(f"{tm_path}: not valid JSON ({exc})") from exc
         else:
             train_metrics[seed] = dict(recorded.get(str(seed)) or recorded.get(seed) or {})
+    external, external_hashes = _external_predictions(root, seeds)
     return {
         "arm": name,
         "dir": str(root),
@@ -272,6 +296,8 @@ def load_arm(arm_dir: str | os.PathLike) -> dict[str, Any]:
         "train_metrics": train_metrics,
         "predictions_sha256": hashes,
         "generators": arm_meta.get("generators") or {},
+        "external_predictions": external,
+        "external_predictions_sha256": external_hashes,
     }
 
 

@@ -80,6 +80,8 @@ class StudyConfig(_Section):
     abnormality: StrictStr = "mass"
     image_kind: StrictStr = "crop"
     val_fraction: Annotated[float, Field(gt=0, lt=0.5, strict=True)] = 0.15
+    # Test share drawn (patient-level, label-stratified) when the data has no official split (a table).
+    test_fraction: Annotated[float, Field(gt=0, lt=0.5, strict=True)] = 0.2
     arms: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ("real", "real+aug", "real+synthetic")
     # synthetic:real ratio for arms without an explicit ratio
     synthetic_ratio: Annotated[float, Field(ge=0, le=10, strict=True)] = 0.5
@@ -401,8 +403,10 @@ def preset_diff(cfg: StudyConfig | StageConfig) -> dict[str, Any]:
 _ALL = tuple(StudyConfig.model_fields)
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "ingest": ("seed", "phantom", "abnormality", "image_kind"),  # seed + phantom: the embedded phantom
-    "split": ("seed", "val_fraction"),
+    "split": ("seed", "val_fraction", "test_fraction"),
     "preprocess": ("image_size",),
+    # The external test set: ingested like the internal source (image size from the prepared set).
+    "external": ("seed", "phantom", "abnormality", "image_kind"),
     "tune": (
         "seed",
         "tune",

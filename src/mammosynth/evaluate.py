@@ -20,7 +20,14 @@ and writes ``metrics.json`` (the contract below), ``test_predictions.csv`` (long
      "comparisons": [{"arm", "baseline", "metric": "auc", "delta", "ci95", "p_value", "test",
                       "per_seed": {...}, "bootstrap": {...}, ...}],
      "test_set": {"n", "n_malignant", "n_benign", "ids_sha256"}, "seeds": [...],
-     "threshold", "n_bootstrap", "bootstrap_seed", "alpha", "conclusion", ...context}
+     "threshold", "n_bootstrap", "bootstrap_seed", "alpha", "conclusion", "verdict",
+     "external": null | {"test_set", "arms", "comparisons", "baselines", "verdict", "conclusion",
+                         "agreement": {"agree", "internal", "external", "comparisons", "sentence"}},
+     ...context}
+
+``external`` is computed the same way (same functions, same bootstrap seed) from
+``seed-<s>/external_predictions.csv`` when the arm dirs hold them (a study run with an
+``external_source``); it is null otherwise.
 """
 
 from __future__ import annotations
@@ -74,7 +81,9 @@ CONTRACT_KEYS = (
     "provenance",
     "verdict",
     "data_source",
+    "external",
 )
+EXTERNAL_TEST_SET = "external test set"
 
 
 def _json_safe(obj: Any) -> Any:
@@ -181,12 +190,66 @@ def _load_arms(arm_dirs: Sequence[str | os.PathLike]) -> tuple[list[dict[str, An
             f"arm name(s) {dupes} given more than once ({[str(d) for d in arm_dirs]}); pass one dir per arm"
         )
     ids, y = _check_same_test_set(arms)
+    _check_both_classes(y, "test set")
+    return arms, ids, y
+
+
+def _check_both_classes(y: Any, what: str) -> None:
     if len(set(y.tolist())) < 2:
         raise ValueError(
-            f"the test set has only {'malignant' if y[0] else 'benign'} cases; "
+            f"the {what} has only {'malignant' if y[0] else 'benign'} cases; "
             "AUC and sensitivity/specificity need both"
         )
-    return arms, ids, y
+
+
+def _test_set(ids: Any, y: Any) -> dict[str, Any]:
+    return {
+        "n": int(len(y)),
+        "n_malignant": int(y.sum()),
+        "n_benign": int((1 - y).sum()),
+        "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+    }
+
+
+def _external_block(
+    arms: Sequence[dict[str, Any]], baselines: Sequence[str], n_bootstrap: int, seed: int, threshold: float
+) -> dict[str, Any] | None:
+    """The ``external`` block: every arm's seed models on the external test set, judged as the internal one.
+
+    Returns None when no arm dir holds external predictions.
+
+    Raises:
+        ValueError: some arms have external predictions and others not, or they disagree on the images.
+    """
+    have = [a["arm"] for a in arms if a.get("external_predictions")]
+    if not have:
+        return None
+    if len(have) != len(arms):
+        missing = [a["arm"] for a in arms if not a.get("external_predictions")]
+        raise ValueError(
+            f"arm(s) {missing} have no external predictions while {have} do; train every arm with the same "
+            "external set (or none)"
+        )
+    ext = [
+        dict(a, predictions=a["external_predictions"], predictions_sha256=a["external_predictions_sha256"])
+        for a in arms
+    ]
+    ids, y = _check_same_test_set(ext)
+    _check_both_classes(y, EXTERNAL_TEST_SET)
+    names = [a["arm"] for a in ext]
+    log.info("external: %d arm(s) on %d external test images (%d malignant)", len(ext), len(y), int(y.sum()))
+    probs = {a["arm"]: {s: df["prob"].to_numpy() for s, df in a["predictions"].items()} for a in ext}
+    comparisons = _comparisons(names, baselines, y, probs, n_bootstrap, seed)
+    kw = {"threshold": threshold, "n_bootstrap": n_bootstrap, "seed": seed}
+    block = {
+        "test_set": _test_set(ids, y),
+        "arms": {a["arm"]: _arm_entry(a, y, probs[a["arm"]], **kw) for a in ext},
+        "comparisons": comparisons,
+        "baselines": [b for b in baselines if b in names],
+        "verdict": build_verdict(comparisons),
+    }
+    block["conclusion"] = "\n\n".join(_verdict_lines(block["verdict"], EXTERNAL_TEST_SET))
+    return block
 
 
 def _arm_entry(
@@ -356,12 +419,7 @@ def run_evaluate(
         {
             "arms": arms_out,
             "comparisons": comparisons,
-            "test_set": {
-                "n": int(len(y)),
-                "n_malignant": int(y.sum()),
-                "n_benign": int((1 - y).sum()),
-                "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            },
+            "test_set": _test_set(ids, y),
             "seeds": all_seeds,
             "baselines": [b for b in baselines if b in names],
             "threshold": threshold,
@@ -374,6 +432,10 @@ def run_evaluate(
     metrics["provenance"] = _provenance()
     metrics["data_source"] = data_source
     metrics["verdict"] = build_verdict(comparisons)
+    metrics["external"] = _external_block(arms, baselines, n_bootstrap, seed, threshold)
+    if metrics["external"]:
+        agreement = verdict_agreement(metrics["verdict"], metrics["external"]["verdict"])
+        metrics["external"]["agreement"] = agreement
     metrics["conclusion"] = conclusion(metrics)
     metrics = _json_safe(metrics)
 
@@ -510,6 +572,59 @@ def build_verdict(comparisons: Sequence[Mapping[str, Any]], alpha: float = ALPHA
     return {"synthetic_helps": answer, "comparisons": entries, "method": VERDICT_METHOD.format(alpha=alpha)}
 
 
+def _helps_text(helps: bool) -> str:
+    return "synthetic data helps" if helps else "no significant gain from synthetic data"
+
+
+def verdict_agreement(internal: Mapping[str, Any], external: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the internal and external verdicts (`build_verdict`) give the same answer.
+
+    Returns:
+        ``{"agree": True|False|None, "internal": helps, "external": helps, "comparisons": [{"arm",
+        "control", "internal_significant", "external_significant", "internal_delta", "external_delta",
+        "same_call", "same_direction"}], "sentence"}``; ``agree`` is None when either verdict is
+        undecided (no synthetic arm, or fewer than 2 seeds).
+    """
+    ext = {(e["arm"], e["control"]): e for e in external.get("comparisons") or []}
+    rows = []
+    for e in internal.get("comparisons") or []:
+        x = ext.get((e["arm"], e["control"]))
+        if x is None:
+            continue
+        rows.append(
+            {
+                "arm": e["arm"],
+                "control": e["control"],
+                "internal_significant": e["significant"],
+                "external_significant": x["significant"],
+                "internal_delta": e["delta"],
+                "external_delta": x["delta"],
+                "same_call": e["significant"] == x["significant"],
+                "same_direction": (e["delta"] > 0) == (x["delta"] > 0),
+            }
+        )
+    a, b = internal.get("synthetic_helps"), external.get("synthetic_helps")
+    agree = None if a is None or b is None else a == b
+    if agree is None:
+        sentence = (
+            "Internal and external verdicts cannot be compared: "
+            f"{'the internal' if a is None else 'the external'} verdict is undecided (too few seeds or no "
+            "synthetic arm)."
+        )
+    elif agree:
+        differ = [f"{r['arm']} vs {r['control']}" for r in rows if not r["same_call"]]
+        both = "synthetic data helps on both" if a else "no significant gain from synthetic data on either"
+        sentence = f"Internal and external test sets agree: {both}." + (
+            f" Individual calls differ for {', '.join(differ)}." if differ else ""
+        )
+    else:
+        sentence = (
+            f"Internal and external test sets disagree: internal says {_helps_text(a)}, external says "
+            f"{_helps_text(b)}."
+        )
+    return {"agree": agree, "internal": a, "external": b, "comparisons": rows, "sentence": sentence}
+
+
 def _is_worse(entry: Mapping[str, Any], alpha: float = ALPHA) -> bool:
     hi = entry["seed_ci95"][1]
     return (
@@ -584,6 +699,12 @@ def conclusion(metrics: Mapping[str, Any]) -> str:
     test_set = test_set_name(metrics.get("data_source"))
     v = metrics.get("verdict") or build_verdict(comps, metrics.get("alpha", ALPHA))
     lines = _verdict_lines(v, test_set)
+    external = metrics.get("external") or {}
+    if external.get("conclusion"):
+        n_ext = (external.get("test_set") or {}).get("n")
+        lines.append(f"External test set ({n_ext} images): {external['conclusion']}")
+    if external.get("agreement"):
+        lines.append(external["agreement"]["sentence"])
     n_test = (metrics.get("test_set") or {}).get("n")
     headline = []
     for name, arm in arms.items():
@@ -644,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-source",
         default=None,
-        choices=["phantom", "cbis-ddsm"],
+        choices=["phantom", "cbis-ddsm", "table"],
         help="what the test set is (names it 'phantom test set' or 'real test set' in the text)",
     )
     return p

@@ -1,5 +1,8 @@
 """Ingest: CBIS-DDSM (TCIA DICOM in either layout, or the Kaggle JPEG export) → an ingested set.
 
+A generic labels table (``labels.csv`` + PNG/JPEG/TIFF/PGM/PPM/DICOM images, `mammosynth.data.table`) is
+read the same way, with the same guarantees.
+
 The ingested set (docs/design.md) is ``index.csv`` (one row per abnormality image), ``images/``
 (16-bit grayscale PNGs, de-identified by construction: no DICOM attribute is copied), ``rejects.csv``
 (every CSV row that did not make it, with the reason), ``manifest.json`` (per-file sha256, counts)
@@ -31,6 +34,7 @@ import numpy as np
 from mammosynth import __version__
 from mammosynth.atomic import write_bytes as _atomic_write_bytes
 from mammosynth.data import cbis
+from mammosynth.data import table as table_layout
 from mammosynth.data.dicom import DicomError, DicomImage
 from mammosynth.logs import setup_logging
 from mammosynth.paths import UnsafePath, inside, safe_name
@@ -176,9 +180,12 @@ def _process_record(key: str, record: cbis.CaseRecord) -> dict[str, Any]:
     try:
         cands = layout.candidates(record, image_kind)
     except cbis.ImageNotFound as exc:
-        return {"reject": "missing file", "path": str(exc).removeprefix("missing file: ")}
+        return {"reject": "missing file", "path": str(exc).removeprefix("missing file").removeprefix(": ")}
     try:
-        cand, img = _choose(layout, cands, image_kind)
+        if isinstance(layout, table_layout.TableLayout):
+            cand, img = cands[0], _decode_table_image(layout, cands[0])
+        else:
+            cand, img = _choose(layout, cands, image_kind)
     except cbis.RowError as exc:
         return {"reject": str(exc), "path": ";".join(layout.relative(c.path) for c in cands)}
     data = encode_png16(img.pixels)
@@ -187,12 +194,23 @@ def _process_record(key: str, record: cbis.CaseRecord) -> dict[str, Any]:
     _atomic_write_bytes(inside(out_dir, rel, "path outside the output folder"), data)
     return {
         "image_path": rel,
-        "source_path": layout.relative(cand.path),
+        # A table's file names may carry identifiers: the index points at the table row instead.
+        "source_path": (
+            cand.description if isinstance(layout, table_layout.TableLayout) else layout.relative(cand.path)
+        ),
         "sha256": hashlib.sha256(data).hexdigest(),
         "height": img.rows,
         "width": img.cols,
         "bits_stored": img.bits_stored,
     }
+
+
+def _decode_table_image(layout: table_layout.TableLayout, cand: cbis.Candidate) -> DicomImage:
+    """Decode a table row's one image; a file that cannot be used raises `cbis.RowError` (a reject)."""
+    try:
+        return layout.decode(cand)
+    except DicomError as exc:
+        raise cbis.RowError(f"unreadable image: {exc}") from exc
 
 
 def _index_row(record: cbis.CaseRecord, facts: dict[str, Any]) -> dict[str, Any]:
@@ -230,9 +248,14 @@ def _check_source(source: str | os.PathLike) -> Path:
         )
     root = Path(text.removeprefix("file://")).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"source directory {root} does not exist; pass a CBIS-DDSM download root")
+        raise FileNotFoundError(
+            f"source directory {root} does not exist; "
+            "pass a CBIS-DDSM download root or a folder with labels.csv"
+        )
     if not root.is_dir():
-        raise NotADirectoryError(f"source {root} is not a directory; pass the CBIS-DDSM download root")
+        raise NotADirectoryError(
+            f"source {root} is not a directory; pass the CBIS-DDSM download root or a folder with labels.csv"
+        )
     return root
 
 
@@ -245,45 +268,83 @@ def run_ingest(
     workers: int = 1,
     log_every: int = LOG_EVERY,
     eda: bool = True,
+    table: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Read a CBIS-DDSM copy (or the phantom) into an ingested set.
+    """Read a CBIS-DDSM copy, the phantom, or a generic ``labels.csv`` table into an ingested set.
 
     Args:
-        source: local directory holding the case-description CSVs (at the root or in ``csv/``) and
-            the images in one of the supported layouts.
+        source: local directory holding ``labels.csv`` (the table layout, `mammosynth.data.table`), or the
+            CBIS-DDSM case-description CSVs (at the root or in ``csv/``) and the images in one of the
+            supported layouts. ``labels.csv`` is looked for first.
         out_dir: ingested set directory to write.
-        abnormality: ``mass``, ``calc`` or ``both``.
+        abnormality: ``mass``, ``calc`` or ``both`` (CBIS-DDSM layouts only).
         image_kind: ``crop`` (ROI crops) or ``full`` (full mammograms; one PNG shared by the rows
-            of the same view).
+            of the same view). A table row always names one image.
         workers: processes decoding images in parallel (1 = in-process).
         log_every: log progress every this many images.
         eda: also write ``eda/`` figures and ``summary.md``.
+        table: a table CSV to read instead of ``source/labels.csv`` (its paths are relative to its folder).
 
     Returns:
         The ``manifest.json`` content.
 
     Raises:
-        FileNotFoundError / NotADirectoryError: the source is not a local directory.
-        ValueError: unsupported scheme, no CSVs, unknown abnormality/image kind, or no known layout.
+        FileNotFoundError / NotADirectoryError: the source is not a local directory, or ``table`` is missing.
+        ValueError: unsupported scheme, no CSVs, a table lacking a required column, unknown abnormality/image
+            kind, or no known layout.
     """
     if image_kind not in IMAGE_KINDS:
         raise ValueError(f"unknown image kind {image_kind!r}; choose crop or full")
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     t0 = time.perf_counter()
-    root = _check_source(source)
-    csvs = cbis.find_case_csvs(root, abnormality)
-    layout = cbis.detect_layout(root, csvs[0][0].parent)
+    if table:
+        table = table_layout.find_table(Path(), os.fspath(table))  # a missing table file: one clear error
+    # With a table and no source, the table's folder is the source (its image paths are relative to it).
+    root = _check_source(source) if source else _check_source(Path(table or "").parent)
+    layout, csvs, (records, rejects, rows_in) = _open_source(root, abnormality, table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log.info(
         "ingest: %s layout, %d CSV file(s), %s %s images", layout.name, len(csvs), abnormality, image_kind
     )
+    index_rows = _process_all(records, rejects, layout, out, image_kind, workers, log_every)
+    if rows_in != len(index_rows) + len(rejects):
+        raise RuntimeError(
+            f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected"
+        )
+    manifest = _write_set(out, root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects)
+    if eda and index_rows:
+        import pandas as pd
 
-    records, rejects, rows_in = _read_records(csvs)
+        from mammosynth.eda import write_eda
 
+        write_eda(pd.read_csv(out / "index.csv", dtype=str, keep_default_na=False), out / "eda")
+    log.info(
+        "ingest: %d rows → %d images, %d rejected (%s) in %.1fs",
+        rows_in,
+        len(index_rows),
+        len(rejects),
+        dict(Counter(r["reason"].split(":")[0] for r in rejects)),
+        time.perf_counter() - t0,
+    )
+    return manifest
+
+
+def _open_source(root: Path, abnormality: str, table: str | os.PathLike | None):
+    """``(layout, csvs, (records, rejects, rows_in))``: the table layout if a table is found, else CBIS."""
+    table_path = table_layout.find_table(root, os.fspath(table) if table else None)
+    if table_path is not None:
+        layout = table_layout.TableLayout(root, table_path)
+        return layout, [(table_path, "table", "")], _read_table(table_path)
+    csvs = cbis.find_case_csvs(root, abnormality)
+    return cbis.detect_layout(root, csvs[0][0].parent), csvs, _read_records(csvs)
+
+
+def _process_all(records, rejects, layout, out, image_kind, workers, log_every) -> list[dict[str, Any]]:
+    """Decode and write every record's image; failures go to ``rejects``. Returns the index rows."""
     # One job per image file to write: a crop per row, or a full view shared by its rows.
-    jobs: dict[str, list[cbis.CaseRecord]] = {}
+    jobs: dict[str, list[Any]] = {}
     for record in records:
         jobs.setdefault(record.full_image_key if image_kind == "full" else record.image_id, []).append(record)
     job_items = [(key, recs[0]) for key, recs in jobs.items()]
@@ -292,25 +353,18 @@ def run_ingest(
     for n, ((key, _), facts) in enumerate(zip(job_items, results, strict=True), start=1):
         for record in jobs[key]:
             if "reject" in facts:
-                rejects.append(
-                    {
-                        "source": record.csv_file,
-                        "row": record.row,
-                        "path": facts["path"],
-                        "reason": facts["reject"],
-                    }
-                )
+                rejects.append(_reject(record.csv_file, record.row, facts["path"], facts["reject"]))
             else:
                 index_rows.append(_index_row(record, facts))
         if n % log_every == 0 or n == len(job_items):
             log.info(
                 "ingest: %d/%d images processed, %d rejected rows so far", n, len(job_items), len(rejects)
             )
+    return index_rows
 
-    if rows_in != len(index_rows) + len(rejects):
-        raise RuntimeError(
-            f"ingest bookkeeping error: {rows_in} rows in, {len(index_rows)} out + {len(rejects)} rejected"
-        )
+
+def _write_set(out, root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects) -> dict:
+    """Write index.csv, rejects.csv and manifest.json (sorted, stale images removed); return the manifest."""
     index_rows.sort(key=lambda r: r["image_id"])
     # A re-run into the same directory must not leave images the index no longer names.
     keep = {r["image_path"] for r in index_rows}
@@ -326,20 +380,6 @@ def run_ingest(
         root, layout, csvs, abnormality, image_kind, rows_in, index_rows, rejects, index_bytes, rejects_bytes
     )
     _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
-    if eda and index_rows:
-        import pandas as pd
-
-        from mammosynth.eda import write_eda
-
-        write_eda(pd.read_csv(io.BytesIO(index_bytes), dtype=str, keep_default_na=False), out / "eda")
-    log.info(
-        "ingest: %d rows → %d images, %d rejected (%s) in %.1fs",
-        rows_in,
-        len(index_rows),
-        len(rejects),
-        dict(Counter(r["reason"].split(":")[0] for r in rejects)),
-        time.perf_counter() - t0,
-    )
     return manifest
 
 
@@ -385,6 +425,52 @@ def _read_records(csvs) -> tuple[list[cbis.CaseRecord], list[dict[str, Any]], in
     return records, rejects, rows_in
 
 
+def _read_table(path: Path) -> tuple[list[table_layout.TableRecord], list[dict[str, Any]], int]:
+    """Clean every table row: ``(records, rejects, rows_in)``.
+
+    A second row naming the same image file or ``image_id`` is rejected (``duplicate image``); when the
+    two rows disagree on the label, both are rejected (``conflicting duplicate``): no way to tell which
+    label is right.
+
+    Raises:
+        ValueError: the header lacks a required column (one line naming it and the fix).
+    """
+    columns = table_layout.read_header(path)
+    table_layout.check_header(path, columns)
+    has_split = "split" in columns
+    rejects: list[dict[str, Any]] = []
+    first: dict[str, table_layout.TableRecord] = {}
+    conflicted: set[str] = set()
+    rows_in = 0
+    for number, raw in cbis.iter_case_rows(path):
+        rows_in += 1
+        try:
+            record = table_layout.clean_row(raw, csv_file=path.name, row=number, has_split=has_split)
+        except cbis.RowError as exc:
+            rejects.append(_reject(path.name, number, "", str(exc)))  # the row names it; no file name
+            continue
+        keys = [os.path.normpath(record.image_path), f"id:{record.image_id}"]
+        seen = next((first[k] for k in keys if k in first), None)
+        if seen is None:
+            first.update(dict.fromkeys(keys, record))
+            continue
+        where = f"{seen.csv_file} row {seen.row}"
+        if seen.label != record.label:
+            conflicted.add(seen.image_id)
+            reason = f"conflicting duplicate: same image as {where} with another label"
+        else:
+            reason = f"duplicate image: same image file or image_id as {where}"
+        rejects.append(_reject(path.name, number, "", reason))
+    records = []
+    for record in {id(r): r for r in first.values()}.values():
+        if record.image_id in conflicted:
+            reason = "conflicting duplicate: a later row names the same image with another label"
+            rejects.append(_reject(record.csv_file, record.row, "", reason))
+        else:
+            records.append(record)
+    return records, rejects, rows_in
+
+
 def _reject(source: str, row: int, path: str, reason: str) -> dict[str, Any]:
     return {"source": source, "row": row, "path": path, "reason": reason}
 
@@ -397,6 +483,19 @@ def _run_jobs(job_items, layout, out, image_kind, workers) -> Iterable[dict[str,
         max_workers=workers, initializer=_init_worker, initargs=(layout, out, image_kind)
     ) as pool:
         return list(pool.map(_process_job, job_items, chunksize=8))
+
+
+def data_source_label(root: Path, layout: cbis.Layout) -> str:
+    """What the ingested data is: ``phantom``, ``table`` or ``cbis-ddsm``.
+
+    ``phantom`` when the source carries the phantom's marker file (wherever it was copied to), ``table`` for
+    a generic labels table, else ``cbis-ddsm``.
+    """
+    from mammosynth.data.phantom import is_phantom
+
+    if is_phantom(root):
+        return "phantom"
+    return "table" if isinstance(layout, table_layout.TableLayout) else "cbis-ddsm"
 
 
 def _manifest(
@@ -417,6 +516,7 @@ def _manifest(
         "mammosynth_version": __version__,
         "source": str(root),
         "source_layout": layout.name,
+        "data_source": data_source_label(root, layout),
         "abnormality": abnormality,
         "image_kind": image_kind,
         "csv_files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p, _, _ in csvs},
@@ -440,9 +540,17 @@ def _manifest(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mammosynth ingest",
-        description="Read CBIS-DDSM (TCIA DICOM, NBIA download or Kaggle JPEG) into an ingested set.",
+        description="Read CBIS-DDSM (TCIA DICOM, NBIA download or Kaggle JPEG) or a labels.csv table into an "
+        "ingested set.",
     )
-    parser.add_argument("--source", required=True, help="local CBIS-DDSM root (CSVs at root or in csv/)")
+    parser.add_argument(
+        "--source",
+        default="",
+        help="local source folder: labels.csv (generic table), or a CBIS-DDSM root (CSVs at root or in csv/)",
+    )
+    parser.add_argument(
+        "--table", default=None, help="a labels table CSV to read (image paths relative to its folder)"
+    )
     parser.add_argument("--out", required=True, help="ingested set directory to write")
     parser.add_argument("--abnormality", choices=["mass", "calc", "both"], default="mass")
     parser.add_argument("--image-kind", choices=list(IMAGE_KINDS), default="crop")
@@ -450,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=LOG_EVERY, help="progress line every N images")
     parser.add_argument("--no-eda", action="store_true", help="skip the eda/ figures")
     args = parser.parse_args(argv)
+    if not args.source and not args.table:
+        parser.error("give --source FOLDER (a labels.csv or CBIS-DDSM folder) or --table FILE")
     manifest = run_ingest(
         args.source,
         args.out,
@@ -458,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         log_every=args.log_every,
         eda=not args.no_eda,
+        table=args.table,
     )
     c = manifest["counts"]
     print(

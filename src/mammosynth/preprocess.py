@@ -74,13 +74,20 @@ def load_png16(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(img)
 
 
-def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int) -> dict:
+def run_preprocess(
+    split_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    image_size: int,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict:
     """Turn a split ingested set into a prepared set (one shard set per split).
 
     Args:
         split_dir: ingested set whose ``index.csv`` has the ``split`` column filled.
         out_dir: where the prepared set is written.
         image_size: side S of the square model input.
+        splits: the splits to write, each required non-empty (an external test set has only ``test``).
 
     Returns:
         The prepared set's ``meta.json`` content.
@@ -93,7 +100,7 @@ def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     if missing:
         raise ValueError(f"{split_dir / 'index.csv'} lacks columns {sorted(missing)}; run split first")
     out.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val", "test"):
+    for split in splits:
         rows = index[index["split"] == split]
         if rows.empty:
             raise ValueError(f"{split_dir / 'index.csv'}: split {split!r} is empty")
@@ -105,7 +112,27 @@ def run_preprocess(split_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         )
         log.info("preprocess: %s split, %d images at %d²", split, len(rows), image_size)
     write_patients(out, index, storage_digest(split_dir / "index.csv"))
-    return shards.write_meta(out, image_size, {"source": str(split_dir)})
+    extra = {"source": str(split_dir), "data_source": recorded_data_source(split_dir)}
+    return shards.write_meta(out, image_size, extra)
+
+
+def recorded_data_source(set_dir: str | os.PathLike) -> str | None:
+    """The ``data_source`` an ingested, split or prepared set records (``phantom``/``cbis-ddsm``/``table``).
+
+    Ingest writes it into ``manifest.json`` from what the source folder holds (the phantom's marker file,
+    a labels table, or CBIS-DDSM), split copies the manifest and preprocess copies the field into
+    ``meta.json``; None when the set records none (made by an older version).
+    """
+    for name in ("manifest.json", "meta.json"):
+        path = Path(set_dir) / name
+        if path.is_file():
+            try:
+                value = json.loads(path.read_text()).get("data_source")
+            except (ValueError, AttributeError):
+                value = None
+            if value:
+                return str(value)
+    return None
 
 
 PATIENTS_FILE = "patients.json"

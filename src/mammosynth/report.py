@@ -554,6 +554,9 @@ def _verdict_section(metrics: Mapping[str, Any]) -> Section:
     head, sep, detail = first.partition(" Matched comparisons: ")
     # the question is answered in bold above; the sentence's own evidence follows
     sec.p(f"{head.split('? ', 1)[-1]}{sep}{detail}" if sep else first)
+    agreement = (metrics.get("external") or {}).get("agreement")
+    if agreement:
+        sec.p(agreement["sentence"])
     return sec
 
 
@@ -597,6 +600,37 @@ def _results_table(metrics: Mapping[str, Any]) -> Section:
         f"({fmt(ts.get('n_malignant'))} malignant); "
         "Δ on the seed ensemble with DeLong's CI, p Holm-adjusted over the matched comparisons."
     )
+
+
+def _external_section(metrics: Mapping[str, Any]) -> Section | None:
+    """The "External test set" section: the results table of the external set, and whether verdicts agree."""
+    ext = metrics.get("external")
+    if not ext or not ext.get("arms"):
+        return None
+    sec = Section("External test set", id="external", collapsed=False)
+    headers = ["arm", "seeds", "external AUC mean [95% CI over seeds]", "Δ AUC vs matched control [95% CI]"]
+    sec.table(
+        [*headers, "Holm p"],
+        _table_rows(ext),
+        id="external-table",
+    )
+    ts = ext.get("test_set") or {}
+    rec = ext.get("set") or {}
+    where = f" from {rec['source']} ({rec.get('data_source') or 'unknown'} data)" if rec.get("source") else ""
+    shared = rec.get("patients_also_internal")
+    overlap = (
+        f" {shared} of its patients also sit in the internal set, so it is not independent of it."
+        if shared
+        else (" None of its patients sit in the internal set." if shared == 0 else "")
+    )
+    sec.p(
+        f"External test set{where}: {fmt(ts.get('n'))} images ({fmt(ts.get('n_malignant'))} malignant; "
+        f"malignant = 1 is the positive class), predicted by every seed model of every arm; it chose nothing "
+        f"(no model, epoch or hyperparameter).{overlap}"
+    )
+    if ext.get("agreement"):
+        sec.p(f"**{ext['agreement']['sentence']}**")
+    return sec
 
 
 def _forest_section(placed: Mapping[str, str | None], captions: Mapping[str, str]) -> Section:
@@ -1060,6 +1094,7 @@ def write_report(
         _verdict_section(metrics),
         _warnings_section(warns),
         _results_table(metrics),
+        *filter(None, [_external_section(metrics)]),
         _forest_section(placed, captions),
         _headline(metrics),
         *_results(metrics),
@@ -1240,7 +1275,7 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
         out: run folder to write.
         cfg: the validated `mammosynth.config.StudyConfig`.
         paths: ``evaluation``, ``report_card``, ``final_model``, ``prepared_set``, ``split_set``,
-            ``synthetic_set`` folders from the pipeline.
+            ``synthetic_set`` folders from the pipeline, and optionally ``external_set``.
         source: data source name (``embedded`` = the phantom).
         overrides: the run's config overrides (for the re-run command).
 
@@ -1248,6 +1283,7 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
         ``out``.
     """
     from mammosynth.evaluate import data_source_of
+    from mammosynth.preprocess import recorded_data_source
     from mammosynth.synthesize import generator_sets
 
     p = {k: Path(v) for k, v in paths.items()}
@@ -1266,9 +1302,12 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
             "seeds": list(cfg.seeds),
             "split_sizes": context["data set sizes"],
             "final_arm": model_meta.get("selected_arm"),
-            "data_source": data_source_of(source),
+            # What ingest found in the source (phantom marker, table, CBIS-DDSM), else what the name says.
+            "data_source": recorded_data_source(p["split_set"]) or data_source_of(source),
         }
     )
+    if metrics.get("external") and p.get("external_set") and (p["external_set"] / "meta.json").is_file():
+        metrics["external"]["set"] = json.loads((p["external_set"] / "meta.json").read_text()).get("external")
     metrics["conclusion"] = conclusion(metrics)  # names the phantom test set as such
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
     if card is not None:
@@ -1288,6 +1327,8 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
         clinical_figures=clinical_figs,
     )
     run = {"preset": cfg.preset, "source": source, "config": cfg.to_dict()}
+    if (metrics.get("external") or {}).get("set"):
+        run["external_source"] = metrics["external"]["set"].get("source")
     write_text_atomic(out / "run.json", json.dumps(run, indent=2))
     return out
 

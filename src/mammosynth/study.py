@@ -76,6 +76,24 @@ def resolve_config_step(
 
 
 # Step 1 ---------------------------------------------------------------------------------------------
+def _local_source(source: str, cfg: StudyConfig, tmp: Path) -> Path:
+    """A local folder for ``source``.
+
+    The generated phantom for "embedded", a local folder as it is, or an s3:// upload fetched (verified)
+    into ``tmp``.
+    """
+    if source == "embedded":
+        from mammosynth.data import phantom
+
+        log.info(
+            "ingest: generating the embedded phantom (%d patients, seed %d)", cfg.phantom.n_patients, cfg.seed
+        )
+        return phantom.generate(
+            tmp / "phantom", n_patients=cfg.phantom.n_patients, seed=cfg.seed, crop_size=cfg.phantom.crop_size
+        )
+    return storage.localize_source(source, cache_dir=tmp / "cache")
+
+
 def ingest_step(
     source: str,
     out_dir: str,
@@ -102,23 +120,7 @@ def ingest_step(
                 f"{source_digest[:12]}…, now {now[:12]}…): start the run again"
             )
     with tempfile.TemporaryDirectory(prefix="mammosynth-source-") as tmp:
-        if source == "embedded":
-            from mammosynth.data import phantom
-
-            log.info(
-                "ingest: generating the embedded phantom (%d patients, seed %d)",
-                cfg.phantom.n_patients,
-                cfg.seed,
-            )
-            local = phantom.generate(
-                Path(tmp) / "phantom",
-                n_patients=cfg.phantom.n_patients,
-                seed=cfg.seed,
-                crop_size=cfg.phantom.crop_size,
-            )
-        else:
-            # A local folder is used in place; an s3:// prefix is fetched into this run's temp dir.
-            local = storage.localize_source(source, cache_dir=Path(tmp) / "cache")
+        local = _local_source(source, cfg, Path(tmp))
         result = run_ingest(local, out_dir, abnormality=cfg.abnormality, image_kind=cfg.image_kind)
     summary = Path(out_dir) / "eda" / "summary.md"
     if eda_path:
@@ -140,7 +142,9 @@ def split_step(
     from mammosynth.data.split import run_split
 
     cfg = _cfg("split", config, preset, overrides)
-    report = run_split(ingested_dir, out_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    report = run_split(
+        ingested_dir, out_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, test_fraction=cfg.test_fraction
+    )
     return {"seed": cfg.seed, "patients": report.get("patients", {})}
 
 
@@ -153,6 +157,42 @@ def preprocess_step(
     cfg = _cfg("preprocess", config, preset, overrides)
     meta = run_preprocess(split_dir, out_dir, image_size=cfg.image_size)
     return {"image_size": cfg.image_size, "counts": meta["counts"]}
+def external_step(
+    external_source: str,
+    prepared_dir: str,
+    out_dir: str,
+    *,
+    config: str = "",
+    preset: str = "embedded",
+    overrides: str | dict | None = None,
+) -> dict:
+    """Prepare the external test set (`mammosynth.external.prepare_external`), or mark that there is none.
+
+    ``external_source``: a folder or s3:// upload in either layout (CBIS-DDSM or ``labels.csv``); "" = none.
+    """
+    from mammosynth import external
+
+    if not external_source:
+        external.write_none(out_dir)
+        return {"external": False}
+    if external_source == "embedded":
+        raise ValueError(
+            "external_source 'embedded' would be the internal phantom itself; "
+            "pass another folder or s3:// upload"
+        )
+    cfg = _cfg("external", config, preset, overrides)
+    with tempfile.TemporaryDirectory(prefix="mammosynth-external-") as tmp:
+        local = _local_source(external_source, cfg, Path(tmp))
+        meta = external.prepare_external(
+            local,
+            out_dir,
+            prepared_dir=prepared_dir,
+            abnormality=cfg.abnormality,
+            image_kind=cfg.image_kind,
+            label=external_source,
+        )
+    record = meta[external.EXTERNAL_KEY]
+    return {"external": True, "n_test": sum(meta["counts"]["test"].values()), "rejected": record["rejected"]}
 
 
 # Step 4 ---------------------------------------------------------------------------------------------
@@ -413,8 +453,10 @@ def train_arm_step(
     config: str = "",
     preset: str = "embedded",
     overrides: str | dict | None = None,
+    external_dir: str = "",
 ) -> dict:
-    """Train one arm over every classifier seed; returns the artifact metadata."""
+    """Train one arm over the config's seeds; with an external set (`external_step`) each seed predicts it."""
+    from mammosynth.external import external_dir_or_none
     from mammosynth.train import train_arm
 
     cfg = _cfg("train_arm", config, preset, overrides)
@@ -433,6 +475,7 @@ def train_arm_step(
         epochs=c.epochs,
         batch_size=c.batch_size,
         patience=c.patience,
+        external_dir=external_dir_or_none(external_dir),
         **params,
     )
     return {
@@ -526,9 +569,15 @@ def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
     )
 
 
-def data_source(source: str) -> str:
-    """The kind of data a ``source`` argument names: ``"phantom"`` for the embedded phantom (the
-    ``embedded`` source), else ``"cbis-ddsm"`` (a CBIS-DDSM folder or s3:// prefix)."""
+def data_source(source: str, recorded: str | None = None) -> str:
+    """The kind of data a model was trained on: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"``.
+
+    ``recorded`` is what ingest found in the source folder (the phantom's marker file, a labels table:
+    `mammosynth.preprocess.recorded_data_source`) and wins, so a phantom uploaded to S3 stays a phantom.
+    Without it, only the ``embedded`` source is known to be the phantom.
+    """
+    if recorded:
+        return recorded
     return "phantom" if source == "embedded" else "cbis-ddsm"
 
 
@@ -542,14 +591,17 @@ def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict
         split_seed: the seed that fixed the patient split (and the phantom).
 
     Returns:
-        ``{"data_source": "phantom" | "cbis-ddsm", "trained_on": "<one line>"}``; the model server
+        ``{"data_source": "phantom" | "cbis-ddsm" | "table", "trained_on": "<one line>"}``; the model server
         warns when a ``phantom`` model is asked about real images.
     """
-    kind = data_source(source)
     training = meta.get("training") or {}
+    kind = data_source(source, training.get("data_source"))
     n_real, n_syn = training.get("n_train_real"), training.get("n_train_synthetic")
     images = f"{n_real} real + {n_syn or 0} synthetic training images" if n_real is not None else "?"
-    where = "the embedded phantom (synthetic-looking, not real mammograms)" if kind == "phantom" else source
+    where = source
+    if kind == "phantom":
+        origin = "the embedded phantom" if source == "embedded" else f"the phantom uploaded to {source}"
+        where = f"{origin} (synthetic-looking, not real mammograms)"
     arm = meta.get("selected_arm") or training.get("arm")
     line = (
         f"preset {preset}, {kind} data from {where}, {images}, arm {arm}, "
@@ -607,6 +659,7 @@ def report_step(
     preset: str = "embedded",
     overrides: str | dict | None = None,
     source: str = "embedded",
+    external_set: str = "",
 ) -> dict:
     """Assemble the run folder (`mammosynth.report.assemble_run`) and write the two UI artifacts.
 
@@ -616,6 +669,7 @@ def report_step(
     from mammosynth.report import assemble_run, write_ui_artifacts
 
     paths = {
+        **({"external_set": external_set} if external_set else {}),
         "evaluation": evaluation,
         "report_card": report_card,
         "final_model": final_model,

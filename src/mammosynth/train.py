@@ -5,6 +5,7 @@ experimental arm over several seeds into the arm-directory layout the evaluate s
 
     <arm dir>/arm.json                     {"arm", "seeds", "spec", "metrics": {seed: {...}}}
     <arm dir>/seed-<s>/predictions.csv     image_id,label_id,prob  (TEST split)
+    <arm dir>/seed-<s>/external_predictions.csv  the same on the external test set (``external_dir``)
     <arm dir>/seed-<s>/train_metrics.json  train_accuracy, val_auc, val_accuracy, val_loss, ...
     <arm dir>/seed-<s>/history.json        per-epoch Keras logs
     <arm dir>/seed-<s>/model/              (first ``save_model_seeds`` seeds) see mammosynth.models.io
@@ -32,7 +33,14 @@ import numpy as np
 
 from mammosynth import arms as armlib
 from mammosynth import atomic, space
-from mammosynth.arms import ARM_FILE, MODEL_DIR, PREDICTIONS_FILE, TRAIN_METRICS_FILE, parse_arm
+from mammosynth.arms import (
+    ARM_FILE,
+    EXTERNAL_PREDICTIONS_FILE,
+    MODEL_DIR,
+    PREDICTIONS_FILE,
+    TRAIN_METRICS_FILE,
+    parse_arm,
+)
 from mammosynth.config import ClassifierConfig
 from mammosynth.logs import setup_logging
 
@@ -201,6 +209,25 @@ def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: n
     _write_atomic(path, buf.getvalue())
 
 
+def _predict_external(net, external_dir: Any, size: int, batch_size: int, path: Path) -> None:
+    """Predict the external test set with the trained model into ``path``.
+
+    Raises:
+        ValueError: the external set's image size differs from the model's.
+    """
+    from mammosynth.data import shards
+
+    ext_size = int(shards.read_meta(external_dir)["image_size"])
+    if ext_size != size:
+        raise ValueError(
+            f"external set {external_dir} has {ext_size}px images, the model {size}px: prepare the external "
+            "set with the study's image_size (mammosynth.external.prepare_external)"
+        )
+    images, labels, ids = shards.read_split(external_dir, "test")
+    probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
+    _write_predictions(path, ids, labels, probs)
+
+
 def _validation_set(prepared_dir: Any, synthetic_dir: Any, use_real: bool) -> Any:
     """The set whose ``val`` split selects the checkpoint: real, or synthetic for TSTR.
 
@@ -242,6 +269,7 @@ def train_classifier(
     arm: str | None = None,
     print_metrics: bool = False,
     predict_test: bool = True,
+    external_dir: str | os.PathLike | None = None,
     **hp: Any,
 ) -> dict[str, Any]:
     """Train one classifier and write its outputs into ``out_dir``.
@@ -273,6 +301,9 @@ def train_classifier(
         arm: arm name recorded in the metadata.
         print_metrics: print ``name=value`` lines to stdout (the Katib trial CLI does).
         predict_test: write ``predictions.csv`` for the test split.
+        external_dir: an external test set (a prepared set with split ``test`` at the same image size,
+            `mammosynth.external.prepare_external`); this seed's model also writes
+            ``external_predictions.csv`` for it. Never used for any choice.
         **hp: builder hyperparameters (e.g. ``n_conv_layers``, ``filters``, ``dense_units``,
             ``weights``) and fine-tuning schedule keys (``warmup_fraction``, ...).
 
@@ -344,6 +375,8 @@ def train_classifier(
         images, labels, ids = shards.read_split(prepared_dir, "test")
         probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
         _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
+    if external_dir:
+        _predict_external(net, external_dir, size, batch_size, out / EXTERNAL_PREDICTIONS_FILE)
     if save_model:
         _save_model(net, out, sources, counts, metrics, augment, export_saved_model)
     _write_atomic(out / HISTORY_FILE, _json(state["history"]))
@@ -491,6 +524,7 @@ def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_
 
     synthetic_dir = sources["synthetic"]
     syn_meta = shards.read_meta(synthetic_dir) if synthetic_dir and counts["n_synthetic"] else {}
+    real_meta = shards.read_meta(sources["prepared"])
     model_meta = {
         "image_size": metrics["image_size"],
         "arch": metrics["model"],
@@ -503,6 +537,7 @@ def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_
             "n_train_real": counts["n_real"],
             "n_train_synthetic": counts["n_synthetic"],
             "synthetic_lineage": syn_meta.get("lineage"),
+            "data_source": real_meta.get("data_source"),  # from ingest: preprocess.recorded_data_source
         },
         "val_auc": metrics[METRIC_VAL_AUC],
         "params": metrics["params"],

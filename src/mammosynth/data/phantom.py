@@ -30,6 +30,7 @@ import argparse
 import csv
 import functools
 import io
+import json
 import logging
 import os
 import time
@@ -500,6 +501,24 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
     _atomic_bytes(path, buf.getvalue().encode("ascii"))
 
 
+PHANTOM_MARKER = "PHANTOM"  # written at the dataset root; ingest records data_source "phantom" from it
+
+
+def is_phantom(root: str | os.PathLike) -> bool:
+    """Whether a dataset folder is the phantom: it holds the `PHANTOM_MARKER` file `generate` writes.
+
+    The marker travels with the folder (an upload to S3 and back keeps it), so the data source label does
+    not depend on what the ``source`` argument was called.
+    """
+    path = Path(root) / PHANTOM_MARKER
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("kind") == "mammosynth-phantom"
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 def generate(out_dir: str | os.PathLike, *, n_patients: int, seed: int, crop_size: int = 160) -> Path:
     """Write the phantom dataset in the TCIA CBIS-DDSM layout.
 
@@ -560,6 +579,8 @@ def generate(out_dir: str | os.PathLike, *, n_patients: int, seed: int, crop_siz
             log.info("phantom: %d/%d patients, %d images", p + 1, n_patients, n_images)
     for split, name in CSV_NAMES.items():
         _write_csv(out / name, rows[split])
+    marker = {"kind": "mammosynth-phantom", "seed": seed, "n_patients": n_patients, "crop_size": crop_size}
+    _atomic_bytes(out / PHANTOM_MARKER, (json.dumps(marker, sort_keys=True) + "\n").encode())
     log.info(
         "phantom: %d patients, %d crops (%d train rows, %d test rows), %d ROI masks in %.1fs → %s",
         n_patients,

@@ -5,6 +5,11 @@ training patients *by patient*, stratified by patient label, so no patient's CC 
 other lesions) sit on both sides of a split: the study this project reproduces split by image,
 which leaks. When mass and calc are pooled, a few patients appear in both official splits; they
 are moved wholly to test and counted in the report.
+
+A set without an official split (a generic labels table with no ``split`` column,
+`mammosynth.data.table`) gets its test split drawn here the same way: ``test_fraction`` of the
+patients, by patient, stratified by patient label; the split report says ``test split: generated,
+patient-level, stratified``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,42 @@ from mammosynth.logs import setup_logging
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+OFFICIAL_TEST = "official"
+GENERATED_TEST = "generated, patient-level, stratified"
+
+
+def _draw_patients(labels: pd.Series, fraction: float, rng: np.random.Generator) -> set[str]:
+    """``fraction`` of the patients of each label (at least one per label when the label has two or more)."""
+    chosen: set[str] = set()
+    for label in (0, 1):
+        group = sorted(labels[labels == label].index)
+        n = int(round(fraction * len(group)))
+        if fraction > 0 and n == 0 and len(group) >= 2:
+            n = 1  # keep both classes in the drawn split so AUC is defined
+        chosen.update(rng.permutation(np.array(group, dtype=object))[:n].tolist())
+    return chosen
+
+
+def _official_sides(index: pd.DataFrame, test_fraction: float, rng: np.random.Generator) -> tuple[set, set]:
+    """``(test patients, patients found in both official splits)``; drawn when the set has no official split.
+
+    Raises:
+        ValueError: some rows have an official split and others not, or a bad ``test_fraction``.
+    """
+    values = set(index["official_split"])
+    if values == {""}:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        return _draw_patients(patient_labels(index), test_fraction, rng), set()
+    bad = values - {"train", "test"}
+    if bad:
+        raise ValueError(
+            f"official_split must be train or test; found {sorted(bad)} "
+            "(a table gives every row a split, or none)"
+        )
+    sides = index.groupby("patient_id")["official_split"].nunique()
+    both = set(sides[sides > 1].index)
+    return set(index.loc[index["official_split"] == "test", "patient_id"]) | both, both
 
 
 def patient_labels(index: pd.DataFrame) -> pd.Series:
@@ -35,43 +76,37 @@ def patient_labels(index: pd.DataFrame) -> pd.Series:
     return (mean >= 0.5).astype(int)
 
 
-def assign_splits(index: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.DataFrame:
+def assign_splits(
+    index: pd.DataFrame, *, val_fraction: float, seed: int, test_fraction: float = 0.2
+) -> pd.DataFrame:
     """Fill the ``split`` column: official test → ``test``; official train → ``train``/``val`` by patient.
 
     Args:
         index: an ingested set's index (needs ``patient_id``, ``label_id``, ``official_split``).
         val_fraction: share of official-train patients (per patient label) moved to validation.
         seed: fixes the choice; the same index and seed always give the same split.
+        test_fraction: when no row has an official split (``official_split`` all empty), this share of the
+            patients (per patient label) is drawn as the test split first.
 
     Returns:
         A copy with ``split`` filled. ``result.attrs["moved_to_test"]`` counts patients found in
-        both official splits and moved wholly to test.
+        both official splits and moved wholly to test; ``result.attrs["test_split"]`` is `OFFICIAL_TEST`
+        or `GENERATED_TEST`.
 
     Raises:
-        ValueError: missing columns, unknown ``official_split`` values, or a bad ``val_fraction``.
+        ValueError: missing columns, unknown or partly missing ``official_split`` values, or a bad fraction.
     """
     missing = {"patient_id", "label_id", "official_split"} - set(index.columns)
     if missing:
         raise ValueError(f"index lacks columns {sorted(missing)}; is this an ingested set's index.csv?")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    bad = set(index["official_split"]) - {"train", "test"}
-    if bad:
-        raise ValueError(f"official_split must be train or test; found {sorted(bad)}")
     out = index.copy()
-    sides = out.groupby("patient_id")["official_split"].nunique()
-    both = set(sides[sides > 1].index)
-    test_patients = set(out.loc[out["official_split"] == "test", "patient_id"]) | both
-    train_patients = sorted(set(out["patient_id"]) - test_patients)
-    labels = patient_labels(out[out["patient_id"].isin(train_patients)])
     rng = np.random.default_rng(seed)
-    val_patients: set[str] = set()
-    for label in (0, 1):
-        group = sorted(labels[labels == label].index)
-        n_val = int(round(val_fraction * len(group)))
-        if val_fraction > 0 and n_val == 0 and len(group) >= 2:
-            n_val = 1  # keep both classes in validation so AUC is defined
-        val_patients.update(rng.permutation(np.array(group, dtype=object))[:n_val].tolist())
+    test_patients, both = _official_sides(out, test_fraction, rng)
+    train_patients = sorted(set(out["patient_id"]) - test_patients)
+    train_labels = patient_labels(out[out["patient_id"].isin(train_patients)])
+    val_patients = _draw_patients(train_labels, val_fraction, rng)
     split = np.where(
         out["patient_id"].isin(test_patients),
         "test",
@@ -79,6 +114,7 @@ def assign_splits(index: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.
     )
     out["split"] = split
     out.attrs["moved_to_test"] = len(both)
+    out.attrs["test_split"] = GENERATED_TEST if set(out["official_split"]) == {""} else OFFICIAL_TEST
     if both:
         log.info("split: %d patient(s) in both official splits moved wholly to test", len(both))
     return out
@@ -145,8 +181,12 @@ def run_split(
     val_fraction: float,
     seed: int,
     eda: bool = True,
+    test_fraction: float = 0.2,
 ) -> dict[str, Any]:
     """Write the ingested set again with ``split`` filled, plus ``split_report.json`` and EDA.
+
+    ``test_fraction`` is used only by a set without an official split (see `assign_splits`); the report's
+    ``test_split`` says which kind of test split the set got.
 
     Images are hard-linked when possible (copied otherwise); ``index.csv`` gets the split column.
 
@@ -164,7 +204,7 @@ def run_split(
     index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
     if index.empty:
         raise ValueError(f"{index_path} has no rows; nothing to split (see {src / 'rejects.csv'})")
-    result = assign_splits(index, val_fraction=val_fraction, seed=seed)
+    result = assign_splits(index, val_fraction=val_fraction, seed=seed, test_fraction=test_fraction)
     report = check_no_overlap(result)
     report.update(
         seed=seed,
@@ -178,6 +218,8 @@ def run_split(
             for s in SPLITS
         },
         patient_level=True,
+        test_split=result.attrs["test_split"],
+        test_fraction=test_fraction if result.attrs["test_split"] == GENERATED_TEST else None,
     )
     for split in ("train", "val", "test"):
         if report["images"][split] == 0 and (split != "val" or val_fraction > 0):
@@ -199,10 +241,11 @@ def run_split(
 
         write_eda(result, out / "eda")
     log.info(
-        "split: images %s, patients %s, moved to test %d",
+        "split: images %s, patients %s, moved to test %d, test split: %s",
         report["images"],
         report["patients"],
         report["moved_to_test"],
+        report["test_split"],
     )
     return report
 
@@ -232,8 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         help="share of training patients used for validation",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=defaults.test_fraction,
+        help="share of patients drawn as the test split when the set has no official split",
+    )
     args = parser.parse_args(argv)
-    report = run_split(args.input, args.out, val_fraction=args.val_fraction, seed=args.seed)
+    report = run_split(
+        args.input, args.out, val_fraction=args.val_fraction, seed=args.seed, test_fraction=args.test_fraction
+    )
     print(f"split set written to {args.out}: images {report['images']}, patients {report['patients']}")
     return 0
 
