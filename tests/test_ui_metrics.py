@@ -235,3 +235,18 @@ def test_evaluate_component_logs_the_named_scalars(run, tmp_path):
     logged = {k: v for k, v in metrics.metadata.items() if k != "display_name"}
     assert logged == ui_metrics.scalars(written) and "dAUC real+synthetic@1.0 vs real" in logged
     assert metrics.metadata["display_name"] == "dAUC, CIs and Holm p per comparison"
+
+
+def test_roc_names_follow_what_ingest_recorded_not_the_source_string(tmp_path):
+    """A phantom uploaded to S3 is still called phantom: the arm's saved model records ingest's data source."""
+    from mammosynth import arms as armlib
+    from mammosynth.models.io import META_FILE
+
+    (arm_dir,) = write_arm_dirs(tmp_path / "arms", {"real": 0.5}, seeds=(0, 1), n_test=40)
+    model_dir = armlib.seed_dir(arm_dir, 0) / armlib.MODEL_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / META_FILE).write_text(json.dumps({"training": {"data_source": "phantom"}}))
+    name = study.arm_roc_step(arm_dir, source="s3://mammosynth/cbis-ddsm")["metadata"]["display_name"]
+    assert name.endswith("phantom test set")
+    deployed = study.deployed_roc_step([arm_dir], source="s3://mammosynth/cbis-ddsm")["metadata"]["display_name"]
+    assert deployed.endswith("phantom test set")

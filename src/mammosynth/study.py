@@ -499,6 +499,17 @@ def deployed_seed(arm_dir: str | Path) -> int:
     return int(armlib.read_arm_record(arm_dir)["seeds"][0])
 
 
+def recorded_source(arm_dir: str | Path) -> str | None:
+    """The data source ingest recorded for an arm's training data (from its saved model's metadata), if any."""
+    from mammosynth.models.io import load_meta
+
+    try:
+        meta = load_meta(armlib.seed_dir(arm_dir, deployed_seed(arm_dir)) / armlib.MODEL_DIR)
+    except (OSError, ValueError, KeyError):
+        return None
+    return (meta.get("training") or {}).get("data_source")
+
+
 def evaluate_step(
     arm_dirs: list[str],
     out_dir: str,
@@ -547,7 +558,8 @@ def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
     from mammosynth import ui_metrics
     from mammosynth.evaluate import test_set_name
 
-    return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(data_source(source)))
+    kind = data_source(source, recorded_source(arm_dir))
+    return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(kind))
 
 
 def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
@@ -565,7 +577,7 @@ def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
 
     chosen = final_arm(arm_dirs)
     return ui_metrics.deployed_classification(
-        chosen, deployed_seed(chosen), test_set=test_set_name(data_source(source))
+        chosen, deployed_seed(chosen), test_set=test_set_name(data_source(source, recorded_source(chosen)))
     )
 
 
