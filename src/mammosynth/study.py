@@ -157,6 +157,8 @@ def preprocess_step(
     cfg = _cfg("preprocess", config, preset, overrides)
     meta = run_preprocess(split_dir, out_dir, image_size=cfg.image_size)
     return {"image_size": cfg.image_size, "counts": meta["counts"]}
+
+
 def external_step(
     external_source: str,
     prepared_dir: str,
