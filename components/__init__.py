@@ -1,5 +1,7 @@
-"""One thin KFP component per study stage. Each imports `mammosynth` inside its body and makes one call; the image already has kfp,
-so components do not pip-install it (install_kfp_package=False).
+"""One thin KFP component per study stage.
+
+Each imports `mammosynth` inside its body and makes one call; the image already has kfp, so components do
+not pip-install it (install_kfp_package=False).
 
 `TRAINER_IMAGE` is the image every component runs in (built from images/trainer.Dockerfile); override it
 at compile time with the MAMMOSYNTH_TRAINER_IMAGE environment variable.

@@ -82,9 +82,7 @@ def evaluate(
     """
     from mammosynth import study, ui_metrics
 
-    summary = study.evaluate_step(
-        [a.path for a in arm_results], evaluation.path, config=config
-    )
+    summary = study.evaluate_step([a.path for a in arm_results], evaluation.path, config=config)
     ui_metrics.log_metrics(metrics, summary["scalars"], display_name="dAUC, CIs and Holm p per comparison")
 
 

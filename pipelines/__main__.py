@@ -63,8 +63,10 @@ _NOISE = [
 
 
 class Terminal:
-    """A stdout filter for kfp.local: one line per stage start/end with its duration, the stages' own
-    progress lines, and none of kfp.local's executor dumps or TensorFlow's C++ noise.
+    """A stdout filter for kfp.local.
+
+    Shows one line per stage start/end with its duration and the stages' own progress lines, and none of
+    kfp.local's executor dumps or TensorFlow's C++ noise.
 
     Records seconds per stage (summed over a stage's parallel iterations) in `stages`.
     """
@@ -77,6 +79,7 @@ class Terminal:
         self._pending = ""
 
     def write(self, text: str) -> int:
+        """Filter ``text`` line by line (a partial last line waits for the next write); return its length."""
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
@@ -117,6 +120,7 @@ class Terminal:
         return None
 
     def flush(self) -> None:
+        """Flush the wrapped stream."""
         self.out.flush()
 
     def stage_record(self, study_seconds: float) -> dict:
@@ -221,7 +225,8 @@ def check_run_args(preset: str, overrides: str, source: str, **typed: Any) -> No
     """Check what the user typed before the study starts.
 
     Args:
-        config: this stage's config view (from resolve_config).
+        preset: a key of `mammosynth.config.PRESETS`.
+        overrides: JSON object of config fields, applied last (as `mammosynth.config.resolve` does).
         source: ``embedded``, a folder or an ``s3://`` upload.
         **typed: the typed run parameters (`mammosynth.config.TYPED_PARAMETERS`, ``synthetic_ratios``).
 

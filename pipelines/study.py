@@ -86,10 +86,22 @@ def _gpu(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
     return _storage_env(task)
 
 
-def _data_stages(view, source: str, external_source: str) -> tuple[dsl.PipelineTask, Any, Any]:
+def _resolve_stage(**run_parameters: Any) -> Any:
+    """Step 0: the run parameters resolved into one config, cut into one view per stage.
+
+    Each stage's cache key sees only its own settings. Always re-run, so an s3:// source's manifest digest
+    is read fresh. Returns the resolve task's outputs (the views, by stage name).
+    """
+    # Step 0: one validated config, cut into one view per stage.
+    resolved = _cpu(resolve_config(**run_parameters), cpu="500m", memory="1G")
+    resolved.set_display_name("Resolve config").set_caching_options(False)
+    return resolved.outputs
+
+
+def _data_stages(view, source: str, external_source: str) -> dict[str, Any]:
     """Steps 1-3: ingest, patient split, preprocess, the external test set.
 
-    Returns the split task, the prepared set and the external set.
+    Returns the sets by the report's input names: ``split_set``, ``prepared_set``, ``external_set``.
     """
     # Step 1: ingest CBIS-DDSM (or the embedded phantom), de-identified, rejects written.
     ingest_task = _cpu(
@@ -107,13 +119,17 @@ def _data_stages(view, source: str, external_source: str) -> tuple[dsl.PipelineT
         prepare_external(prepared_set=prepared, config=view["external"], external_source=external_source)
     )
     external_task.set_display_name("External test set")
-    return split_task, prepared, external_task.outputs["external_set"]
+    return {
+        "prepared_set": prepared,
+        "split_set": split_task.outputs["split_set"],
+        "external_set": external_task.outputs["external_set"],
+    }
 
 
 def _generative_stages(
     view, prepared, synthetic_set_uri, synthetic_publish_uri, gan_checkpoint_uri
-) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
-    """Steps 5-6: train the GAN, synthesize, the report card. Returns the synthesize and card tasks."""
+) -> tuple[Any, dsl.PipelineTask]:
+    """Steps 5-6: train the GAN, synthesize, the report card. Returns the synthetic set and the card task."""
     # Step 5: conditional GAN on the real training split (skipped when a published set is reused).
     gan_task = _gpu(
         train_gan(
@@ -146,7 +162,42 @@ def _generative_stages(
         )
     )
     card_task.set_display_name("Generator report card")
-    return synth_task, card_task
+    return synth_task.outputs["synthetic_set"], card_task
+
+
+def _training_stages(view, sets: dict[str, Any], source: str) -> dsl.PipelineTask:
+    """Steps 4 and 7: the hyperparameter search, then every arm over every seed in parallel.
+
+    ``sets`` holds the prepared, synthetic and external sets. Returns the train_arm task.
+    """
+    # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
+    tune_task = _cpu(
+        tune(
+            prepared_set=sets["prepared_set"],
+            config=view["tune"],
+            trainer_image=TRAINER_IMAGE,
+            trial_gpu=gpu_enabled(),
+        )
+    )
+    tune_task.set_display_name("Tune hyperparameters")
+    # Step 7: every arm over every seed, in parallel on the GPU pool. kfp.local 2.17 resolves an outer
+    # task's *parameter* output inside ParallelFor to the loop item, so best_params travels as an
+    # artifact and the train_arm view inside each loop item ({"arm", "config"}).
+    plan_task = plan_arms(config=view["plan"], arm_config=view["train_arm"]).set_display_name("Plan arms")
+    with dsl.ParallelFor(plan_task.output, name="Arms x seeds", parallelism=ARM_PARALLELISM) as item:
+        arm_task = _gpu(
+            train_arm(
+                prepared_set=sets["prepared_set"],
+                synthetic_set=sets["synthetic_set"],
+                arm=item.arm,
+                best_params=tune_task.outputs["best_params"],
+                external_set=sets["external_set"],
+                config=item.config,
+                source=source,
+            )
+        )
+        arm_task.set_display_name("Train arm")
+    return arm_task
 
 
 def _result_stages(view, arm_task, card_task, sets: dict, source, model_uri, namespace) -> dsl.PipelineTask:
@@ -247,62 +298,25 @@ def study_pipeline(
     Returns:
         The run folder (report.md, report.html, metrics.json, figures, model/).
     """
-    # Step 0: one validated config, cut into one view per stage (each stage's cache key sees only its
-    # own settings); always re-run, so an s3:// source's manifest digest is read fresh.
-    resolved = _cpu(
-        resolve_config(
-            source=source,
-            preset=preset,
-            overrides=overrides,
-            seeds=seeds,
-            arms=arms,
-            synthetic_ratios=synthetic_ratios,
-            image_size=image_size,
-            classifier=classifier,
-            classifier_epochs=classifier_epochs,
-            tune_trials=tune_trials,
-            gan_kind=gan_kind,
-            gan_steps=gan_steps,
-            gan_seeds=gan_seeds,
-        ),
-        cpu="500m",
-        memory="1G",
+    view = _resolve_stage(
+        source=source,
+        preset=preset,
+        overrides=overrides,
+        seeds=seeds,
+        arms=arms,
+        synthetic_ratios=synthetic_ratios,
+        image_size=image_size,
+        classifier=classifier,
+        classifier_epochs=classifier_epochs,
+        tune_trials=tune_trials,
+        gan_kind=gan_kind,
+        gan_steps=gan_steps,
+        gan_seeds=gan_seeds,
     )
-    resolved.set_display_name("Resolve config").set_caching_options(False)
-    view = resolved.outputs
-    split_task, prepared, external = _data_stages(view, source, external_source)
-    # Step 4: hyperparameter search (Katib in the cluster, Optuna locally).
-    tune_task = _cpu(
-        tune(
-            prepared_set=prepared,
-            config=view["tune"],
-            trainer_image=TRAINER_IMAGE,
-            trial_gpu=gpu_enabled(),
-        )
+    sets = _data_stages(view, source, external_source)
+    sets["synthetic_set"], card_task = _generative_stages(
+        view, sets["prepared_set"], synthetic_set_uri, synthetic_publish_uri, gan_checkpoint_uri
     )
-    tune_task.set_display_name("Tune hyperparameters")
-    synth_task, card_task = _generative_stages(
-        view, prepared, synthetic_set_uri, synthetic_publish_uri, gan_checkpoint_uri
-    )
-    # Step 7: every arm over every seed, in parallel on the GPU pool. kfp.local 2.17 resolves an outer
-    # task's *parameter* output inside ParallelFor to the loop item, so best_params travels as an
-    # artifact and the train_arm view inside each loop item ({"arm", "config"}).
-    plan_task = plan_arms(config=view["plan"], arm_config=view["train_arm"]).set_display_name("Plan arms")
-    with dsl.ParallelFor(plan_task.output, name="Arms x seeds", parallelism=ARM_PARALLELISM) as item:
-        arm_task = _gpu(
-            train_arm(
-                prepared_set=prepared,
-                synthetic_set=synth_task.outputs["synthetic_set"],
-                arm=item.arm,
-                best_params=tune_task.outputs["best_params"],
-                external_set=external,
-                config=item.config,
-                source=source,
-            )
-        )
-        arm_task.set_display_name("Train arm")
-    sets = {"prepared_set": prepared, "split_set": split_task.outputs["split_set"]}
-    sets["synthetic_set"] = synth_task.outputs["synthetic_set"]
-    sets["external_set"] = external
+    arm_task = _training_stages(view, sets, source)
     report_task = _result_stages(view, arm_task, card_task, sets, source, model_uri, namespace)
     return report_task.outputs["run_dir"]

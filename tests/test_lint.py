@@ -15,16 +15,14 @@ pytestmark = pytest.mark.lint
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("src", "components", "pipelines", "bench", "tests")
 MAX_FUNCTION_LINES = 80  # CONVENTIONS.md; decorators, signature and docstring count
-# Longer today, in files other engineers are editing or not cut yet: cut after the merge, then removed
-# from here. A function not listed fails as soon as it passes the limit.
+# The product and its harness; tests may run long.
+LENGTH_TARGETS = ("src", "components", "pipelines", "bench")
+# Allowed past the limit, each with its reason. A function not listed fails as soon as it passes the limit; a
+# listed one that is back under it fails too, so the list only shrinks.
 LONG_FUNCTIONS = {
-    "src/mammosynth/cluster/deploy.py::inference_service",
-    "src/mammosynth/eda.py::write_eda",
-    "src/mammosynth/gan.py::_train",
-    "src/mammosynth/gan.py::train_gan",
-    "src/mammosynth/ingest.py::run_ingest",
+    # 22 parameters and **hp (the Katib trial CLI's and train_arm's API, each a documented Arg) make the signature
+    # and docstring 68 lines on their own; the body is cut into _data/_resume/_fit/_metrics/_save_model/... helpers.
     "src/mammosynth/train.py::train_classifier",
-    "src/mammosynth/tune.py::run_tune",
 }
 
 
@@ -82,13 +80,30 @@ def _function_lengths(path: Path):
             yield node.name, node.lineno, node.end_lineno - start + 1
 
 
-def test_no_function_in_src_is_longer_than_80_lines():
-    long = []
-    for path in sorted((ROOT / "src").rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        for name, line, length in _function_lengths(path):
-            if length > MAX_FUNCTION_LINES and f"{rel}::{name}" not in LONG_FUNCTIONS:
-                long.append(f"{rel}:{line} {name}: {length} lines")
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines; cut them along their seams:\n" + "\n".join(
-        long
-    )
+def _long_functions() -> dict[str, str]:
+    """``{"path::name": "path:line name: N lines"}`` for every function past the limit in `LENGTH_TARGETS`."""
+    long = {}
+    for target in LENGTH_TARGETS:
+        for path in sorted((ROOT / target).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            for name, line, length in _function_lengths(path):
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{rel}::{name}"] = f"{rel}:{line} {name}: {length} lines"
+    return long
+
+
+def test_no_function_is_longer_than_80_lines():
+    found = _long_functions()
+    long = [where for key, where in found.items() if key not in LONG_FUNCTIONS]
+    assert not long, f"over {MAX_FUNCTION_LINES} lines; cut them along their seams:\n" + "\n".join(long)
+    stale = sorted(LONG_FUNCTIONS - set(found))
+    assert not stale, f"now at most {MAX_FUNCTION_LINES} lines (or gone): remove from LONG_FUNCTIONS: {stale}"
+
+
+def test_length_counter_counts_decorators_signature_and_docstring(tmp_path):
+    """The counter itself: an 81-line function (decorator, signature, docstring, body) is over the limit."""
+    body = "\n".join(f"    x{i} = {i}" for i in range(75))
+    source = f'@decorator\ndef f(\n    a,\n):\n    """Doc."""\n{body}\n    return a\n'
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    assert [(name, length) for name, _, length in _function_lengths(path)] == [("f", 81)]

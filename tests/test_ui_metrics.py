@@ -230,7 +230,9 @@ def test_evaluate_component_logs_the_named_scalars(run, tmp_path):
     from mammosynth.config import resolve, stage_view
 
     view = stage_view(resolve("tiny"), "evaluate")
-    evaluate_component.python_func(evaluation=evaluation, metrics=metrics, arm_results=arm_results, config=view)
+    evaluate_component.python_func(
+        evaluation=evaluation, metrics=metrics, arm_results=arm_results, config=view
+    )
     written = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     logged = {k: v for k, v in metrics.metadata.items() if k != "display_name"}
     assert logged == ui_metrics.scalars(written) and "dAUC real+synthetic@1.0 vs real" in logged

@@ -64,8 +64,17 @@ class ArmSpec:
 
 
 def parse_arm(name: str, default_ratio: float = 0.5) -> ArmSpec:
-    """Parse an arm name: ``real``, ``real+aug``, ``real+synthetic[@ratio]``,
-    ``real+aug+synthetic[@ratio]`` or ``tstr`` (train on synthetic only, test on real).
+    """Parse an arm name.
+
+    The forms are ``real``, ``real+aug``, ``real+synthetic[@ratio]``, ``real+aug+synthetic[@ratio]`` and
+    ``tstr`` (train on synthetic only, test on real).
+
+    Args:
+        name: the arm name, as listed in the config's ``arms``.
+        default_ratio: the synthetic:real ratio of a synthetic arm written without ``@ratio``.
+
+    Returns:
+        The parsed arm.
 
     Raises:
         ValueError: the name is not one of these forms.

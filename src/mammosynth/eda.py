@@ -70,7 +70,19 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
         f"{len(index)} images, {index['patient_id'].nunique() if 'patient_id' in index else '?'} patients.",
         "",
     ]
+    for section in (_pathology, _descriptors, _image_sizes, _split_balance, _quality_flags):
+        paths, lines = section(index, out, plt)
+        written += paths
+        summary += lines
+    summary_path = out / "summary.md"
+    atomic.write_text(summary_path, "\n".join(summary))
+    written.append(summary_path)
+    return written
 
+
+# Each section below returns (figures written, summary.md lines); `plt` is matplotlib.pyplot on Agg.
+def _pathology(index: pd.DataFrame, out: Path, plt) -> tuple[list[Path], list[str]]:
+    """Images per pathology: ``pathology_counts.png`` and its table."""
     counts = index["pathology"].value_counts()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(
@@ -81,10 +93,15 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     ax.set_ylabel("images")
     ax.set_title("Pathology")
     ax.tick_params(axis="x", labelsize=7)
-    written.append(_save(fig, out / "pathology_counts.png"))
+    path = _save(fig, out / "pathology_counts.png")
     plt.close(fig)
-    summary += ["## Pathology", "", _md_table(counts.to_frame("images"), "pathology"), ""]
+    return [path], ["## Pathology", "", _md_table(counts.to_frame("images"), "pathology"), ""]
 
+
+def _descriptors(index: pd.DataFrame, out: Path, plt) -> tuple[list[Path], list[str]]:
+    """Each filled lesion descriptor by label: ``<descriptor>_by_label.png`` (top 15 values) and its table."""
+    written: list[Path] = []
+    summary: list[str] = []
     for column in ("mass_shape", "mass_margins", "calc_type", "calc_distribution"):
         if column not in index or not (index[column] != "").any():
             continue
@@ -102,67 +119,76 @@ def write_eda(index: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
         written.append(_save(fig, out / f"{column}_by_label.png"))
         plt.close(fig)
         summary += [f"## {column.replace('_', ' ')} by label", "", _md_table(table, column), ""]
+    return written, summary
 
-    if {"height", "width"} <= set(index.columns):
-        h = pd.to_numeric(index["height"], errors="coerce")
-        w = pd.to_numeric(index["width"], errors="coerce")
-        fig, ax = plt.subplots(figsize=(4, 4))
-        for label in LABELS:
-            sel = index["label"] == label
-            ax.scatter(w[sel], h[sel], s=6, alpha=0.6, color=COLOURS[label], label=label)
-        ax.set_xlabel("width (px)")
-        ax.set_ylabel("height (px)")
-        ax.set_title("Image sizes")
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out / "image_sizes.png"))
-        plt.close(fig)
-        summary += [
-            "## Image sizes",
-            "",
-            f"height median {h.median():.0f} px (range {h.min():.0f}–{h.max():.0f}), "
-            f"width median {w.median():.0f} px (range {w.min():.0f}–{w.max():.0f}).",
-            "",
-        ]
 
+def _image_sizes(index: pd.DataFrame, out: Path, plt) -> tuple[list[Path], list[str]]:
+    """Width against height per label (``image_sizes.png``) and the medians and ranges, when recorded."""
+    if not {"height", "width"} <= set(index.columns):
+        return [], []
+    h = pd.to_numeric(index["height"], errors="coerce")
+    w = pd.to_numeric(index["width"], errors="coerce")
+    fig, ax = plt.subplots(figsize=(4, 4))
+    for label in LABELS:
+        sel = index["label"] == label
+        ax.scatter(w[sel], h[sel], s=6, alpha=0.6, color=COLOURS[label], label=label)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("Image sizes")
+    ax.legend(fontsize=7)
+    path = _save(fig, out / "image_sizes.png")
+    plt.close(fig)
+    return [path], [
+        "## Image sizes",
+        "",
+        f"height median {h.median():.0f} px (range {h.min():.0f}–{h.max():.0f}), "
+        f"width median {w.median():.0f} px (range {w.min():.0f}–{w.max():.0f}).",
+        "",
+    ]
+
+
+def _split_balance(index: pd.DataFrame, out: Path, plt) -> tuple[list[Path], list[str]]:
+    """Labels per split (ours when filled, else the official one): ``split_balance.png``, table, patients."""
     split_col = "split" if "split" in index and (index["split"] != "").any() else "official_split"
-    if split_col in index:
-        table = pd.crosstab(index[split_col], index["label"]).reindex(columns=list(LABELS), fill_value=0)
-        order = [s for s in ("train", "val", "test") if s in table.index]
-        table = table.loc[order + [s for s in table.index if s not in order]]
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        bottom = pd.Series(0, index=table.index)
-        for label in LABELS:
-            ax.bar(table.index, table[label], bottom=bottom, color=COLOURS[label], label=label)
-            bottom = bottom + table[label]
-        ax.set_ylabel("images")
-        ax.set_title(f"Class balance per {split_col.replace('_', ' ')}")
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out / "split_balance.png"))
-        plt.close(fig)
-        frac = (table["malignant"] / table.sum(axis=1)).round(3)
-        summary += [
-            f"## Class balance per {split_col.replace('_', ' ')}",
-            "",
-            _md_table(table.assign(malignant_fraction=frac), split_col),
-            "",
-        ]
-        if "patient_id" in index:
-            patients = index.groupby(split_col)["patient_id"].nunique()
-            summary += ["Patients: " + ", ".join(f"{k} {v}" for k, v in patients.items()), ""]
+    if split_col not in index:
+        return [], []
+    table = pd.crosstab(index[split_col], index["label"]).reindex(columns=list(LABELS), fill_value=0)
+    order = [s for s in ("train", "val", "test") if s in table.index]
+    table = table.loc[order + [s for s in table.index if s not in order]]
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    bottom = pd.Series(0, index=table.index)
+    for label in LABELS:
+        ax.bar(table.index, table[label], bottom=bottom, color=COLOURS[label], label=label)
+        bottom = bottom + table[label]
+    ax.set_ylabel("images")
+    ax.set_title(f"Class balance per {split_col.replace('_', ' ')}")
+    ax.legend(fontsize=7)
+    path = _save(fig, out / "split_balance.png")
+    plt.close(fig)
+    frac = (table["malignant"] / table.sum(axis=1)).round(3)
+    summary = [
+        f"## Class balance per {split_col.replace('_', ' ')}",
+        "",
+        _md_table(table.assign(malignant_fraction=frac), split_col),
+        "",
+    ]
+    if "patient_id" in index:
+        patients = index.groupby(split_col)["patient_id"].nunique()
+        summary += ["Patients: " + ", ".join(f"{k} {v}" for k, v in patients.items()), ""]
+    return [path], summary
 
-    if "qc_flags" in index and (index["qc_flags"] != "").any():
-        flags = index["qc_flags"][index["qc_flags"] != ""].str.split(";").explode().value_counts()
-        summary += [
-            "## Quality flags (kept, not dropped)",
-            "",
-            _md_table(flags.to_frame("images"), "flag"),
-            "",
-        ]
 
-    summary_path = out / "summary.md"
-    atomic.write_text(summary_path, "\n".join(summary))
-    written.append(summary_path)
-    return written
+def _quality_flags(index: pd.DataFrame, out: Path, plt) -> tuple[list[Path], list[str]]:
+    """Images per QC flag (flags are kept, not dropped): a summary table only, no figure."""
+    if "qc_flags" not in index or not (index["qc_flags"] != "").any():
+        return [], []
+    flags = index["qc_flags"][index["qc_flags"] != ""].str.split(";").explode().value_counts()
+    return [], [
+        "## Quality flags (kept, not dropped)",
+        "",
+        _md_table(flags.to_frame("images"), "flag"),
+        "",
+    ]
 
 
 def write_phantom_check_figure(

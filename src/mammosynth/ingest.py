@@ -538,6 +538,14 @@ def _manifest(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mammosynth ingest``: read a CBIS-DDSM copy or a labels.csv table into an ingested set.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, after printing a one-line summary of the set written.
+    """
     parser = argparse.ArgumentParser(
         prog="mammosynth ingest",
         description="Read CBIS-DDSM (TCIA DICOM, NBIA download or Kaggle JPEG) or a labels.csv table into an "

@@ -69,6 +69,12 @@ FIGURE_TITLES = {
 # ----------------------------------------------------------------------------- document model
 @dataclass
 class Block:
+    """One block of a report section, rendered the same way to Markdown and HTML.
+
+    ``text`` is a paragraph, note, code or image caption; ``headers``/``rows`` a table (a list keeps
+    one item per row); ``path`` an image relative to the report directory (embedded in the HTML).
+    """
+
     kind: str  # "p" | "table" | "img" | "code" | "note" | "list"
     text: str = ""
     headers: Sequence[str] = ()
@@ -79,6 +85,8 @@ class Block:
 
 @dataclass
 class Section:
+    """A titled report section: an ordered list of blocks, built with the chaining methods below."""
+
     title: str
     blocks: list[Block] = field(default_factory=list)
     level: int = 2
@@ -86,26 +94,32 @@ class Section:
     collapsed: bool = True  # HTML: a closed <details> (the first screen's sections set False)
 
     def p(self, text: str) -> Section:
+        """Append a paragraph (``**bold**`` is honoured); return the section."""
         self.blocks.append(Block("p", text))
         return self
 
     def note(self, text: str) -> Section:
+        """Append a highlighted note (a blockquote); return the section."""
         self.blocks.append(Block("note", text))
         return self
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], id: str | None = None) -> Section:
+        """Append a table (``id``: its HTML id); return the section."""
         self.blocks.append(Block("table", headers=list(headers), rows=[list(r) for r in rows], id=id))
         return self
 
     def items(self, texts: Sequence[str]) -> Section:
+        """Append a bulleted list, one item per text; return the section."""
         self.blocks.append(Block("list", rows=[[t] for t in texts]))
         return self
 
     def img(self, caption: str, path: str) -> Section:
+        """Append a figure (``path`` relative to the report directory); return the section."""
         self.blocks.append(Block("img", text=caption, path=path))
         return self
 
     def code(self, text: str) -> Section:
+        """Append a preformatted JSON block; return the section."""
         self.blocks.append(Block("code", text))
         return self
 
@@ -160,8 +174,11 @@ def _is_scalar(v: Any) -> bool:
 
 
 def dict_blocks(section: Section, data: Mapping[str, Any], prefix: str = "") -> None:
-    """Render any dict: scalars in a key/value table, dicts of scalars as their own tables, dicts of
-    dicts as a matrix (rows = outer keys), anything deeper as JSON. Keys are shown as given."""
+    """Render any dict into ``section``.
+
+    Scalars go in a key/value table, dicts of scalars in their own tables, dicts of dicts in a matrix
+    (rows = outer keys), anything deeper as JSON. Keys are shown as given.
+    """
     scalars = [
         (k, v)
         for k, v in data.items()
@@ -1346,6 +1363,7 @@ def _load_json_arg(text: str | None, flag: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mammosynth report`` command line."""
     p = argparse.ArgumentParser(prog="mammosynth report", description=__doc__.split("\n\n")[0])
     p.add_argument("--eval-dir", required=True, help="evaluate output (metrics.json, test_predictions.csv)")
     p.add_argument("--out-dir", default=None, help="report folder (default: the eval dir)")
@@ -1356,6 +1374,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mammosynth report``: render report.md and report.html from an evaluate output folder.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success; prints the paths of the Markdown and HTML reports.
+
+    Raises:
+        SystemExit: the eval dir has no metrics.json, or a JSON argument does not parse.
+    """
     args = build_parser().parse_args(argv)
     eval_dir = Path(args.eval_dir)
     metrics_path = eval_dir / METRICS_FILE

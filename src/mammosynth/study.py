@@ -157,6 +157,8 @@ def preprocess_step(
     cfg = _cfg("preprocess", config, preset, overrides)
     meta = run_preprocess(split_dir, out_dir, image_size=cfg.image_size)
     return {"image_size": cfg.image_size, "counts": meta["counts"]}
+
+
 def external_step(
     external_source: str,
     prepared_dir: str,
@@ -308,8 +310,11 @@ def gan_seed(cfg: StudyConfig | StageConfig, k: int) -> int:
 
 
 def synthetic_counts(cfg: StudyConfig | StageConfig, n_real_train: int) -> dict[str, int]:
-    """Images per class to synthesise: enough for the largest synthetic:real ratio any arm uses
-    (TSTR needs as many as the real training set), split evenly across classes."""
+    """Images per class to synthesise.
+
+    Enough for the largest synthetic:real ratio any arm uses (TSTR needs as many as the real training
+    set), split evenly across classes.
+    """
     ratios = [parse_arm(a, cfg.synthetic_ratio).synthetic_ratio for a in cfg.arms]
     total = math.ceil(max(ratios + [0.0]) * n_real_train)
     per_class = max(1, math.ceil(total / len(CLASS_NAMES)))
@@ -317,8 +322,10 @@ def synthetic_counts(cfg: StudyConfig | StageConfig, n_real_train: int) -> dict[
 
 
 def synthetic_val_counts(cfg: StudyConfig | StageConfig, n_real_val: int) -> dict[str, int] | None:
-    """Images per class of the synthetic ``val`` split TSTR selects on (as large as the real val split),
-    or None when no arm trains on synthetic images only."""
+    """Images per class of the synthetic ``val`` split TSTR selects on (as large as the real val split).
+
+    Returns None when no arm trains on synthetic images only.
+    """
     if not any(parse_arm(a, cfg.synthetic_ratio).is_tstr for a in cfg.arms):
         return None
     return dict.fromkeys(CLASS_NAMES, max(1, math.ceil(n_real_val / len(CLASS_NAMES))))
@@ -335,8 +342,11 @@ def synthesize_step(
     reuse_uri: str = "",
     publish_uri: str = "",
 ) -> dict:
-    """Sample the synthetic set (publishing it with its lineage when ``publish_uri`` is given), or copy
-    the verified published set ``reuse_uri`` so a run can reuse it without retraining the GAN."""
+    """Sample the synthetic set, or copy a published one.
+
+    The set is published with its lineage when ``publish_uri`` is given; with ``reuse_uri`` the verified
+    published set is copied instead, so a run can reuse it without retraining the GAN.
+    """
     from mammosynth.data import shards
     from mammosynth.synthesize import check_reuse_lineage
 

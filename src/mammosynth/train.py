@@ -371,30 +371,47 @@ def train_classifier(
     if keeper.best_weights is not None:
         net.set_weights(keeper.best_weights)
     metrics = _metrics(state, counts, use_real, seed, model, arm, size, train_seconds, params)
-    if predict_test:
-        images, labels, ids = shards.read_split(prepared_dir, "test")
-        probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
-        _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
-    if external_dir:
-        _predict_external(net, external_dir, size, batch_size, out / EXTERNAL_PREDICTIONS_FILE)
+    _predict_test_sets(net, out, prepared_dir if predict_test else None, external_dir, size, batch_size)
     if save_model:
         _save_model(net, out, sources, counts, metrics, augment, export_saved_model)
     _write_atomic(out / HISTORY_FILE, _json(state["history"]))
     _write_atomic(out / TRAIN_METRICS_FILE, _json(metrics))
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the checkpoints only served resuming
+    _announce(metrics, train_seconds, print_metrics)
+    return metrics
+
+
+def _predict_test_sets(
+    net, out: Path, prepared_dir: Any, external_dir: Any, size: int, batch_size: int
+) -> None:
+    """Predict the test splits: ``predictions.csv`` (prepared set), ``external_predictions.csv`` (external).
+
+    Each is written only when its set is given; the external set is checked for the model's image size.
+    """
+    from mammosynth.data import shards
+
+    if prepared_dir:
+        images, labels, ids = shards.read_split(prepared_dir, "test")
+        probs = net.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
+        _write_predictions(out / PREDICTIONS_FILE, ids, labels, probs)
+    if external_dir:
+        _predict_external(net, external_dir, size, batch_size, out / EXTERNAL_PREDICTIONS_FILE)
+
+
+def _announce(metrics: dict[str, Any], train_seconds: float, print_metrics: bool) -> None:
+    """Log the finished run; with ``print_metrics``, print the objective's ``name=value`` line for Katib."""
     if print_metrics:
         objective = (OBJECTIVE_METRIC, *ADDITIONAL_METRICS)
         print(_metric_line({k: float(metrics[k]) for k in objective if metrics[k] is not None}), flush=True)
     log.info(
         "trained %s seed %d: val_auc %.4f at epoch %s of %d (%.1fs)",
-        model,
-        seed,
+        metrics["model"],
+        metrics["seed"],
         metrics[METRIC_VAL_AUC] or math.nan,
         metrics["best_epoch"],
         metrics["epochs_run"],
         train_seconds,
     )
-    return metrics
 
 
 def _data(sources: dict[str, Any], batch_size: int, seed: int, augment, augment_config, class_balance):

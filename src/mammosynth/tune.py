@@ -187,53 +187,87 @@ def run_tune(
     """
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    chosen = space_for(model, space or SEARCH_SPACE)
+    common = {
+        "n_trials": n_trials,
+        "epochs_per_trial": epochs_per_trial,
+        "seed": seed,
+        "model": model,
+        "batch_size": batch_size,
+        "space": space_for(model, space or SEARCH_SPACE),
+        "timeout_s": timeout_s,
+    }
     if backend == "optuna":
-        result = _run_optuna(
-            prepared_dir,
-            n_trials=n_trials,
-            epochs_per_trial=epochs_per_trial,
-            seed=seed,
-            model=model,
-            batch_size=batch_size,
-            space=chosen,
-            timeout_s=timeout_s,
-            train_kwargs=train_kwargs,
-        )
+        result = _run_optuna(prepared_dir, **common, train_kwargs=train_kwargs)
     elif backend == "katib":
-        from mammosynth.cluster import katib
-
-        image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
-        if not image:
-            raise ValueError(
-                "katib backend needs the trainer image: pass image= or set MAMMOSYNTH_TRAINER_IMAGE"
-            )
-        name = experiment_name or f"mammosynth-tune-{int(time.time())}"
-        experiment = katib.build_experiment(
-            name,
-            namespace,
-            image=image,
-            data_uri=str(data_uri or prepared_dir),
-            space=chosen,
-            algorithm=algorithm,
-            max_trials=n_trials,
+        cluster = {"namespace": namespace, "image": image, "algorithm": algorithm, "gpu": gpu}
+        result = _run_katib(
+            str(data_uri or prepared_dir),
+            **common,
+            **cluster,
             parallel_trials=parallel_trials,
-            gpu=gpu,
-            model=model,
-            epochs=epochs_per_trial,
-            batch_size=batch_size,
-            seed=seed,
-        )
-        katib.validate_experiment(experiment)
-        found = katib.run_experiment(experiment, timeout_s=timeout_s or 3600)
-        by_name = {p.name: p for p in chosen}
-        best = {k: by_name[k].cast(v) if k in by_name else v for k, v in found["best_params"].items()}
-        result = TuneResult(
-            best, found["best_value"], found["n_trials"], "katib", found["metric"], found.get("trials", [])
+            experiment_name=experiment_name or f"mammosynth-tune-{int(time.time())}",
         )
     else:
         raise ValueError(f"unknown tune backend {backend!r}; use 'optuna' or 'katib'")
-    out = Path(out_path)
+    _write_result(Path(out_path), result, backend, model, seed, epochs_per_trial)
+    return result
+
+
+def _run_katib(
+    data_uri: str,
+    *,
+    n_trials: int,
+    epochs_per_trial: int,
+    seed: int,
+    model: str,
+    batch_size: int,
+    space: tuple[Param, ...],
+    timeout_s: float | None,
+    namespace: str,
+    image: str | None,
+    algorithm: str,
+    gpu: bool,
+    parallel_trials: int,
+    experiment_name: str,
+) -> TuneResult:
+    """Run the search as a Katib Experiment whose trials read ``data_uri``; wait for its best trial.
+
+    Raises:
+        ValueError: no trainer image (``image`` nor ``$MAMMOSYNTH_TRAINER_IMAGE``).
+    """
+    from mammosynth.cluster import katib
+
+    image = image or os.environ.get("MAMMOSYNTH_TRAINER_IMAGE")
+    if not image:
+        raise ValueError("katib backend needs the trainer image: pass image= or set MAMMOSYNTH_TRAINER_IMAGE")
+    experiment = katib.build_experiment(
+        experiment_name,
+        namespace,
+        image=image,
+        data_uri=data_uri,
+        space=space,
+        algorithm=algorithm,
+        max_trials=n_trials,
+        parallel_trials=parallel_trials,
+        gpu=gpu,
+        model=model,
+        epochs=epochs_per_trial,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    katib.validate_experiment(experiment)
+    found = katib.run_experiment(experiment, timeout_s=timeout_s or 3600)
+    by_name = {p.name: p for p in space}
+    best = {k: by_name[k].cast(v) if k in by_name else v for k, v in found["best_params"].items()}
+    return TuneResult(
+        best, found["best_value"], found["n_trials"], "katib", found["metric"], found.get("trials", [])
+    )
+
+
+def _write_result(
+    out: Path, result: TuneResult, backend: str, model: str, seed: int, epochs_per_trial: int
+) -> None:
+    """Write ``best_params.json`` (the result with the model, seed and epochs it holds for) and log it."""
     from mammosynth.train import _json, _write_atomic
 
     _write_atomic(
@@ -247,7 +281,6 @@ def run_tune(
         result.best_params,
         result.n_trials,
     )
-    return result
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -152,6 +152,37 @@ def inference_service(
     Raises:
         ValueError: unknown runtime, bad replica bounds, or an invalid name.
     """
+    _check_service_args(name, runtime, image, min_replicas, max_replicas)
+    storage_uri = storage_uri.rstrip("/")
+    res = copy.deepcopy(resources if resources is not None else DEFAULT_RESOURCES)
+    predictor: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    predictor.update(_predictor_workload(name, storage_uri, runtime, image, res))
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "mammosynth",
+                "app.kubernetes.io/component": f"predictor-{runtime}",
+            },
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def _check_service_args(
+    name: str, runtime: str, image: str | None, min_replicas: int, max_replicas: int
+) -> None:
+    """Check `inference_service`'s arguments before building anything.
+
+    Raises:
+        ValueError: an unknown runtime, bad replica bounds, a name that is not a DNS-1123 label, or an
+            image given to the tensorflow runtime (one line naming the value and what is allowed).
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if not (0 <= min_replicas <= max_replicas) or max_replicas < 1:
@@ -168,25 +199,28 @@ def inference_service(
         )
     if runtime == "tensorflow" and image is not None:
         raise ValueError("image applies only to runtime='custom'; the tensorflow runtime uses KServe's image")
-    storage_uri = storage_uri.rstrip("/")
-    res = copy.deepcopy(resources if resources is not None else DEFAULT_RESOURCES)
-    predictor: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
-    if service_account:
-        predictor["serviceAccountName"] = service_account
+
+
+def _predictor_workload(
+    name: str, storage_uri: str, runtime: str, image: str | None, res: dict
+) -> dict[str, Any]:
+    """The predictor's ``model`` (a KServe runtime) or ``containers`` (our server image run directly)."""
     if runtime == "tensorflow":
         tf_uri = (
             storage_uri if storage_uri.endswith(f"/{SAVED_MODEL_DIR}") else f"{storage_uri}/{SAVED_MODEL_DIR}"
         )
-        predictor["model"] = {"modelFormat": {"name": "tensorflow"}, "storageUri": tf_uri, "resources": res}
-    elif image is None:
-        predictor["model"] = {
-            "modelFormat": {"name": CUSTOM_MODEL_FORMAT},
-            "runtime": CUSTOM_RUNTIME,
-            "storageUri": storage_uri,
-            "resources": res,
+        return {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": tf_uri, "resources": res}}
+    if image is None:
+        return {
+            "model": {
+                "modelFormat": {"name": CUSTOM_MODEL_FORMAT},
+                "runtime": CUSTOM_RUNTIME,
+                "storageUri": storage_uri,
+                "resources": res,
+            }
         }
-    else:
-        predictor["containers"] = [
+    return {
+        "containers": [
             {
                 "name": "kserve-container",
                 "image": image,
@@ -200,18 +234,6 @@ def inference_service(
                 "resources": res,
             }
         ]
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/part-of": "mammosynth",
-                "app.kubernetes.io/component": f"predictor-{runtime}",
-            },
-        },
-        "spec": {"predictor": predictor},
     }
 
 
