@@ -15,6 +15,12 @@ Entries (interleaved repeats, see `bench._common`; ratio > 1: ours is better):
 * ``serving_p99_half_max_vs_2x_c1``: p99 of ours under an open-loop load at half of its measured
   c8 throughput vs 2x its median latency at concurrency 1 (ratio >= 1: goal met). At saturation p99
   grows with the queue (Little's law), so the goal is measured below it.
+* ``serving_noop_model_vs_kserve_ceiling_c8`` (diagnostic): our server with the forward pass
+  replaced by a constant vs the ceiling: near 1 means all of the gap above is the model's compute
+  (on 2 cores it shares the CPU with the event loop and the load-generating client).
+* ``serving_cpu_per_request_vs_ceiling_c8`` / ``serving_noop_cpu_per_request`` (diagnostic): CPU ms
+  per request of our (and the no-op) server process vs the ceiling's in the same interleaved runs;
+  unlike req/s, little moved by other processes' load.
 * ``serving_vs_naive_predict_c8`` / ``serving_p99_vs_naive_c8``: req/s and p99 of v1 requests of one
   16-bit PNG vs the naive server (secondary).
 """
@@ -118,6 +124,20 @@ def _serve_ceiling(port: int) -> int:
     model.load()
     ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False).start([model])
     return 0
+
+
+def _serve_noop(argv: list[str]) -> int:
+    """Entry point of ``--serve-noop``: our server with the forward pass replaced by a constant.
+
+    Everything else is ours (payload limit, v2 decoding and checks, micro-batcher and its thread,
+    response with labels and provenance), so ``serving_noop_model_vs_kserve_ceiling_c8`` near 1 says
+    the gap to the ceiling is the model's forward pass, not our request handling.
+    """
+    from mammosynth.serving import __main__ as server
+    from mammosynth.serving import model as serving_model
+
+    serving_model.compile_inference = lambda model, size: lambda batch: np.full(len(batch), 0.5, np.float32)
+    return server.main(argv)
 
 
 def _launch(cmd: list[str], log_path: Path) -> subprocess.Popen:
@@ -312,20 +332,82 @@ def _commands(model_dir: Path, ports: dict) -> dict:
             "false",
         ],
         "ceiling": [sys.executable, here, "--serve-ceiling", str(ports["ceiling"])],
+        "noop": [
+            sys.executable,
+            here,
+            "--serve-noop",
+            "--model",
+            str(model_dir),
+            "--http_port",
+            str(ports["noop"]),
+            "--enable_grpc",
+            "false",
+            "--enable_latency_logging",
+            "false",
+        ],
         "naive": [sys.executable, here, "--serve-naive", str(model_dir), str(ports["naive"])],
     }
 
 
-def _measure(urls: dict, n: int) -> list[dict]:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _c8(urls: dict, pids: dict, kind: str, bodies: list[bytes], cpu: dict) -> float:
+    """req/s of ``kind`` at concurrency 8; appends its server's CPU ms per request to ``cpu[kind]``."""
+    before = _cpu_seconds(pids[kind])
+    r = _drive(urls[kind + "_v2"], bodies, CONCURRENCY, RUN_S)
+    after = _cpu_seconds(pids[kind])
+    if before is not None and after is not None and after > before:
+        cpu.setdefault(kind, []).append(1000 * (after - before) / r["n"])
+    return r["rps"]
+
+
+def _cpu_entries(cpu: dict, n: int) -> list[dict]:
+    """Server CPU per request vs the ceiling's: robust to other load where req/s is not."""
+    out = []
+    for kind, name in (
+        ("ours", "serving_cpu_per_request_vs_ceiling_c8"),
+        ("noop", "serving_noop_cpu_per_request"),
+    ):
+        if len(cpu.get(kind, [])) == n and len(cpu.get("ceiling_" + kind, [])) == n:
+            out.append(
+                _common.entry(
+                    name,
+                    cpu[kind],
+                    cpu["ceiling_" + kind],
+                    "CPU ms/request",
+                    False,
+                    note="server process, c8",
+                )
+            )
+    return out
+
+
+def _measure(urls: dict, n: int, pids: dict | None = None) -> list[dict]:
     v1, v2 = _bodies(32), _bodies_v2(32)
-    for kind in ("ours", "ceiling"):
+    pids = pids or {}
+    for kind in ("ours", "ceiling", "noop"):
         _drive(urls[kind + "_v2"], v2, CONCURRENCY, 0.5)  # warm-up: connections, first-call costs
+    cpu: dict = {}
+    # The ceiling's CPU is kept per pairing (ceiling_ours, ceiling_noop) so each ratio is interleaved.
+    pids = {**pids, "ceiling_ours": pids.get("ceiling"), "ceiling_noop": pids.get("ceiling")}
+    urls = {**urls, "ceiling_ours_v2": urls["ceiling_v2"], "ceiling_noop_v2": urls["ceiling_v2"]}
+    if not all(pids.get(k) for k in ("ours", "noop", "ceiling")):
+        pids = dict.fromkeys(("ours", "noop", "ceiling_ours", "ceiling_noop"), -1)
     o, c = _common.interleave(
-        lambda: _drive(urls["ours_v2"], v2, CONCURRENCY, RUN_S)["rps"],
-        lambda: _drive(urls["ceiling_v2"], v2, CONCURRENCY, RUN_S)["rps"],
-        n,
+        lambda: _c8(urls, pids, "ours", v2, cpu), lambda: _c8(urls, pids, "ceiling_ours", v2, cpu), n
+    )
+    no, nc = _common.interleave(
+        lambda: _c8(urls, pids, "noop", v2, cpu), lambda: _c8(urls, pids, "ceiling_noop", v2, cpu), n
     )
     single = [_drive(urls["ours_v2"], v2, 1, SINGLE_S)["p50"] for _ in range(n)]
+    load_before = os.getloadavg()[0]
     half = [_open_loop(urls["ours_v2"], v2, 0.5 * max(o), RUN_S)["p99"] for _ in range(n)]
     entries = [
         _common.entry(
@@ -338,7 +420,19 @@ def _measure(urls: dict, n: int) -> list[dict]:
             "ms",
             False,
             note=f"open loop at {0.5 * max(o):.0f} req/s (half of the measured c8 max) vs 2x c1 p50",
+            # Other processes' load decides this entry on a shared 2-core machine: keep it beside it.
+            loadavg_1m=round(max(load_before, os.getloadavg()[0]), 2),
+            cpus=os.cpu_count(),
         ),
+        _common.entry(
+            "serving_noop_model_vs_kserve_ceiling_c8",
+            no,
+            nc,
+            "req/s",
+            True,
+            note="our server with a constant instead of the forward pass vs the ceiling (diagnostic)",
+        ),
+        *_cpu_entries(cpu, n),
     ]
     _drive(urls["naive_v1"], v1, CONCURRENCY, 0.5)
     runs = _common.interleave(
@@ -365,11 +459,13 @@ def main() -> int:
         return _serve_naive(sys.argv[2], int(sys.argv[3]))
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-ceiling":
         return _serve_ceiling(int(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
+        return _serve_noop(sys.argv[2:])
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
         model_dir = tmp / "model"
         _build_model(model_dir)
-        ports = {kind: _free_port() for kind in ("ours", "ceiling", "naive")}
+        ports = {kind: _free_port() for kind in ("ours", "ceiling", "naive", "noop")}
         # All start together (start-up is mostly imports); they are driven one at a time, and an
         # idle server costs no CPU.
         procs = {kind: _launch(cmd, tmp / f"{kind}.log") for kind, cmd in _commands(model_dir, ports).items()}
@@ -380,7 +476,7 @@ def main() -> int:
             for kind, port in ports.items():
                 urls[kind + "_v1"] = f"http://127.0.0.1:{port}/v1/models/mammosynth:predict"
                 urls[kind + "_v2"] = f"http://127.0.0.1:{port}/v2/models/mammosynth/infer"
-            entries = _measure(urls, _common.repeats())
+            entries = _measure(urls, _common.repeats(), {kind: proc.pid for kind, proc in procs.items()})
         finally:
             for proc in procs.values():
                 if proc.poll() is None:

@@ -8,12 +8,14 @@ this interpreter), then copies the report's run folder to ``runs/<run-id>/`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 from datetime import UTC, datetime
@@ -54,6 +56,7 @@ def publish_run(run_folder: Path, runs_dir: Path, run_id: str) -> Path:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_KFP_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - [A-Z]+ - ")  # kfp.local's own log records
 _NOISE = [
     re.compile(r"^\s*[EWI]\d{4} \d\d:\d\d:\d\d"),  # TensorFlow / absl C++ log lines
     re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|cuda drivers|TF-TRT"),
@@ -63,71 +66,172 @@ _NOISE = [
 
 
 class Terminal:
-    """A stdout filter for kfp.local.
+    """A stdout filter for kfp.local that shows stage starts/ends with durations and progress lines.
 
-    Shows one line per stage start/end with its duration and the stages' own progress lines, and none of
-    kfp.local's executor dumps or TensorFlow's C++ noise.
-
-    Records seconds per stage (summed over a stage's parallel iterations) in `stages`.
+    Drops kfp.local's executor dumps and TensorFlow's C++ noise. Records seconds per stage in `stages`.
+    A ParallelFor runs its iterations under one task name at the same time, so each end is paired with
+    the oldest open start of that name and the iterations' seconds are summed into the stage
+    (`iterations` counts them, `spans` keeps first start to last end). Stage lines are recognised on
+    every line, also inside a dump the filter is hiding, because parallel iterations interleave their
+    output. Writes may come from kfp.local's worker threads.
     """
 
     def __init__(self, out, clock=time.monotonic, verbose: bool = False):
         self.out, self.clock, self.verbose = out, clock, verbose
         self.stages: dict[str, float] = {}
-        self._started: dict[str, float] = {}
+        self.iterations: dict[str, int] = {}
+        self.spans: dict[str, list[float]] = {}  # name -> [first start, last end]
+        self.unmatched: dict[str, int] = {}  # name -> ends seen without a start (time unknown)
+        self._started: dict[str, list[float]] = {}  # name -> open starts, oldest first
         self._skip: str | None = None  # "json" inside an executor-input dump, "outputs" in an outputs block
+        self._json_indent: int | None = None
         self._pending = ""
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        """Filter ``text`` line by line (a partial last line waits for the next write); return its length."""
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            self._line(_ANSI.sub("", line))
+        """Take a chunk of stdout (any split, any thread); filter and time its complete lines."""
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                self._line(_ANSI.sub("", line))
         return len(text)
 
     def _line(self, line: str) -> None:
+        event = self._time(line)
         if self.verbose:  # everything through; stage times still recorded
-            self._time(line)
             self.out.write(line + "\n")
             return
-        if self._skip == "json":
-            if line.strip() == "}" and len(line) - len(line.lstrip()) <= 4:
-                self._skip = None
-            return
-        if self._skip == "outputs" and line.startswith("    "):
-            return
-        self._skip = None
-        if "Got executor_input:" in line:
-            self._skip = "json"
-        elif re.search(r"Task '[^']+' outputs:", line):
-            self._skip = "outputs"
-        elif event := self._time(line):
+        if event or _KFP_LINE.search(line):
+            self._skip = None  # a new kfp.local record ends any dump
+        if event:
             self.out.write(event + "\n")
-        elif not any(p.search(line) for p in _NOISE):
-            self.out.write(line.strip() + "\n")
+        elif self._skip == "json":
+            self._skip_json(line)
+        elif self._skip == "outputs" and line.startswith("    "):
+            return
+        else:
+            self._skip = None
+            if "Got executor_input:" in line:
+                self._skip, self._json_indent = "json", None
+            elif re.search(r"Task '[^']+' outputs:", line):
+                self._skip = "outputs"
+            elif not any(p.search(line) for p in _NOISE):
+                self.out.write(line.strip() + "\n")
+
+    def _skip_json(self, line: str) -> None:
+        """Hide one line of an executor-input dump; its closing brace (at the opening's indent) ends it."""
+        indent = len(line) - len(line.lstrip())
+        if self._json_indent is None:
+            if line.strip() == "{":
+                self._json_indent = indent
+            return
+        if line.strip() == "}" and indent <= self._json_indent:
+            self._skip = None
 
     def _time(self, line: str) -> str | None:
         """Record a stage start or end; return the line to show for it (None for other lines)."""
         if match := _START.search(line):
-            self._started[match.group(1)] = self.clock()
-            return f"stage {match.group(1)}: started"
+            name, now = match.group(1), self.clock()
+            self._started.setdefault(name, []).append(now)
+            self.spans.setdefault(name, [now, now])
+            return f"stage {name}: started"
         if match := _END.search(line):
             name, state = match.groups()
-            seconds = self.clock() - self._started.pop(name, self.clock())
-            self.stages[name] = self.stages.get(name, 0.0) + seconds
+            now = self.clock()
+            open_starts = self._started.get(name)
+            if not open_starts:  # its start line never came: the time is unknown, say so in run.json
+                self.unmatched[name] = self.unmatched.get(name, 0) + 1
+                open_starts = [now]
+            seconds = now - open_starts.pop(0)
+            self._add(name, seconds, now)
             return f"stage {name}: {state.lower()} in {seconds:.1f} s"
         return None
 
+    def _add(self, name: str, seconds: float, end: float) -> None:
+        self.stages[name] = self.stages.get(name, 0.0) + seconds
+        self.iterations[name] = self.iterations.get(name, 0) + 1
+        span = self.spans.setdefault(name, [end - seconds, end])
+        span[1] = max(span[1], end)
+
     def flush(self) -> None:
-        """Flush the wrapped stream."""
+        """Flush the underlying stream."""
         self.out.flush()
 
     def stage_record(self, study_seconds: float) -> dict:
-        """``{"stages": {name: {"seconds", "share"}}, "study_seconds"}`` for run.json."""
+        """``{"stages": {name: {"seconds", "share", "runs", "wall_seconds"}}, "study_seconds"}`` for run.json.
+
+        ``seconds`` sums a stage's runs (ParallelFor iterations), so with parallel iterations the
+        shares can add up to more than 1; ``wall_seconds`` is the stage's first start to last end. A
+        stage still running (its end line never came, e.g. the study failed) is counted up to now
+        and marked ``"unfinished"`` with the number of such runs; a run whose start line never came
+        counts 0 s and is marked ``"untimed_runs"``.
+        """
         total = max(study_seconds, 1e-9)
-        stages = {k: {"seconds": round(v, 1), "share": round(v / total, 4)} for k, v in self.stages.items()}
+        with self._lock:
+            now = self.clock()
+            for name, starts in self._started.items():
+                for begun in starts:
+                    self._add(name, now - begun, now)
+                    self.iterations[name] -= 1
+            unfinished = {k: len(v) for k, v in self._started.items() if v}
+            self._started = {}
+            stages = {}
+            for name, seconds in self.stages.items():
+                runs = self.iterations.get(name, 0) + unfinished.get(name, 0)
+                entry = {"seconds": round(seconds, 1), "share": round(seconds / total, 4), "runs": runs}
+                entry["wall_seconds"] = round(self.spans[name][1] - self.spans[name][0], 1)
+                if name in unfinished:
+                    entry["unfinished"] = unfinished[name]
+                if name in self.unmatched:
+                    entry["untimed_runs"] = self.unmatched[name]
+                stages[name] = entry
         return {"stages": stages, "study_seconds": round(study_seconds, 1)}
+
+
+@contextlib.contextmanager
+def shared_kfp_contexts():
+    """Make kfp.local's per-task logger and print contexts safe for parallel ParallelFor iterations.
+
+    kfp.local 2.17 swaps the root logger's handlers (``logging_utils.local_logger_context``) and
+    ``builtins.print`` (``indented_print``) around every task. ParallelFor iterations run in threads,
+    so one iteration's exit restored what another had installed: later iterations' "Executing task"
+    lines went to another stream or nowhere (their stage times were lost) and their output was
+    indented twice. Inside this context the outermost entry of each installs it and the last exit
+    undoes it; nested and parallel entries share it.
+    """
+    from kfp.local import logging_utils
+
+    lock = threading.Lock()
+    originals = {name: getattr(logging_utils, name) for name in ("local_logger_context", "indented_print")}
+
+    def refcounted(original):
+        state = {"depth": 0, "cm": None}
+
+        @contextlib.contextmanager
+        def shared(*args, **kwargs):
+            with lock:
+                if state["depth"] == 0:
+                    state["cm"] = original(*args, **kwargs)
+                    state["cm"].__enter__()
+                state["depth"] += 1
+            try:
+                yield
+            finally:
+                with lock:
+                    state["depth"] -= 1
+                    if state["depth"] == 0:
+                        state["cm"].__exit__(None, None, None)
+
+        return shared
+
+    for name, original in originals.items():
+        setattr(logging_utils, name, refcounted(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(logging_utils, name, original)
 
 
 def verbose_requested(flag: bool) -> bool:
@@ -190,7 +294,8 @@ def run_local(
     real_stdout = sys.stdout
     sys.stdout = terminal
     try:
-        task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
+        with shared_kfp_contexts():
+            task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
     finally:
         sys.stdout = real_stdout
     run_folder = Path(task.output.path)

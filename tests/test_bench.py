@@ -144,3 +144,15 @@ def test_bench_gpu_tiny_writes_valid_entries(tmp_path):
     assert {e["name"] for e in entries} >= {"gpu_vgg16_32_mixed_vs_fp32", "gpu_serving_batched_vs_single"}
     for e in entries:
         harness.validate(e)
+
+
+def test_gan_flop_normalised_fields():
+    from bench.bench_gan import flop_normalised
+
+    # the peer does 1.25x our FLOPs and we are 1.25x faster: equal efficiency, the bound reached
+    times = {"peer_step_ms": 100.0, "generator_forward_ms": 20.0}
+    out = flop_normalised(1.25, {"flops_ours": 800, "flops_peer": 1000, **times})
+    assert out["flop_bound"] == 1.25 and out["ratio_flop_normalised"] == 1.0
+    assert out["time_bound"] == 1.25  # 100 / (100 - 20)
+    out = flop_normalised(0.9, {"flops_ours": 0, "flops_peer": 1000, **times})
+    assert out["flop_bound"] == 0.0 and out["ratio_flop_normalised"] == 0.0

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -872,3 +873,62 @@ def test_bad_request_is_logged_as_one_line(server_and_model):
     at = next(i for i, line in enumerate(lines) if "zzz_marker_key" in line)
     assert "400:" in lines[at]
     assert not any("Traceback" in line for line in lines[at : at + 4]), "\n".join(lines[at : at + 6])
+
+
+def test_micro_batcher_runs_at_once_when_the_awaited_request_withdraws():
+    calls: list[int] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, 0]
+
+    async def scenario():
+        batcher = MicroBatcher(infer, max_batch_size=8, max_wait_ms=3000)
+        batcher.announce()
+        batcher.announce()
+        t0 = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 2, 2, 1), np.float32), announced=True))
+        await asyncio.sleep(0.05)  # the batch now waits for the second announced request ...
+        batcher.withdraw()  # ... which failed to decode: the batch must not sit out the 3 s
+        await first
+        batcher.close()
+        return time.perf_counter() - t0
+
+    assert asyncio.run(scenario()) < 1.5 and calls == [1]
+
+
+def test_check_tensor_range_nan_and_slack():
+    from kserve.errors import InvalidInput
+
+    from mammosynth.serving.inputs import RANGE_SLACK, check_tensor
+
+    x = np.full((2, 4, 4, 1), 0.5, np.float32)
+    assert check_tensor(x, 4, "t", batched=True) is x  # in range: no copy
+    slack = np.full((1, 4, 4), 1 + RANGE_SLACK / 2, np.float32)
+    out = check_tensor(slack, 4, "t", batched=True)
+    assert out.shape == (1, 4, 4, 1) and float(out.max()) == 1.0  # rounding slack clipped
+    for bad, needle in (
+        (np.nan, "NaN or infinite"),
+        (np.inf, "NaN or infinite"),
+        (-np.inf, "NaN or infinite"),
+        (2.0, "span [0, 2]"),
+        (-0.5, "span [-0.5, 0.5]"),
+    ):
+        y = x.copy()
+        y[0, 0, 0, 0] = bad
+        with pytest.raises(InvalidInput, match=re.escape(needle)):
+            check_tensor(y, 4, "input 'tensor'", batched=True)
+
+
+def test_tf_thread_flags_are_validated_and_late_settings_reported(capsys):
+    from mammosynth.serving.__main__ import main
+    from mammosynth.serving.model import configure_tf_threads
+
+    with pytest.raises(SystemExit):
+        main(["--model", "x", "--tf-intra-op-threads", "-1"])
+    assert "--tf-intra-op-threads must be >= 0, got -1" in capsys.readouterr().err
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TF has started in this process: its pools are fixed now
+    assert configure_tf_threads(0, 0) is True  # nothing asked, nothing to refuse
+    assert configure_tf_threads(1, 1) is False

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
+import sys
+from pathlib import Path
 
-from pipelines.__main__ import Terminal, verbose_requested
+from pipelines.__main__ import Terminal, shared_kfp_contexts, verbose_requested
 
 TRANSCRIPT = """\
 12:00:00.001 - INFO - Executing task \x1b[96m'ingest'\x1b[0m
@@ -64,8 +67,8 @@ def test_stage_times_and_shares_for_run_json():
     record = term.stage_record(10.0)
     assert record["study_seconds"] == 10.0
     assert record["stages"] == {
-        "ingest": {"seconds": 2.0, "share": 0.2},
-        "train-arm": {"seconds": 4.0, "share": 0.4},
+        "ingest": {"seconds": 2.0, "share": 0.2, "runs": 1, "wall_seconds": 2.0},
+        "train-arm": {"seconds": 4.0, "share": 0.4, "runs": 2, "wall_seconds": 6.0},
     }
 
 
@@ -77,3 +80,91 @@ def test_verbose_shows_everything_and_still_times(monkeypatch):
     assert verbose_requested(False)
     monkeypatch.delenv("LOG_LEVEL")
     assert not verbose_requested(False) and verbose_requested(True)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+_STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) - ")
+
+
+def _replay(name: str) -> Terminal:
+    """Feed a recorded kfp.local transcript, the clock reading each kfp line's own timestamp."""
+    now = [0.0]
+    term = Terminal(io.StringIO(), clock=lambda: now[0])
+    for line in (FIXTURES / name).read_text().splitlines(keepends=True):
+        if m := _STAMP.match(line):
+            now[0] = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+        term.write(line)
+    return term
+
+
+def test_parallel_for_iterations_are_summed_into_their_stage():
+    # Recorded: kfp.local 2.17, a 3-item ParallelFor (parallelism 3) between two stages, run with
+    # shared_kfp_contexts (its three "Executing task 'work'" lines overlap).
+    term = _replay("kfp_local_parallelfor.log")
+    stages = term.stage_record(17.2)["stages"]
+    assert list(stages) == ["plan", "work", "after"]  # the stage after the loop is there too
+    work = stages["work"]
+    # (40.415 + 44.842 + 49.591) - (36.141 + 36.144 + 40.422): iterations summed, not the last one
+    assert work["runs"] == 3 and work["seconds"] == 22.1 and work["share"] == round(22.141 / 17.2, 4)
+    assert work["wall_seconds"] == round(49.591 - 36.141, 1)
+    assert "untimed_runs" not in work and "unfinished" not in work
+    assert stages["after"]["seconds"] == 1.9 and stages["plan"]["seconds"] == 1.8
+
+
+def test_unshared_transcript_keeps_every_iteration_and_progress_line():
+    # Recorded without shared_kfp_contexts: kfp.local's print swap indented one iteration's dump
+    # twice. The old filter lost that iteration's progress line inside the dump it never saw end,
+    # and paired both ends with one start (work: 8.7 s, one iteration at 0.0 s).
+    term = _replay("kfp_local_parallelfor_unshared.log")
+    work = term.stage_record(18.0)["stages"]["work"]
+    assert work["runs"] == 3 and work["seconds"] == 21.7 and "untimed_runs" not in work
+    shown = term.out.getvalue()
+    assert all(f"working on {i}" in shown for i in (1, 2, 3))
+    assert "stage work: success in 0.0 s" not in shown
+
+
+def test_an_end_without_its_start_line_is_reported_not_hidden():
+    term = Terminal(io.StringIO(), clock=itertools.count(0, 1).__next__)
+    term.write("12:00:01.000 - INFO - Task 'train-arm' finished with status SUCCESS\n")
+    assert term.stage_record(1.0)["stages"]["train-arm"]["untimed_runs"] == 1
+
+
+def test_a_stage_still_running_is_counted_up_to_the_record():
+    ticks = iter([0.0, 5.0])
+    term = Terminal(io.StringIO(), clock=lambda: next(ticks))
+    term.write("12:00:00.000 - INFO - Executing task 'train-arm'\n")
+    stage = term.stage_record(5.0)["stages"]["train-arm"]
+    assert stage == {"seconds": 5.0, "share": 1.0, "runs": 1, "wall_seconds": 5.0, "unfinished": 1}
+
+
+def test_stage_lines_inside_an_interleaved_dump_still_count():
+    term = Terminal(io.StringIO(), clock=itertools.count(0, 1).__next__)
+    term.write('    Got executor_input:\n    {\n        "inputs": {\n')
+    term.write("12:00:01.000 - INFO - Executing task 'train-arm'\n        }\n    }\n")
+    term.write("12:00:02.000 - INFO - Task 'train-arm' finished with status SUCCESS\n")
+    assert term.stages == {"train-arm": 1.0}
+
+
+def test_shared_kfp_contexts_survive_overlapping_tasks():
+    """Two tasks' logger contexts overlapping (A in, B in, A out, B logs): B's line still reaches stdout."""
+    import logging
+
+    from kfp.local import logging_utils
+
+    root = logging.getLogger()
+    before = root.handlers[:]
+    out = io.StringIO()
+    real, sys.stdout = sys.stdout, out
+    try:
+        with shared_kfp_contexts():
+            a, b = logging_utils.local_logger_context(), logging_utils.local_logger_context()
+            a.__enter__()
+            b.__enter__()
+            a.__exit__(None, None, None)
+            logging.info("Executing task 'train-arm'")
+            b.__exit__(None, None, None)
+    finally:
+        sys.stdout = real
+    assert "Executing task 'train-arm'" in out.getvalue()
+    assert root.handlers == before
+    assert logging_utils.local_logger_context.__name__ == "local_logger_context"  # restored

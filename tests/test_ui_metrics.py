@@ -250,5 +250,7 @@ def test_roc_names_follow_what_ingest_recorded_not_the_source_string(tmp_path):
     (model_dir / META_FILE).write_text(json.dumps({"training": {"data_source": "phantom"}}))
     name = study.arm_roc_step(arm_dir, source="s3://mammosynth/cbis-ddsm")["metadata"]["display_name"]
     assert name.endswith("phantom test set")
-    deployed = study.deployed_roc_step([arm_dir], source="s3://mammosynth/cbis-ddsm")["metadata"]["display_name"]
+    deployed = study.deployed_roc_step([arm_dir], source="s3://mammosynth/cbis-ddsm")["metadata"][
+        "display_name"
+    ]
     assert deployed.endswith("phantom test set")

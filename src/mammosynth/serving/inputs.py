@@ -153,15 +153,19 @@ def check_tensor(arr: np.ndarray, image_size: int, where: str, batched: bool) ->
             f"{where}: tensor has shape {list(shape)}, expected {expect}; resize with "
             "mammosynth.preprocess.prepare_image or send an encoded image instead"
         )
-    if not np.isfinite(arr).all():
-        raise InvalidInput(f"{where}: tensor contains NaN or infinite values")
+    arr = arr.astype(np.float32, copy=False)
+    # One pass each for min and max: a NaN propagates into both, so the finite check only runs when
+    # they are out of range (this runs per request on the event loop).
     lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
-    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+    if not (-RANGE_SLACK <= lo and hi <= 1 + RANGE_SLACK):
+        if not np.isfinite(arr).all():
+            raise InvalidInput(f"{where}: tensor contains NaN or infinite values")
         raise InvalidInput(
             f"{where}: tensor values span [{lo:g}, {hi:g}] but the model takes intensities "
             "in [0, 1]; apply mammosynth.preprocess.prepare_image first"
         )
-    arr = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
+    if lo < 0.0 or hi > 1.0:  # within the rounding slack: clip (a copy only then)
+        arr = np.clip(arr, 0.0, 1.0)
     return arr if batched else arr[None]
 
 

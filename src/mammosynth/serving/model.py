@@ -58,8 +58,11 @@ def compile_inference(model, image_size: int):
     def forward(x):
         return model(x, training=False)
 
+    # The concrete function skips tf.function's per-call argument binding and trace-cache lookup.
+    concrete = forward.get_concrete_function()
+
     def infer(batch: np.ndarray) -> np.ndarray:
-        out = forward(batch).numpy()
+        out = concrete(tf.convert_to_tensor(batch, tf.float32)).numpy()
         if out.ndim == 2 and out.shape[1] == 1:
             return out[:, 0].astype(np.float32)
         raise ValueError(
@@ -67,6 +70,29 @@ def compile_inference(model, image_size: int):
         )
 
     return infer
+
+
+def configure_tf_threads(intra_op: int, inter_op: int) -> bool:
+    """Set TensorFlow's intra-/inter-op thread pools (0 keeps TF's default) before TF starts.
+
+    The server runs one forward pass at a time (`MicroBatcher` has one inference thread), so an
+    inter-op pool wider than 1 only adds threads that wake per op; an intra-op pool as wide as the
+    machine competes with the event loop, which decodes and answers requests meanwhile.
+
+    Returns:
+        True if applied; False if TensorFlow had already started (the pools are fixed then; logged).
+    """
+    import tensorflow as tf
+
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as exc:
+        log.warning("TensorFlow thread pools already fixed, keeping them: %s", exc)
+        return False
+    return True
 
 
 def resolve_model_dir(uri: str | os.PathLike) -> Path:
