@@ -62,7 +62,21 @@ _NOISE = [
     re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations|cuda drivers|TF-TRT"),
     re.compile(r"Streamed logs:|has no outputs|Wrote executor output file|^\s*-+\s*$"),
     re.compile(r"Warning:|warnings\.warn\(|^\s*$"),
+    # kfp.local's component loading and Keras' retracing advice (predict on a short last batch).
+    re.compile(r"Looking for component `|Loading KFP component|triggered tf\.function retracing"),
 ]
+# kfp.local prefixes a component's log records with "[KFP Executor <date> <time> <LEVEL>]: ".
+_EXECUTOR_PREFIX = re.compile(r"^\s*\[KFP Executor [0-9-]+ [0-9:,]+ (\w+)\]: ")
+
+
+def _shorten(line: str) -> str:
+    """A component's log line without kfp.local's executor prefix (``WARNING``/``ERROR`` kept), indented."""
+    match = _EXECUTOR_PREFIX.match(line)
+    if not match:
+        return line.strip()
+    level = match.group(1)
+    rest = line[match.end() :].strip()
+    return f"  {rest}" if level == "INFO" else f"  {level}: {rest}"
 
 
 class Terminal:
@@ -117,7 +131,7 @@ class Terminal:
             elif re.search(r"Task '[^']+' outputs:", line):
                 self._skip = "outputs"
             elif not any(p.search(line) for p in _NOISE):
-                self.out.write(line.strip() + "\n")
+                self.out.write(_shorten(line) + "\n")
 
     def _skip_json(self, line: str) -> None:
         """Hide one line of an executor-input dump; its closing brace (at the opening's indent) ends it."""
@@ -161,8 +175,9 @@ class Terminal:
     def stage_record(self, study_seconds: float) -> dict:
         """``{"stages": {name: {"seconds", "share", "runs", "wall_seconds"}}, "study_seconds"}`` for run.json.
 
-        ``seconds`` sums a stage's runs (ParallelFor iterations), so with parallel iterations the
-        shares can add up to more than 1; ``wall_seconds`` is the stage's first start to last end. A
+        ``seconds`` sums a stage's runs (ParallelFor iterations: compute time); ``wall_seconds`` is the
+        stage's first start to last end and ``share`` is that wall time over the study's, so a parallel
+        stage never shows more than the whole study (stages running beside each other can still overlap). A
         stage still running (its end line never came, e.g. the study failed) is counted up to now
         and marked ``"unfinished"`` with the number of such runs; a run whose start line never came
         counts 0 s and is marked ``"untimed_runs"``.
@@ -179,8 +194,9 @@ class Terminal:
             stages = {}
             for name, seconds in self.stages.items():
                 runs = self.iterations.get(name, 0) + unfinished.get(name, 0)
-                entry = {"seconds": round(seconds, 1), "share": round(seconds / total, 4), "runs": runs}
-                entry["wall_seconds"] = round(self.spans[name][1] - self.spans[name][0], 1)
+                wall = self.spans[name][1] - self.spans[name][0]
+                entry = {"seconds": round(seconds, 1), "share": round(wall / total, 4), "runs": runs}
+                entry["wall_seconds"] = round(wall, 1)
                 if name in unfinished:
                     entry["unfinished"] = unfinished[name]
                 if name in self.unmatched:

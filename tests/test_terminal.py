@@ -68,7 +68,7 @@ def test_stage_times_and_shares_for_run_json():
     assert record["study_seconds"] == 10.0
     assert record["stages"] == {
         "ingest": {"seconds": 2.0, "share": 0.2, "runs": 1, "wall_seconds": 2.0},
-        "train-arm": {"seconds": 4.0, "share": 0.4, "runs": 2, "wall_seconds": 6.0},
+        "train-arm": {"seconds": 4.0, "share": 0.6, "runs": 2, "wall_seconds": 6.0},
     }
 
 
@@ -105,7 +105,9 @@ def test_parallel_for_iterations_are_summed_into_their_stage():
     assert list(stages) == ["plan", "work", "after"]  # the stage after the loop is there too
     work = stages["work"]
     # (40.415 + 44.842 + 49.591) - (36.141 + 36.144 + 40.422): iterations summed, not the last one
-    assert work["runs"] == 3 and work["seconds"] == 22.1 and work["share"] == round(22.141 / 17.2, 4)
+    assert (
+        work["runs"] == 3 and work["seconds"] == 22.1 and work["share"] == round((49.591 - 36.141) / 17.2, 4)
+    )
     assert work["wall_seconds"] == round(49.591 - 36.141, 1)
     assert "untimed_runs" not in work and "unfinished" not in work
     assert stages["after"]["seconds"] == 1.9 and stages["plan"]["seconds"] == 1.8
@@ -168,3 +170,22 @@ def test_shared_kfp_contexts_survive_overlapping_tasks():
     assert "Executing task 'train-arm'" in out.getvalue()
     assert root.handlers == before
     assert logging_utils.local_logger_context.__name__ == "local_logger_context"  # restored
+
+
+def test_executor_prefix_and_loader_chatter_are_dropped():
+    """What a component logs is shown without kfp.local's "[KFP Executor <time> INFO]: " prefix; its
+    component-loading lines and Keras' retracing advice are hidden; a WARNING keeps its level."""
+    out = io.StringIO()
+    term = Terminal(out)
+    term.write(
+        "[KFP Executor 2026-12-02 02:11:33,416 INFO]: Looking for component `ingest` in --component_module_path x\n"
+        '[KFP Executor 2026-12-02 02:11:33,416 INFO]: Loading KFP component "ingest" from /tmp/x.py\n'
+        "[KFP Executor 2026-12-02 02:11:37,502 INFO]: phantom: 50/260 patients, 110 images\n"
+        "[KFP Executor 2026-12-02 02:17:21,981 WARNING]: 5 out of the last 17 calls to <function f> triggered "
+        "tf.function retracing. Tracing is expensive\n"
+        "[KFP Executor 2026-12-02 02:17:22,000 WARNING]: low disk space\n"
+    )
+    assert out.getvalue().splitlines() == [
+        "  phantom: 50/260 patients, 110 images",
+        "  WARNING: low disk space",
+    ]

@@ -89,10 +89,14 @@ def _timing_lines(run: dict[str, Any]) -> list[str]:
     head = f"Measured timings: study {_fmt(total, 0)} s" + (" (kfp.local)" if run.get("orchestrator") else "")
     if not isinstance(stages, dict) or not stages:
         return [head + "; per-stage times not recorded in this run."]
-    parts = [
-        f"{name} {_fmt(s.get('seconds'), 0)} s ({100 * float(s.get('share') or 0):.0f}%)"
-        for name, s in stages.items()
-    ]
+    parts = []
+    for name, s in stages.items():
+        wall = s.get("wall_seconds", s.get("seconds"))
+        share = float(wall) / float(total) if wall is not None and total else float(s.get("share") or 0)
+        part = f"{name} {_fmt(wall, 0)} s ({100 * share:.0f}%)"
+        if (s.get("runs") or 1) > 1:  # a ParallelFor stage: its iterations' compute time summed
+            part += f" [{s['runs']} parallel runs, {_fmt(s.get('seconds'), 0)} s summed]"
+        parts.append(part)
     return [head + ": " + ", ".join(parts) + "."]
 
 
