@@ -37,6 +37,10 @@ GPU_TOLERATION_KEY = os.environ.get("MAMMOSYNTH_GPU_TOLERATION_KEY", "nvidia.com
 STORAGE_SECRET = os.environ.get("MAMMOSYNTH_STORAGE_SECRET", "mammosynth-minio")
 STORAGE_CONFIG_MAP = os.environ.get("MAMMOSYNTH_STORAGE_CONFIG_MAP", "mammosynth-storage")
 ARM_PARALLELISM = int(os.environ.get("MAMMOSYNTH_ARM_PARALLELISM", "8"))
+# A PersistentVolumeClaim for durable GAN checkpoints, mounted into the GAN step when set at compile time
+# (then run with gan_checkpoint_uri=<the mount path>); empty: none mounted (use an s3:// gan_checkpoint_uri).
+GAN_CHECKPOINT_PVC = os.environ.get("MAMMOSYNTH_GAN_CHECKPOINT_PVC", "")
+GAN_CHECKPOINT_MOUNT = os.environ.get("MAMMOSYNTH_GAN_CHECKPOINT_MOUNT", "/mnt/gan-checkpoints")
 
 
 def _storage_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -142,6 +146,8 @@ def _generative_stages(
         )
     )
     gan_task.set_display_name("Train GAN")
+    if GAN_CHECKPOINT_PVC:  # checkpoints on a volume that outlives the pod (kfp-kubernetes)
+        kubernetes.mount_pvc(gan_task, pvc_name=GAN_CHECKPOINT_PVC, mount_path=GAN_CHECKPOINT_MOUNT)
     # Step 6: synthetic set per class (published with lineage, or reused), then the report card.
     synth_task = _cpu(
         synthesize(

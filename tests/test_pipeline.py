@@ -31,10 +31,11 @@ DISPLAY_NAMES = {
 }
 
 
-def _compile(out: Path, gpu: bool) -> tuple[dict, dict]:
+def _compile(out: Path, gpu: bool, **extra_env: str) -> tuple[dict, dict]:
     """Compile in a fresh interpreter (the GPU switch is read at compile time), return (spec, platform)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAMMOSYNTH_")}
     env["MAMMOSYNTH_GPU"] = "1" if gpu else "0"
+    env.update(extra_env)
     cmd = [sys.executable, "-m", "pipelines", "compile", "--out", str(out)]
     subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
     docs = list(yaml.safe_load_all(out.read_text()))
@@ -680,3 +681,16 @@ def test_run_flags_set_the_typed_parameters(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--seeds", "0,x"])
     assert "not a comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_a_checkpoint_pvc_is_mounted_into_the_gan_step_only(tmp_path, compiled_cpu):
+    """MAMMOSYNTH_GAN_CHECKPOINT_PVC at compile time mounts that claim into train-gan (kfp-kubernetes), where
+    gan_checkpoint_uri=<mount path> keeps checkpoints across pod restarts; without it nothing is mounted."""
+    _, platform = _compile(tmp_path / "pvc.yaml", gpu=False, MAMMOSYNTH_GAN_CHECKPOINT_PVC="gan-ckpt")
+    mounted = {name: ex["pvcMount"] for name, ex in platform.items() if ex.get("pvcMount")}
+    assert list(mounted) == ["exec-train-gan"]
+    (mount,) = mounted["exec-train-gan"]
+    assert mount["mountPath"] == "/mnt/gan-checkpoints"
+    assert "gan-ckpt" in json.dumps(mount)
+    _, default = compiled_cpu
+    assert not [name for name, ex in default.items() if ex.get("pvcMount")]
