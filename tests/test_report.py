@@ -179,3 +179,18 @@ def test_external_test_set_section_beside_the_internal_one(tmp_path):
         n_bootstrap=100,
     )
     assert "External test set" not in report.write_report(tmp_path / "out2", metrics=plain)["sections"]
+
+
+def test_phantom_runs_never_call_any_figure_real(tmp_path):
+    """Phantom data is called phantom in every caption, the clinical figures' (ROC band, ...) included."""
+    png = Path(_grid(tmp_path / "f.png", 80))
+    clinical = {
+        "roc_band": figures.Figure(png, "ROC of each arm's seed ensemble on the real test set (60 images)")
+    }
+    _, captions = report._place_all(
+        {"forest": png}, clinical, {"data_source": "phantom", "arms": {}}, tmp_path
+    )
+    assert all("real test set" not in c for c in captions.values())
+    assert "on the phantom test set (60 images)" in captions["roc_band"]
+    _, real = report._place_all({}, clinical, {"data_source": "cbis-ddsm", "arms": {}}, tmp_path / "r")
+    assert "on the real test set" in real["roc_band"]

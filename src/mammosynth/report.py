@@ -1051,11 +1051,11 @@ def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dic
         if v:
             placed[k] = _place_image(v, out, f"figure-{k}")
             captions[k] = figs.caption(k, metrics) if k in figs.FIGURE_FILES else FIGURE_TITLES.get(k, k)
-            if metrics.get("data_source") == "phantom":  # phantom data is called phantom where it is read
-                captions[k] = captions[k].replace("the real test set", "the phantom test set")
     for k, f in (clinical_figures or {}).items():
         placed[k] = _place_image(f.path, out, f"figure-{k}")
         captions[k] = f.caption
+    if metrics.get("data_source") == "phantom":  # phantom data is called phantom wherever it is read
+        captions = {k: c.replace("the real test set", "the phantom test set") for k, c in captions.items()}
     return placed, captions
 
 
