@@ -172,6 +172,14 @@ def test_external_test_set_section_beside_the_internal_one(tmp_path):
     verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]
     assert sentence in verdict  # the headline says whether internal and external agree
     assert "id='external-table'" in html or 'id="external-table"' in html
+    # With the figures rendered, the section shows the external forest plot (the internal one stays apart).
+    rendered = figures.render_all(metrics, tmp_path / "figs")
+    assert Path(rendered["external_forest"]).name == figures.EXTERNAL_FIGURE_FILES["external_forest"]
+    md2 = Path(
+        report.write_report(tmp_path / "out3", metrics=metrics, figures=rendered)["markdown"]
+    ).read_text()
+    section2 = md2.split("## External test set", 1)[1].split("\n## ", 1)[0]
+    assert "on the external test set, with 95% CIs" in section2 and "![" in section2
     # Without external predictions there is no such section.
     plain = evaluate.run_evaluate(
         write_arm_dirs(tmp_path / "b", {"real": 0.4, "real+synthetic@0.5": 1.8}),

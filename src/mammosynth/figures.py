@@ -30,6 +30,8 @@ FIGURE_FILES = {
     "forest": "forest_auc_delta.png",
     "seed_auc": "seed_auc_strip.png",
 }
+# Rendered only when the run has an external test set (metrics.json `external`).
+EXTERNAL_FIGURE_FILES = {"external_forest": "forest_auc_delta_external.png"}
 DPI = 110
 
 
@@ -116,7 +118,12 @@ def confusion_figure(
     return _save(fig, Path(path))
 
 
-def forest_figure(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+def forest_figure(
+    comparisons: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str = "Does the arm beat its baseline?",
+) -> Path:
     """ΔAUC per (arm vs baseline): DeLong CI on the seed ensemble, and the across-seed t-interval."""
     fig, ax = plt.subplots(figsize=(6.5, 0.6 * max(len(comparisons), 1) + 1.4))
     labels = []
@@ -147,7 +154,7 @@ def forest_figure(comparisons: Sequence[Mapping[str, Any]], path: str | os.PathL
         labels.append(f"{comp['arm']} vs {comp['baseline']}")
     ax.axvline(0, color="grey", ls="--", lw=0.8)
     ax.set_yticks(range(len(comparisons)), labels[::-1])
-    ax.set(xlabel="Δ AUC (arm − baseline), 95% CI", title="Does the arm beat its baseline?")
+    ax.set(xlabel="Δ AUC (arm − baseline), 95% CI", title=title)
     # at most ~5 signed ticks (long CIs made the default ticks run together)
     ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=5, symmetric=False))
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.2f}" if abs(v) > 1e-9 else "0"))
@@ -241,6 +248,12 @@ def render_all(
         written["seed_auc"] = str(seed_auc_figure(arms, out / FIGURE_FILES["seed_auc"]))
     if metrics.get("comparisons"):
         written["forest"] = str(forest_figure(metrics["comparisons"], out / FIGURE_FILES["forest"]))
+    external = (metrics.get("external") or {}).get("comparisons")
+    if external:
+        path = out / EXTERNAL_FIGURE_FILES["external_forest"]
+        written["external_forest"] = str(
+            forest_figure(external, path, title="External test set: Δ AUC vs baseline")
+        )
     log.info("wrote %d figure(s) to %s", len(written), out)
     return written
 

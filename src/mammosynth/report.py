@@ -56,6 +56,8 @@ FIGURE_TITLES = {
     "roc": "ROC curves (thick: seed ensemble; thin: individual seeds)",
     "seed_auc": "Test AUC per seed with the mean and its 95% CI over seeds",
     "forest": "Δ AUC against the baselines with 95% CIs",
+    "external_forest": "Δ AUC against the baselines on the external test set, with 95% CIs (DeLong on the seed "
+    "ensemble; across-seed t-interval)",
     "confusion": "Confusion matrices (seed ensemble)",
     "roc_band": "ROC curves with bootstrap bands",
     "reliability": "Reliability diagram",
@@ -619,7 +621,9 @@ def _results_table(metrics: Mapping[str, Any]) -> Section:
     )
 
 
-def _external_section(metrics: Mapping[str, Any]) -> Section | None:
+def _external_section(
+    metrics: Mapping[str, Any], placed: Mapping[str, str | None], captions: Mapping[str, str]
+) -> Section | None:
     """The "External test set" section: the results table of the external set, and whether verdicts agree."""
     ext = metrics.get("external")
     if not ext or not ext.get("arms"):
@@ -647,6 +651,8 @@ def _external_section(metrics: Mapping[str, Any]) -> Section | None:
     )
     if ext.get("agreement"):
         sec.p(f"**{ext['agreement']['sentence']}**")
+    if placed.get("external_forest"):
+        sec.img(captions.get("external_forest", FIGURE_TITLES["external_forest"]), placed["external_forest"])
     return sec
 
 
@@ -1111,7 +1117,7 @@ def write_report(
         _verdict_section(metrics),
         _warnings_section(warns),
         _results_table(metrics),
-        *filter(None, [_external_section(metrics)]),
+        *filter(None, [_external_section(metrics, placed, captions)]),
         _forest_section(placed, captions),
         _headline(metrics),
         *_results(metrics),
