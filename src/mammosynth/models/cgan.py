@@ -356,8 +356,9 @@ class StableCGAN(_ConditionalGAN):
       discriminator over-fitting with ~10² images per class.
     * **EMA of generator weights** (Yazıcı et al. 2019; Karras et al.) — samples come from the
       averaged generator, which is smoother and less dependent on the stopping step.
-    * **Simultaneous update**: one generator and one discriminator forward pass feed both losses
-      (two gradients from one tape pair), roughly halving the cost of a step on CPU.
+    * **Simultaneous update**: one generator pass and one discriminator pass per half feed both
+      losses (two gradients from one tape pair): no second generator pass, and the generator's
+      gradient goes back through D on the fakes only.
     * **R1 penalty** (Mescheder et al. 2018) is available (``r1_gamma``) but off by default: it
       needs a second backward pass through D, and SN + hinge + DiffAugment were stable without it
       at 32–64 px. Turn it on for the 224² cluster preset if D grows over-confident.
@@ -472,15 +473,21 @@ class StableCGAN(_ConditionalGAN):
 
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator([self._noise(batch), labels], training=True)
-            both = self._aug(tf.concat([real, tf.cast(fake, real.dtype)], axis=0))
-            logits = self.discriminator([both, tf.concat([labels, labels], 0)], training=True)
-            d_real, d_fake = tf.split(tf.cast(logits, "float32"), 2, axis=0)
+            real_a, fake_a = tf.split(
+                self._aug(tf.concat([real, tf.cast(fake, real.dtype)], axis=0)), 2, axis=0
+            )
+            # Two calls on one spectral-normalised D: the first (training) takes this step's power
+            # iteration and writes W/σ, the second reads it, so both halves see the same D as one call on
+            # the concatenated batch would; the generator's gradient then flows back through the fake
+            # half only (a single call would backpropagate zeros through D for the real half too).
+            d_real = tf.cast(self.discriminator([real_a, labels], training=True), "float32")
+            d_fake = tf.cast(self.discriminator([fake_a, labels], training=False), "float32")
             d_loss = tf.reduce_mean(tf.nn.relu(1.0 - d_real)) + tf.reduce_mean(tf.nn.relu(1.0 + d_fake))
             g_loss = -tf.reduce_mean(d_fake)
             if self.r1_gamma > 0:
                 with tf.GradientTape() as r1_tape:
                     r1_tape.watch(real)
-                    r_sum = tf.reduce_sum(self.discriminator([real, labels], training=True))
+                    r_sum = tf.reduce_sum(self.discriminator([real, labels], training=False))
                 grad = r1_tape.gradient(r_sum, real)
                 r1 = tf.reduce_mean(tf.reduce_sum(tf.square(tf.cast(grad, "float32")), [1, 2, 3]))
                 d_loss += 0.5 * self.r1_gamma * r1
