@@ -131,6 +131,33 @@ def test_every_evaluation_figure_has_a_caption(study):
         figures.caption("nope", metrics)
 
 
+@pytest.mark.parametrize(
+    "data_source, name",
+    [
+        ("phantom", "phantom test set"),
+        ("cbis-ddsm", "real test set"),
+        ("table", "real test set"),
+        (None, "shared test set"),
+    ],
+)
+def test_captions_name_the_test_set_from_the_data_source(study, tmp_path, data_source, name):
+    """Every caption that names the test set builds the name from the run's data source (no fixed 'real')."""
+    y, probs, _ = study
+    metrics = {
+        "test_set": {"n": 80},
+        "arms": {a: {"per_seed": {}} for a in probs},
+        "data_source": data_source,
+    }
+    texts = [figures.caption(key, metrics) for key in figures.FIGURE_FILES]
+    texts.append(
+        figures.roc_band_figure(y, probs, tmp_path / "roc.png", n_boot=20, data_source=data_source).caption
+    )
+    texts.append(figures.pr_figure(y, probs, tmp_path / "pr.png", data_source=data_source).caption)
+    others = {"phantom test set", "real test set", "shared test set"} - {name}
+    for text in texts:
+        assert f"on the {name}" in text and not [o for o in others if o in text], text
+
+
 def test_forest_figure_still_renders(study, tmp_path):
     y, probs, _ = study
     comps = [

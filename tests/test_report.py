@@ -189,16 +189,31 @@ def test_external_test_set_section_beside_the_internal_one(tmp_path):
     assert "External test set" not in report.write_report(tmp_path / "out2", metrics=plain)["sections"]
 
 
-def test_phantom_runs_never_call_any_figure_real(tmp_path):
-    """Phantom data is called phantom in every caption, the clinical figures' (ROC band, ...) included."""
-    png = Path(_grid(tmp_path / "f.png", 80))
-    clinical = {
-        "roc_band": figures.Figure(png, "ROC of each arm's seed ensemble on the real test set (60 images)")
-    }
-    _, captions = report._place_all(
-        {"forest": png}, clinical, {"data_source": "phantom", "arms": {}}, tmp_path
+@pytest.mark.parametrize("source, name", [("phantom", "phantom test set"), ("cbis-ddsm", "real test set")])
+def test_every_figure_caption_names_the_test_set_of_the_run(eval_dir, tmp_path, source, name):
+    """Phantom data is called phantom in every caption (clinical figures included): the figures name it."""
+    from mammosynth import clinical
+
+    metrics = {**json.loads((eval_dir / "metrics.json").read_text()), "data_source": source}
+    metrics["conclusion"] = evaluate.conclusion(metrics)  # as the report step rewrites it
+    preds = eval_dir / "test_predictions.csv"
+    readout = clinical.evaluation_readout(metrics, preds, phantom=source == "phantom", n_boot=50)
+    clinical_figs = figures.render_clinical(tmp_path / "figs", preds, readout, n_boot=50, data_source=source)
+    eval_figs = figures.render_all(metrics, tmp_path / "figs", preds)
+    _, captions = report._place_all(eval_figs, clinical_figs, metrics, tmp_path)
+    naming = [c for c in captions.values() if "test set" in c]
+    assert len(naming) >= 6 and all(f"the {name}" in c for c in naming), naming
+    out = report.write_report(
+        tmp_path / "out", metrics=metrics, figures=eval_figs, readout=readout, clinical_figures=clinical_figs
     )
-    assert all("real test set" not in c for c in captions.values())
-    assert "on the phantom test set (60 images)" in captions["roc_band"]
-    _, real = report._place_all({}, clinical, {"data_source": "cbis-ddsm", "arms": {}}, tmp_path / "r")
-    assert "on the real test set" in real["roc_band"]
+    md = Path(out["markdown"]).read_text()
+    other = {"phantom test set", "real test set", "shared test set"} - {name}
+    assert f"the {name}" in md and not [o for o in other if o in md]
+
+
+def test_the_report_keeps_figure_captions_as_the_figures_wrote_them(tmp_path):
+    """No rewriting in the report: a Figure's caption is printed as given, whatever the data source."""
+    png = Path(_grid(tmp_path / "f.png", 80))
+    clinical = {"roc_band": figures.Figure(png, "ROC on the real test set (60 images)")}
+    _, captions = report._place_all({}, clinical, {"data_source": "phantom", "arms": {}}, tmp_path)
+    assert captions["roc_band"] == "ROC on the real test set (60 images)"

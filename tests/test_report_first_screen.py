@@ -46,7 +46,9 @@ def run_dir(tmp_path_factory) -> Path:
         sample_grids=report._card_figures(card, card_dir, out),
         report_card=card,
         readout=readout,
-        clinical_figures=figures.render_clinical(out / "figures", preds, readout, n_boot=50),
+        clinical_figures=figures.render_clinical(
+            out / "figures", preds, readout, n_boot=50, data_source=metrics["data_source"]
+        ),
     )
     return out
 

@@ -280,16 +280,16 @@ def test_partly_missing_split_is_refused(tmp_path):
 
 
 def test_recorded_data_source_travels_to_the_prepared_set_and_model(tmp_path):
-    from mammosynth.preprocess import recorded_data_source, run_preprocess
+    from mammosynth.preprocess import run_preprocess
 
     src = tmp_path / "uploaded-as-cbis"
     phantom.generate(src, n_patients=12, seed=1, crop_size=32)
     ingest.run_ingest(src, tmp_path / "ing", eda=False)
     split.run_split(tmp_path / "ing", tmp_path / "split", val_fraction=0.2, seed=0, eda=False)
     meta = run_preprocess(tmp_path / "split", tmp_path / "prep", image_size=16)
-    assert recorded_data_source(tmp_path / "split") == meta["data_source"] == "phantom"
-    assert recorded_data_source(tmp_path / "prep") == "phantom"
-    assert recorded_data_source(tmp_path) is None
+    assert ingest.data_source(None, tmp_path / "split") == meta["data_source"] == "phantom"
+    assert ingest.data_source(None, tmp_path / "prep") == "phantom"
+    assert ingest.data_source(None, tmp_path) is None
 
 
 def test_file_names_never_reach_the_ingested_set(tmp_path):

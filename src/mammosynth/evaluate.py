@@ -390,7 +390,8 @@ def run_evaluate(
         seed: bootstrap RNG seed.
         threshold: P(malignant) at or above which a case is called malignant.
         context: extra top-level keys for metrics.json (config, input hashes, versions...).
-        data_source: ``"phantom"`` or ``"cbis-ddsm"`` (`data_source_of`); names the test set in the text.
+        data_source: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"`` (`mammosynth.ingest.data_source`); names
+            the test set in the text.
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -488,13 +489,6 @@ def test_set_name(data_source: str | None) -> str:
     if data_source == "phantom":
         return "phantom test set"
     return "real test set" if data_source else "shared test set"
-
-
-def data_source_of(source: str | None) -> str | None:
-    """``"phantom"`` for the embedded source, ``"cbis-ddsm"`` for any other (a folder or s3:// prefix)."""
-    if not source:
-        return None
-    return "phantom" if source in ("embedded", "phantom") else "cbis-ddsm"
 
 
 def verdict(comp: Mapping[str, Any]) -> str:

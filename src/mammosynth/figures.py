@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from mammosynth import atomic, stats  # noqa: E402
+from mammosynth.evaluate import test_set_name  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def render_all(
     if predictions_csv is not None and Path(predictions_csv).exists():
         y, probs = load_probs(predictions_csv)
         order = {a: probs[a] for a in arms if a in probs} or probs
-        test_set = "phantom test set" if metrics.get("data_source") == "phantom" else "real test set"
+        test_set = test_set_name(metrics.get("data_source"))
         written["roc"] = str(roc_figure(y, order, out / FIGURE_FILES["roc"], test_set))
     else:
         log.warning("no test predictions given: ROC figure skipped")
@@ -283,13 +284,17 @@ def _seeds_text(probs: Mapping[str, Mapping[Any, Any]]) -> str:
 def caption(key: str, metrics: Mapping[str, Any]) -> str:
     """Caption of one of the evaluation figures in `FIGURE_FILES`, from evaluate's metrics dict.
 
+    The test set is named from ``metrics["data_source"]`` (`mammosynth.evaluate.test_set_name`: phantom
+    data is called phantom).
+
     Raises:
         KeyError: ``key`` is not in `FIGURE_FILES`.
     """
     arms = metrics.get("arms") or {}
     seeds = "; ".join(f"{a}: {len(v.get('per_seed') or {})} seed(s)" for a, v in arms.items())
     n = (metrics.get("test_set") or {}).get("n")
-    on = f"the real test set ({n} images)" if n else "the real test set"
+    name = test_set_name(metrics.get("data_source"))
+    on = f"the {name} ({n} images)" if n else f"the {name}"
     texts = {
         "roc": f"ROC curves on {on}: thick line = seed ensemble (probabilities averaged over seeds), "
         f"thin lines = single seeds ({seeds}).",
@@ -310,6 +315,7 @@ def roc_band_figure(
     *,
     n_boot: int = 500,
     seed: int = 0,
+    data_source: str | None = None,
 ) -> Figure:
     """ROC of each arm's seed ensemble with a pointwise 95% bootstrap band (`clinical.roc_band`).
 
@@ -319,6 +325,8 @@ def roc_band_figure(
         path: output PNG.
         n_boot: bootstrap resamples (stratified, seeded).
         seed: bootstrap RNG seed.
+        data_source: the run's data source (metrics.json ``data_source``); names the test set in the caption
+            (`mammosynth.evaluate.test_set_name`).
     """
     from mammosynth import clinical
 
@@ -339,8 +347,9 @@ def roc_band_figure(
     )
     ax.legend(loc="lower right", fontsize=7)
     text = (
-        f"ROC of each arm's seed ensemble on the real test set ({len(y)} images) with a pointwise 95% "
-        f"stratified bootstrap band over test cases ({n_boot} resamples, seed {seed}); {_seeds_text(probs)}."
+        f"ROC of each arm's seed ensemble on the {test_set_name(data_source)} ({len(y)} images) with a "
+        f"pointwise 95% stratified bootstrap band over test cases ({n_boot} resamples, seed {seed}); "
+        f"{_seeds_text(probs)}."
     )
     return Figure(_save(fig, Path(path)), text)
 
@@ -390,9 +399,21 @@ def reliability_figure(readouts: Mapping[str, Mapping[str, Any]], path: str | os
 
 
 def pr_figure(
-    y: np.ndarray, probs: Mapping[str, Mapping[Any, np.ndarray]], path: str | os.PathLike
+    y: np.ndarray,
+    probs: Mapping[str, Mapping[Any, np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    data_source: str | None = None,
 ) -> Figure:
-    """Precision–recall curve of each arm's seed ensemble with its average precision."""
+    """Precision–recall curve of each arm's seed ensemble with its average precision.
+
+    Args:
+        y: 0/1 labels of the shared test set.
+        probs: ``{arm: {seed: scores}}`` aligned with ``y``.
+        path: output PNG.
+        data_source: the run's data source (metrics.json ``data_source``); names the test set in the caption
+            (`mammosynth.evaluate.test_set_name`).
+    """
     from mammosynth import clinical
 
     fig, ax = plt.subplots(figsize=(5.8, 5.0))
@@ -417,8 +438,9 @@ def pr_figure(
     )
     ax.legend(fontsize=7, loc="lower left")
     text = (
-        f"Precision–recall curves of each arm's seed ensemble on the real test set ({len(y)} images, "
-        f"{prevalence:.0%} malignant); AP = step-wise average precision; {_seeds_text(probs)}."
+        f"Precision–recall curves of each arm's seed ensemble on the {test_set_name(data_source)} "
+        f"({len(y)} images, {prevalence:.0%} malignant); AP = step-wise average precision; "
+        f"{_seeds_text(probs)}."
     )
     return Figure(_save(fig, Path(path)), text)
 
@@ -639,6 +661,7 @@ def render_clinical(
     gan_dir: str | os.PathLike | None = None,
     n_boot: int = 500,
     seed: int = 0,
+    data_source: str | None = None,
 ) -> dict[str, Figure]:
     """Render the clinical figures (`CLINICAL_FIGURE_FILES`) an evaluation supports into ``out_dir``.
 
@@ -651,6 +674,8 @@ def render_clinical(
         gan_dir: the GAN run dir (``losses.csv``, ``samples/``); ``None``: no GAN figure.
         n_boot: bootstrap resamples of the ROC band.
         seed: bootstrap seed.
+        data_source: the run's data source (metrics.json ``data_source``); names the test set in the
+            captions (`mammosynth.evaluate.test_set_name`: phantom data is called phantom).
 
     Returns:
         ``{figure key: Figure(path, caption)}`` for the figures written.
@@ -664,9 +689,11 @@ def render_clinical(
     arms = {a: probs[a] for a in readout["arms"] if a in probs}
     files = CLINICAL_FIGURE_FILES
     figs = {
-        "roc_band": roc_band_figure(y, arms, out / files["roc_band"], n_boot=n_boot, seed=seed),
+        "roc_band": roc_band_figure(
+            y, arms, out / files["roc_band"], n_boot=n_boot, seed=seed, data_source=data_source
+        ),
         "reliability": reliability_figure(readout["arms"], out / files["reliability"]),
-        "pr": pr_figure(y, arms, out / files["pr"]),
+        "pr": pr_figure(y, arms, out / files["pr"], data_source=data_source),
     }
     subs = {a: r["subgroups"] for a, r in readout["arms"].items() if r.get("subgroups")}
     if subs:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from mammosynth import atomic
 from mammosynth.data import shards
+from mammosynth.ingest import data_source
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +113,8 @@ def run_preprocess(
         )
         log.info("preprocess: %s split, %d images at %d²", split, len(rows), image_size)
     write_patients(out, index, storage_digest(split_dir / "index.csv"))
-    extra = {"source": str(split_dir), "data_source": recorded_data_source(split_dir)}
+    extra = {"source": str(split_dir), "data_source": data_source(None, split_dir)}  # ingest's record, copied
     return shards.write_meta(out, image_size, extra)
-
-
-def recorded_data_source(set_dir: str | os.PathLike) -> str | None:
-    """The ``data_source`` an ingested, split or prepared set records (``phantom``/``cbis-ddsm``/``table``).
-
-    Ingest writes it into ``manifest.json`` from what the source folder holds (the phantom's marker file,
-    a labels table, or CBIS-DDSM), split copies the manifest and preprocess copies the field into
-    ``meta.json``; None when the set records none (made by an older version).
-    """
-    for name in ("manifest.json", "meta.json"):
-        path = Path(set_dir) / name
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text()).get("data_source")
-            except (ValueError, AttributeError):
-                value = None
-            if value:
-                return str(value)
-    return None
 
 
 PATIENTS_FILE = "patients.json"

@@ -1060,8 +1060,6 @@ def _place_all(figures, clinical_figures, metrics, out: Path) -> tuple[dict, dic
     for k, f in (clinical_figures or {}).items():
         placed[k] = _place_image(f.path, out, f"figure-{k}")
         captions[k] = f.caption
-    if metrics.get("data_source") == "phantom":  # phantom data is called phantom wherever it is read
-        captions = {k: c.replace("the real test set", "the phantom test set") for k, c in captions.items()}
     return placed, captions
 
 
@@ -1264,7 +1262,6 @@ def _gan_dir(syn_sets: Sequence[Path]) -> Path | None:
 
 def _clinical(metrics, evaluation: Path, split_set: Path, card, out: Path, gan_dir) -> tuple[dict, dict]:
     from mammosynth import clinical
-    from mammosynth.evaluate import data_source_of
 
     preds = evaluation / TEST_PREDICTIONS_FILE
     index = split_set / "index.csv"
@@ -1273,7 +1270,7 @@ def _clinical(metrics, evaluation: Path, split_set: Path, card, out: Path, gan_d
         preds,
         index_csv=index if index.exists() else None,
         report_card=card,
-        phantom=metrics.get("data_source") == data_source_of("embedded"),
+        phantom=metrics.get("data_source") == "phantom",
     )
     arm_dirs = [
         a["dir"] for a in (metrics.get("arms") or {}).values() if a.get("dir") and Path(a["dir"]).is_dir()
@@ -1287,6 +1284,7 @@ def _clinical(metrics, evaluation: Path, split_set: Path, card, out: Path, gan_d
         gan_dir=gan_dir,
         n_boot=n_boot,
         seed=int(metrics.get("bootstrap_seed") or 0),
+        data_source=metrics.get("data_source"),
     )
     return readout, rendered
 
@@ -1305,8 +1303,7 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
     Returns:
         ``out``.
     """
-    from mammosynth.evaluate import data_source_of
-    from mammosynth.preprocess import recorded_data_source
+    from mammosynth.ingest import data_source
     from mammosynth.synthesize import generator_sets
 
     p = {k: Path(v) for k, v in paths.items()}
@@ -1325,8 +1322,8 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
             "seeds": list(cfg.seeds),
             "split_sizes": context["data set sizes"],
             "final_arm": model_meta.get("selected_arm"),
-            # What ingest found in the source (phantom marker, table, CBIS-DDSM), else what the name says.
-            "data_source": recorded_data_source(p["split_set"]) or data_source_of(source),
+            # What ingest recorded in the split set, else what the source's name says.
+            "data_source": data_source(source, p["split_set"]),
         }
     )
     if metrics.get("external") and p.get("external_set") and (p["external_set"] / "meta.json").is_file():

@@ -509,15 +509,12 @@ def deployed_seed(arm_dir: str | Path) -> int:
     return int(armlib.read_arm_record(arm_dir)["seeds"][0])
 
 
-def recorded_source(arm_dir: str | Path) -> str | None:
-    """The data source ingest recorded for an arm's training data (from its saved model's metadata), if any."""
-    from mammosynth.models.io import load_meta
-
+def _deployed_model_dir(arm_dir: str | Path) -> Path | None:
+    """The deployed seed's saved model folder of an arm (its ``model.json`` carries ingest's record)."""
     try:
-        meta = load_meta(armlib.seed_dir(arm_dir, deployed_seed(arm_dir)) / armlib.MODEL_DIR)
-    except (OSError, ValueError, KeyError):
+        return armlib.seed_dir(arm_dir, deployed_seed(arm_dir)) / armlib.MODEL_DIR
+    except (OSError, ValueError, KeyError, IndexError):
         return None
-    return (meta.get("training") or {}).get("data_source")
 
 
 def evaluate_step(
@@ -567,8 +564,9 @@ def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
     """
     from mammosynth import ui_metrics
     from mammosynth.evaluate import test_set_name
+    from mammosynth.ingest import data_source
 
-    kind = data_source(source, recorded_source(arm_dir))
+    kind = data_source(source, _deployed_model_dir(arm_dir))
     return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(kind))
 
 
@@ -584,23 +582,14 @@ def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
     """
     from mammosynth import ui_metrics
     from mammosynth.evaluate import test_set_name
+    from mammosynth.ingest import data_source
 
     chosen = final_arm(arm_dirs)
     return ui_metrics.deployed_classification(
-        chosen, deployed_seed(chosen), test_set=test_set_name(data_source(source, recorded_source(chosen)))
+        chosen,
+        deployed_seed(chosen),
+        test_set=test_set_name(data_source(source, _deployed_model_dir(chosen))),
     )
-
-
-def data_source(source: str, recorded: str | None = None) -> str:
-    """The kind of data a model was trained on: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"``.
-
-    ``recorded`` is what ingest found in the source folder (the phantom's marker file, a labels table:
-    `mammosynth.preprocess.recorded_data_source`) and wins, so a phantom uploaded to S3 stays a phantom.
-    Without it, only the ``embedded`` source is known to be the phantom.
-    """
-    if recorded:
-        return recorded
-    return "phantom" if source == "embedded" else "cbis-ddsm"
 
 
 def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict[str, str]:
@@ -616,8 +605,10 @@ def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict
         ``{"data_source": "phantom" | "cbis-ddsm" | "table", "trained_on": "<one line>"}``; the model server
         warns when a ``phantom`` model is asked about real images.
     """
+    from mammosynth.ingest import data_source
+
     training = meta.get("training") or {}
-    kind = data_source(source, training.get("data_source"))
+    kind = data_source(source, meta)  # ingest's record in the seed model's metadata, else the source name
     n_real, n_syn = training.get("n_train_real"), training.get("n_train_synthetic")
     images = f"{n_real} real + {n_syn or 0} synthetic training images" if n_real is not None else "?"
     where = source
