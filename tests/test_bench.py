@@ -150,9 +150,53 @@ def test_gan_flop_normalised_fields():
     from bench.bench_gan import flop_normalised
 
     # the peer does 1.25x our FLOPs and we are 1.25x faster: equal efficiency, the bound reached
-    times = {"peer_step_ms": 100.0, "generator_forward_ms": 20.0}
+    times = {"peer_step_ms": 100.0, "generator_forward_ms": 15.0, "discriminator_forward_ms": 5.0}
     out = flop_normalised(1.25, {"flops_ours": 800, "flops_peer": 1000, **times})
     assert out["flop_bound"] == 1.25 and out["ratio_flop_normalised"] == 1.0
-    assert out["time_bound"] == 1.25  # 100 / (100 - 20)
+    assert out["time_bound"] == 1.25  # 100 / (100 - 15 - 5): the peer's second G and D passes
     out = flop_normalised(0.9, {"flops_ours": 0, "flops_peer": 1000, **times})
     assert out["flop_bound"] == 0.0 and out["ratio_flop_normalised"] == 0.0
+
+
+def _tiny_http_server(status: int):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the load generator expects
+
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"ok": true}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v2/models/m/infer"
+
+
+def test_loadgen_counts_every_request_and_refuses_failures():
+    import pytest
+
+    from bench import loadgen
+
+    server, url = _tiny_http_server(200)
+    try:
+        closed = loadgen.run("closed", url, [b'{"a": 1}'], concurrency=2, seconds=0.3)
+        opened = loadgen.run("open", url, [b'{"a": 1}'], rate=50.0, seconds=0.2, connections=2)
+    finally:
+        server.shutdown()
+    assert closed["n"] > 0 and closed["rps"] > 0 and closed["p99"] >= closed["p50"] > 0
+    assert opened["n"] == 10 and opened["rate"] == 50.0  # every scheduled request answered and counted
+    server, url = _tiny_http_server(500)
+    try:
+        with pytest.raises(RuntimeError, match="failed"):
+            loadgen.run("closed", url, [b"{}"], concurrency=1, seconds=0.2)
+    finally:
+        server.shutdown()
