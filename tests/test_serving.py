@@ -932,3 +932,25 @@ def test_tf_thread_flags_are_validated_and_late_settings_reported(capsys):
     tf.constant(1.0) + 1.0  # TF has started in this process: its pools are fixed now
     assert configure_tf_threads(0, 0) is True  # nothing asked, nothing to refuse
     assert configure_tf_threads(1, 1) is False
+
+
+def test_fp32_fast_path_matches_kserve_as_numpy():
+    from kserve.protocol.infer_type import InferInput
+
+    from mammosynth.serving.inputs import fp32_array
+
+    shape = [1, 2, 2, 1]
+    for data in (
+        [0.5, 0.25, 1, 0],  # flat numbers: the np.fromiter path
+        [True, False, 0.2, 0.3],
+        ["0.5", "0.1", "1", "0"],  # numeric strings: both parse them
+        [[0.5, 0.5], [0.5, 0.5]],  # nested: KServe's path
+        [None, 0.1, 0.2, 0.3],  # None becomes NaN in both (check_tensor then refuses it)
+    ):
+        got = fp32_array(InferInput("t", shape, "FP32", data=data))
+        want = InferInput("t", shape, "FP32", data=data).as_numpy()
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape == (1, 2, 2, 1)
+        np.testing.assert_array_equal(got, want)
+    for data in ([0.1] * 3, [0.1] * 5, ["x", 1, 2, 3]):  # wrong count, not a number: KServe's error
+        with pytest.raises(ValueError):
+            fp32_array(InferInput("t", shape, "FP32", data=data))
