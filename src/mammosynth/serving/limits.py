@@ -66,10 +66,11 @@ class PayloadLimitMiddleware:
                 if headers.get(b"expect", b"").lower() != b"100-continue":
                     await self._drain(receive)
                 return await self._too_large(send, size)
-            # The server frames the body by this length (no more bytes reach the app), so there is
-            # nothing to count: hand the app the server's own receive, unbuffered.
-            return await self.app(scope, receive, send)
-        # A chunked body: read it while counting, then replay it to the app.
+            if b"transfer-encoding" not in headers:
+                # The server frames the body by this length (no more bytes reach the app), so there
+                # is nothing to count: hand the app the server's own receive, unbuffered.
+                return await self.app(scope, receive, send)
+        # A chunked body (or one with both headers): read it while counting, then replay it to the app.
         chunks, total = [], 0
         while True:
             message = await receive()
