@@ -932,3 +932,57 @@ def test_tf_thread_flags_are_validated_and_late_settings_reported(capsys):
     tf.constant(1.0) + 1.0  # TF has started in this process: its pools are fixed now
     assert configure_tf_threads(0, 0) is True  # nothing asked, nothing to refuse
     assert configure_tf_threads(1, 1) is False
+
+
+def test_fp32_fast_path_matches_kserve_as_numpy():
+    from kserve.protocol.infer_type import InferInput
+
+    from mammosynth.serving.inputs import fp32_array
+
+    shape = [1, 2, 2, 1]
+    for data in (
+        [0.5, 0.25, 1, 0],  # flat numbers: the np.fromiter path
+        [True, False, 0.2, 0.3],
+        ["0.5", "0.1", "1", "0"],  # numeric strings: both parse them
+        [[0.5, 0.5], [0.5, 0.5]],  # nested: KServe's path
+        [None, 0.1, 0.2, 0.3],  # None becomes NaN in both (check_tensor then refuses it)
+    ):
+        got = fp32_array(InferInput("t", shape, "FP32", data=data))
+        want = InferInput("t", shape, "FP32", data=data).as_numpy()
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape == (1, 2, 2, 1)
+        np.testing.assert_array_equal(got, want)
+    for data in ([0.1] * 3, [0.1] * 5, ["x", 1, 2, 3]):  # wrong count, not a number: KServe's error
+        with pytest.raises(ValueError):
+            fp32_array(InferInput("t", shape, "FP32", data=data))
+
+
+def test_payload_limit_passes_a_framed_body_through_and_counts_one_that_also_says_chunked():
+    from mammosynth.serving.limits import PayloadLimitMiddleware
+
+    def run(headers, chunks):
+        sent, seen = [], []
+
+        async def app(scope, receive, send):
+            seen.append(receive)
+
+        async def send(message):
+            sent.append(message)
+
+        pending = list(chunks)
+
+        async def receive():
+            return pending.pop(0)
+
+        middleware = PayloadLimitMiddleware(app, max_bytes=10)
+        scope = {"type": "http", "method": "POST", "headers": headers}
+        asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout=5))
+        return sent, seen, receive, pending
+
+    body = [{"type": "http.request", "body": b"x" * 8, "more_body": False}]
+    sent, seen, receive, pending = run([(b"content-length", b"8")], body)
+    assert not sent and seen == [receive] and pending == body, (
+        "within its length: the server's receive, unread"
+    )
+    big = [{"type": "http.request", "body": b"x" * 8, "more_body": i < 2} for i in range(3)]
+    sent, seen, _, _ = run([(b"content-length", b"8"), (b"transfer-encoding", b"chunked")], big)
+    assert not seen and sent[0]["status"] == 413, "a length beside chunked framing is not trusted"

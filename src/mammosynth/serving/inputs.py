@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,7 +279,7 @@ def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
         elif shape[0] > limits.max_instances:
             _check_count(shape[0], limits, where)
         try:
-            arr = inp.as_numpy()
+            arr = fp32_array(inp)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"{where}: data does not fill shape {shape} as FP32 ({exc})") from exc
         _check_count(int(arr.shape[0]) if arr.ndim else 0, limits, where)
@@ -287,6 +288,25 @@ def v2_inputs(request: Any, image_size: int, limits: Limits) -> np.ndarray:
         f"{where}: datatype {inp.datatype} is not accepted; send BYTES (base64 images or "
         f"DICOMs) or FP32 [N,{image_size},{image_size},1]"
     )
+
+
+def fp32_array(inp: Any) -> np.ndarray:
+    """An FP32 input's data as a float32 array of its shape.
+
+    JSON data arrives as a flat list of Python numbers; `np.fromiter` with a known count fills the
+    array about twice as fast as KServe's ``np.array(list)`` (``InferInput.as_numpy``), which is kept
+    for everything else (binary data, nested lists, a free batch dimension) and for its errors.
+
+    Raises:
+        ValueError, TypeError: the data does not fill the shape with numbers.
+    """
+    data, shape = inp.data, inp.shape
+    if type(data) is list and all(type(d) is int and d >= 0 for d in shape) and len(data) == math.prod(shape):
+        try:
+            return np.fromiter(data, np.float32, len(data)).reshape(shape)
+        except (TypeError, ValueError):
+            pass  # not flat numbers (nested lists, strings, None): as_numpy decides and words the error
+    return inp.as_numpy()
 
 
 def _flat_bytes(inp: Any, where: str) -> list:

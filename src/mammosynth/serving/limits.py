@@ -2,7 +2,8 @@
 
 KServe reads the whole body and parses it before a model sees it, so a per-model check would come
 after the memory is spent. This middleware answers 413 as soon as the declared ``Content-Length`` or
-the bytes actually streamed pass the limit.
+the bytes actually streamed (a chunked body, which has no length) pass the limit. A body within its
+declared length passes straight through: the HTTP server delivers no more than that length.
 
 The 413 must reach the client: a server that answers and closes while the client is still sending
 leaves unread bytes in its socket, the kernel then resets the connection, and a plain client (urllib,
@@ -65,7 +66,11 @@ class PayloadLimitMiddleware:
                 if headers.get(b"expect", b"").lower() != b"100-continue":
                     await self._drain(receive)
                 return await self._too_large(send, size)
-        # Read the (possibly chunked) body while counting, then replay it to the app.
+            if b"transfer-encoding" not in headers:
+                # The server frames the body by this length (no more bytes reach the app), so there
+                # is nothing to count: hand the app the server's own receive, unbuffered.
+                return await self.app(scope, receive, send)
+        # A chunked body (or one with both headers): read it while counting, then replay it to the app.
         chunks, total = [], 0
         while True:
             message = await receive()

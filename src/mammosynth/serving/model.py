@@ -8,8 +8,10 @@ label at the model's threshold and the model version.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import math
 import os
 import uuid
 from pathlib import Path
@@ -38,7 +40,7 @@ INLINE_ELEMENTS = 1 << 16
 
 def _elements(shape) -> int:
     try:
-        return int(np.prod([int(d) for d in shape or [0]]))
+        return math.prod(int(d) for d in shape or [0])
     except (TypeError, ValueError):
         return INLINE_ELEMENTS + 1  # malformed: let the threaded path raise the clear error
 
@@ -203,6 +205,9 @@ class MammoModel(Model):
         self.provenance = {"data_source": UNKNOWN, "trained_on": UNKNOWN}
         self.keras_model = None
         self.batcher: MicroBatcher | None = None
+        # Response ids for requests without one: unique per process and cheaper than a uuid4 each.
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
 
     def load(self) -> bool:
         """Load the classifier, compile and warm up the inference function, then mark ready.
@@ -340,7 +345,7 @@ class MammoModel(Model):
             InferOutput("label", [n], "BYTES", data=np.array(labels, dtype=np.object_)),
         ]
         return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
+            response_id=payload.id or f"{self._id_prefix}-{next(self._ids)}",
             model_name=self.name,
             model_version=self.version,
             infer_outputs=outputs,
