@@ -69,6 +69,18 @@ _NOISE = [
 _EXECUTOR_PREFIX = re.compile(r"^\s*\[KFP Executor [0-9-]+ [0-9:,]+ (\w+)\]: ")
 
 
+class LoopItemChatter(logging.Filter):
+    """Drop kfp.local's ParallelFor "expression selector" records, which echo every loop item's whole config.
+
+    kfp.local 2.17 logs them on the root logger at INFO (``orchestrator_utils``), two per parameter per
+    iteration; ``--verbose`` keeps them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for the selector records, True for everything else."""
+        return not str(record.msg).startswith(("Applying expression selector", "After expression selector"))
+
+
 def _shorten(line: str) -> str:
     """A component's log line without kfp.local's executor prefix (``WARNING``/``ERROR`` kept), indented."""
     match = _EXECUTOR_PREFIX.match(line)
@@ -306,6 +318,9 @@ def run_local(
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # the components' subprocesses inherit these
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
         os.environ.setdefault("PIP_QUIET", "1")
+    chatter = LoopItemChatter()
+    if not verbose:
+        logging.getLogger().addFilter(chatter)
     started = time.monotonic()
     real_stdout = sys.stdout
     sys.stdout = terminal
@@ -314,6 +329,7 @@ def run_local(
             task = study_pipeline(source=source, preset=preset, overrides=overrides, **params)
     finally:
         sys.stdout = real_stdout
+        logging.getLogger().removeFilter(chatter)
     run_folder = Path(task.output.path)
     elapsed = time.monotonic() - started
     meta_path = run_folder / "run.json"

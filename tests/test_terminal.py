@@ -189,3 +189,25 @@ def test_executor_prefix_and_loader_chatter_are_dropped():
         "  phantom: 50/260 patients, 110 images",
         "  WARNING: low disk space",
     ]
+
+
+def test_parallelfor_selector_records_are_dropped(caplog):
+    """kfp.local's per-iteration "expression selector" records (root logger, INFO) echo each loop item's
+    config; the filter the run installs drops them and nothing else."""
+    import logging
+
+    from pipelines.__main__ import LoopItemChatter
+
+    root = logging.getLogger()
+    chatter = LoopItemChatter()
+    root.addFilter(chatter)
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.info(
+                "Applying expression selector 'parseJson(string_value)[\"arm\"]' to parent value: {}"
+            )
+            logging.info("After expression selector: real")
+            logging.info("stage train-arm: started")
+    finally:
+        root.removeFilter(chatter)
+    assert [r.getMessage() for r in caplog.records] == ["stage train-arm: started"]
