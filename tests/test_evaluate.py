@@ -293,7 +293,7 @@ def test_verdict_holm_adjusts_the_matched_family_and_tstr_is_its_own_question(tm
 
 
 def test_test_set_name_follows_the_data_source():
-    from mammosynth.ingest import data_source
+    from mammosynth.provenance import data_source
 
     assert evaluate.test_set_name(data_source("embedded")) == "phantom test set"
     assert evaluate.test_set_name(data_source("s3://bucket/cbis")) == "real test set"

@@ -414,6 +414,7 @@ def test_main_cli(phantom_set, tmp_path, capsys):
 
 def test_data_source_reads_ingests_record_first_then_the_source_name(tmp_path):
     """The one reader of ingest's data_source: record (manifest, meta, model.json), else the name, else None."""
+    from mammosynth.provenance import data_source
 
     def write(folder, name, doc):
         folder.mkdir(exist_ok=True)
@@ -425,25 +426,25 @@ def test_data_source_reads_ingests_record_first_then_the_source_name(tmp_path):
     write(model, "model.json", {"training": {"data_source": "phantom"}})
     write(old, "manifest.json", {"source": "x"})  # an older set: records no data_source
     # 1. The record wins over any source name (a phantom uploaded to S3 stays a phantom).
-    assert ingest.data_source("s3://bucket/cbis-ddsm", split_set) == "phantom"
-    assert ingest.data_source("embedded", prepared) == "table"
-    assert ingest.data_source("s3://bucket/cbis-ddsm", model) == "phantom"
-    assert ingest.data_source("s3://bucket/cbis-ddsm", {"training": {"data_source": "phantom"}}) == "phantom"
-    assert ingest.data_source("embedded", {"data_source": "cbis-ddsm"}) == "cbis-ddsm"
+    assert data_source("s3://bucket/cbis-ddsm", split_set) == "phantom"
+    assert data_source("embedded", prepared) == "table"
+    assert data_source("s3://bucket/cbis-ddsm", model) == "phantom"
+    assert data_source("s3://bucket/cbis-ddsm", {"training": {"data_source": "phantom"}}) == "phantom"
+    assert data_source("embedded", {"data_source": "cbis-ddsm"}) == "cbis-ddsm"
     # manifest.json before meta.json before model.json, when a folder holds several.
     write(split_set, "meta.json", {"data_source": "table"})
     write(split_set, "model.json", {"training": {"data_source": "cbis-ddsm"}})
-    assert ingest.data_source(None, split_set) == "phantom"
+    assert data_source(None, split_set) == "phantom"
     write(old, "meta.json", {"data_source": "table"})
-    assert ingest.data_source(None, old) == "table"  # a record-less manifest falls through to meta.json
+    assert data_source(None, old) == "table"  # a record-less manifest falls through to meta.json
     # 2. No record (none given, an older set, a missing or broken folder): the source name decides.
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
     for record in (None, tmp_path / "nowhere", tmp_path / "broken", {"training": {}}, {}):
-        assert ingest.data_source("embedded", record) == "phantom"
-        assert ingest.data_source("phantom", record) == "phantom"
-        assert ingest.data_source("s3://bucket/cbis-ddsm", record) == "cbis-ddsm"
-        assert ingest.data_source("/data/cbis", record) == "cbis-ddsm"
+        assert data_source("embedded", record) == "phantom"
+        assert data_source("phantom", record) == "phantom"
+        assert data_source("s3://bucket/cbis-ddsm", record) == "cbis-ddsm"
+        assert data_source("/data/cbis", record) == "cbis-ddsm"
         # 3. Neither a record nor a source name: unknown.
-        assert ingest.data_source(None, record) is None
-        assert ingest.data_source("", record) is None
+        assert data_source(None, record) is None
+        assert data_source("", record) is None

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mammosynth import ingest
+from mammosynth import ingest, provenance
 from mammosynth.data import phantom, split, table
 
 HEADER = ["image_path", "patient_id", "label", "view", "laterality"]
@@ -287,9 +287,9 @@ def test_recorded_data_source_travels_to_the_prepared_set_and_model(tmp_path):
     ingest.run_ingest(src, tmp_path / "ing", eda=False)
     split.run_split(tmp_path / "ing", tmp_path / "split", val_fraction=0.2, seed=0, eda=False)
     meta = run_preprocess(tmp_path / "split", tmp_path / "prep", image_size=16)
-    assert ingest.data_source(None, tmp_path / "split") == meta["data_source"] == "phantom"
-    assert ingest.data_source(None, tmp_path / "prep") == "phantom"
-    assert ingest.data_source(None, tmp_path) is None
+    assert provenance.data_source(None, tmp_path / "split") == meta["data_source"] == "phantom"
+    assert provenance.data_source(None, tmp_path / "prep") == "phantom"
+    assert provenance.data_source(None, tmp_path) is None
 
 
 def test_file_names_never_reach_the_ingested_set(tmp_path):

@@ -390,7 +390,7 @@ def run_evaluate(
         seed: bootstrap RNG seed.
         threshold: P(malignant) at or above which a case is called malignant.
         context: extra top-level keys for metrics.json (config, input hashes, versions...).
-        data_source: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"`` (`mammosynth.ingest.data_source`); names
+        data_source: ``"phantom"``, ``"cbis-ddsm"`` or ``"table"`` (`mammosynth.provenance.data_source`); names
             the test set in the text.
 
     Returns:

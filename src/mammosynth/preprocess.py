@@ -17,7 +17,7 @@ from PIL import Image
 
 from mammosynth import atomic
 from mammosynth.data import shards
-from mammosynth.ingest import data_source
+from mammosynth.provenance import data_source
 
 log = logging.getLogger(__name__)
 

@@ -1303,7 +1303,7 @@ def assemble_run(out: Path, cfg: Any, paths: Mapping[str, str], *, source: str, 
     Returns:
         ``out``.
     """
-    from mammosynth.ingest import data_source
+    from mammosynth.provenance import data_source
     from mammosynth.synthesize import generator_sets
 
     p = {k: Path(v) for k, v in paths.items()}

@@ -564,7 +564,7 @@ def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
     """
     from mammosynth import ui_metrics
     from mammosynth.evaluate import test_set_name
-    from mammosynth.ingest import data_source
+    from mammosynth.provenance import data_source
 
     kind = data_source(source, _deployed_model_dir(arm_dir))
     return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(kind))
@@ -582,7 +582,7 @@ def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
     """
     from mammosynth import ui_metrics
     from mammosynth.evaluate import test_set_name
-    from mammosynth.ingest import data_source
+    from mammosynth.provenance import data_source
 
     chosen = final_arm(arm_dirs)
     return ui_metrics.deployed_classification(
@@ -605,7 +605,7 @@ def provenance(meta: dict, *, source: str, preset: str, split_seed: int) -> dict
         ``{"data_source": "phantom" | "cbis-ddsm" | "table", "trained_on": "<one line>"}``; the model server
         warns when a ``phantom`` model is asked about real images.
     """
-    from mammosynth.ingest import data_source
+    from mammosynth.provenance import data_source
 
     training = meta.get("training") or {}
     kind = data_source(source, meta)  # ingest's record in the seed model's metadata, else the source name

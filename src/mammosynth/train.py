@@ -554,7 +554,9 @@ def _save_model(net, out: Path, sources, counts, metrics, augment: bool, export_
             "n_train_real": counts["n_real"],
             "n_train_synthetic": counts["n_synthetic"],
             "synthetic_lineage": syn_meta.get("lineage"),
-            "data_source": real_meta.get("data_source"),  # ingest's record (read back by ingest.data_source)
+            "data_source": real_meta.get(
+                "data_source"
+            ),  # ingest's record (read back by provenance.data_source)
         },
         "val_auc": metrics[METRIC_VAL_AUC],
         "params": metrics["params"],
