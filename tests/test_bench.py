@@ -115,6 +115,9 @@ def test_each_bench_module_runs_tiny(module):
     assert entries, proc.stdout[-2000:]
     for e in entries:
         harness.validate(e)
+    if module == "bench_serving":  # the latency goal comes with its same-schedule ceiling beside it
+        names = {e["name"] for e in entries}
+        assert {"serving_p99_half_max_vs_2x_c1", "serving_p99_half_max_vs_kserve_ceiling"} <= names, names
 
 
 def test_bench_gpu_without_gpu_says_so_and_exits_0(tmp_path):
