@@ -411,24 +411,8 @@ def _cpu_entries(cpu: dict, n: int) -> list[dict]:
     return out
 
 
-def _measure(urls: dict, n: int, pids: dict | None = None) -> tuple[list[dict], list[float]]:
-    """All entries but the forward-pass one, and the ceiling's CPU ms per request (one per repeat, or [])."""
-    v1, v2 = _bodies(32), _bodies_v2(32)
-    pids = pids or {}
-    for kind in ("ours", "ceiling", "noop"):
-        _drive(urls[kind + "_v2"], v2, CONCURRENCY, 0.5)  # warm-up: connections, first-call costs
-    cpu: dict = {}
-    # The ceiling's CPU is kept per pairing (ceiling_ours, ceiling_noop) so each ratio is interleaved.
-    pids = {**pids, "ceiling_ours": pids.get("ceiling"), "ceiling_noop": pids.get("ceiling")}
-    urls = {**urls, "ceiling_ours_v2": urls["ceiling_v2"], "ceiling_noop_v2": urls["ceiling_v2"]}
-    if not all(pids.get(k) for k in ("ours", "noop", "ceiling")):
-        pids = dict.fromkeys(("ours", "noop", "ceiling_ours", "ceiling_noop"), -1)
-    o, c = _common.interleave(
-        lambda: _c8(urls, pids, "ours", v2, cpu), lambda: _c8(urls, pids, "ceiling_ours", v2, cpu), n
-    )
-    no, nc = _common.interleave(
-        lambda: _c8(urls, pids, "noop", v2, cpu), lambda: _c8(urls, pids, "ceiling_noop", v2, cpu), n
-    )
+def _latency_entries(urls: dict, v2: list[bytes], n: int) -> list[dict]:
+    """The latency goal's entry and its same-schedule ceiling diagnostic."""
     # Latency goal: measured with the lean generator in its own process (bench.loadgen), so the
     # client's threads are not what the p99 measures; max, c1 and the half-max load all with it.
     peak = max(
@@ -447,10 +431,7 @@ def _measure(urls: dict, n: int, pids: dict | None = None) -> tuple[list[dict], 
         n,
     )
     half = [r["p99"] for r in half_runs]
-    entries = [
-        _common.entry(
-            "serving_vs_kserve_ceiling_c8", o, c, "req/s", True, payload="v2 FP32 [1,64,64,1] JSON"
-        ),
+    return [
         _common.entry(
             "serving_p99_half_max_vs_2x_c1",
             half,
@@ -476,6 +457,32 @@ def _measure(urls: dict, n: int, pids: dict | None = None) -> tuple[list[dict], 
             "spikes in both runs are the machine's)",
             ceiling_p99_ms=[_common._round(r["p99"]) for r in ceiling_runs],
         ),
+    ]
+
+
+def _measure(urls: dict, n: int, pids: dict | None = None) -> tuple[list[dict], list[float]]:
+    """All entries but the forward-pass one, and the ceiling's CPU ms per request (one per repeat, or [])."""
+    v1, v2 = _bodies(32), _bodies_v2(32)
+    pids = pids or {}
+    for kind in ("ours", "ceiling", "noop"):
+        _drive(urls[kind + "_v2"], v2, CONCURRENCY, 0.5)  # warm-up: connections, first-call costs
+    cpu: dict = {}
+    # The ceiling's CPU is kept per pairing (ceiling_ours, ceiling_noop) so each ratio is interleaved.
+    pids = {**pids, "ceiling_ours": pids.get("ceiling"), "ceiling_noop": pids.get("ceiling")}
+    urls = {**urls, "ceiling_ours_v2": urls["ceiling_v2"], "ceiling_noop_v2": urls["ceiling_v2"]}
+    if not all(pids.get(k) for k in ("ours", "noop", "ceiling")):
+        pids = dict.fromkeys(("ours", "noop", "ceiling_ours", "ceiling_noop"), -1)
+    o, c = _common.interleave(
+        lambda: _c8(urls, pids, "ours", v2, cpu), lambda: _c8(urls, pids, "ceiling_ours", v2, cpu), n
+    )
+    no, nc = _common.interleave(
+        lambda: _c8(urls, pids, "noop", v2, cpu), lambda: _c8(urls, pids, "ceiling_noop", v2, cpu), n
+    )
+    entries = [
+        _common.entry(
+            "serving_vs_kserve_ceiling_c8", o, c, "req/s", True, payload="v2 FP32 [1,64,64,1] JSON"
+        ),
+        *_latency_entries(urls, v2, n),
         _common.entry(
             "serving_noop_model_vs_kserve_ceiling_c8",
             no,

@@ -293,11 +293,12 @@ def test_verdict_holm_adjusts_the_matched_family_and_tstr_is_its_own_question(tm
 
 
 def test_test_set_name_follows_the_data_source():
-    from mammosynth.provenance import data_source
+    from mammosynth.provenance import data_source, test_set_name
 
-    assert evaluate.test_set_name(data_source("embedded")) == "phantom test set"
-    assert evaluate.test_set_name(data_source("s3://bucket/cbis")) == "real test set"
-    assert evaluate.test_set_name(None) == "shared test set"
+    assert test_set_name(data_source("embedded")) == "phantom test set"
+    assert test_set_name(data_source("s3://bucket/cbis")) == "real test set"
+    assert test_set_name(data_source(None, {"data_source": "table"})) == "real test set"
+    assert test_set_name(None) == "shared test set"
 
 
 def add_external(

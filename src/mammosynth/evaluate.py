@@ -49,6 +49,7 @@ from mammosynth import arms as armlib
 from mammosynth import stats
 from mammosynth.arms import ARM_FILE, PREDICTION_COLUMNS, PREDICTIONS_FILE, TRAIN_METRICS_FILE, load_arm
 from mammosynth.atomic import write_text as write_text_atomic
+from mammosynth.provenance import test_set_name
 
 log = logging.getLogger(__name__)
 
@@ -475,20 +476,6 @@ def describe_comparison(comp: Mapping[str, Any]) -> str:
     else:
         text += "; too few seeds for an across-seed interval"
     return text
-
-
-def test_set_name(data_source: str | None) -> str:
-    """What to call the test set where a reader sees results: phantom data is called phantom.
-
-    Args:
-        data_source: ``"phantom"`` (the embedded data), ``"cbis-ddsm"`` (real scans) or None (unknown).
-
-    Returns:
-        ``"phantom test set"``, ``"real test set"`` or ``"shared test set"``.
-    """
-    if data_source == "phantom":
-        return "phantom test set"
-    return "real test set" if data_source else "shared test set"
 
 
 def verdict(comp: Mapping[str, Any]) -> str:

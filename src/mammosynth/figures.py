@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from mammosynth import atomic, stats  # noqa: E402
-from mammosynth.evaluate import test_set_name  # noqa: E402
+from mammosynth.provenance import test_set_name  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _seeds_text(probs: Mapping[str, Mapping[Any, Any]]) -> str:
 def caption(key: str, metrics: Mapping[str, Any]) -> str:
     """Caption of one of the evaluation figures in `FIGURE_FILES`, from evaluate's metrics dict.
 
-    The test set is named from ``metrics["data_source"]`` (`mammosynth.evaluate.test_set_name`: phantom
+    The test set is named from ``metrics["data_source"]`` (`mammosynth.provenance.test_set_name`: phantom
     data is called phantom).
 
     Raises:
@@ -326,7 +326,7 @@ def roc_band_figure(
         n_boot: bootstrap resamples (stratified, seeded).
         seed: bootstrap RNG seed.
         data_source: the run's data source (metrics.json ``data_source``); names the test set in the caption
-            (`mammosynth.evaluate.test_set_name`).
+            (`mammosynth.provenance.test_set_name`).
     """
     from mammosynth import clinical
 
@@ -412,7 +412,7 @@ def pr_figure(
         probs: ``{arm: {seed: scores}}`` aligned with ``y``.
         path: output PNG.
         data_source: the run's data source (metrics.json ``data_source``); names the test set in the caption
-            (`mammosynth.evaluate.test_set_name`).
+            (`mammosynth.provenance.test_set_name`).
     """
     from mammosynth import clinical
 
@@ -675,7 +675,7 @@ def render_clinical(
         n_boot: bootstrap resamples of the ROC band.
         seed: bootstrap seed.
         data_source: the run's data source (metrics.json ``data_source``); names the test set in the
-            captions (`mammosynth.evaluate.test_set_name`: phantom data is called phantom).
+            captions (`mammosynth.provenance.test_set_name`: phantom data is called phantom).
 
     Returns:
         ``{figure key: Figure(path, caption)}`` for the figures written.

@@ -1,4 +1,7 @@
-"""Provenance of a run's data: the one reader of the ``data_source`` that ingest records.
+"""Provenance of a run's data: the one reader of ingest's ``data_source``, and the test set's name.
+
+`test_set_name` is what a reader sees for the test set that data source implies (phantom data is called
+phantom).
 
 Ingest writes the field (`mammosynth.ingest.data_source_label`); this module only reads it back, and
 imports nothing heavy, so the serving image (which shares `mammosynth.preprocess`) can use it without
@@ -73,3 +76,17 @@ def data_source(
     if not source:
         return None
     return "phantom" if source in ("embedded", "phantom") else "cbis-ddsm"
+
+
+def test_set_name(data_source: str | None) -> str:
+    """What to call the test set where a reader sees results: phantom data is called phantom.
+
+    Args:
+        data_source: ``"phantom"`` (the embedded data), ``"cbis-ddsm"`` (real scans) or None (unknown).
+
+    Returns:
+        ``"phantom test set"``, ``"real test set"`` or ``"shared test set"``.
+    """
+    if data_source == "phantom":
+        return "phantom test set"
+    return "real test set" if data_source else "shared test set"

@@ -30,9 +30,9 @@ from mammosynth.evaluate import (
     TEST_PREDICTIONS_FILE,
     build_verdict,
     conclusion,
-    test_set_name,
     write_text_atomic,
 )
+from mammosynth.provenance import test_set_name
 
 log = logging.getLogger(__name__)
 

@@ -563,8 +563,7 @@ def arm_roc_step(arm_dir: str, *, source: str = "embedded") -> dict:
         `mammosynth.ui_metrics.classification`'s dict.
     """
     from mammosynth import ui_metrics
-    from mammosynth.evaluate import test_set_name
-    from mammosynth.provenance import data_source
+    from mammosynth.provenance import data_source, test_set_name
 
     kind = data_source(source, _deployed_model_dir(arm_dir))
     return ui_metrics.arm_classification(arm_dir, test_set=test_set_name(kind))
@@ -581,8 +580,7 @@ def deployed_roc_step(arm_dirs: list[str], *, source: str = "embedded") -> dict:
         `mammosynth.ui_metrics.classification`'s dict.
     """
     from mammosynth import ui_metrics
-    from mammosynth.evaluate import test_set_name
-    from mammosynth.provenance import data_source
+    from mammosynth.provenance import data_source, test_set_name
 
     chosen = final_arm(arm_dirs)
     return ui_metrics.deployed_classification(

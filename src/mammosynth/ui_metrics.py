@@ -159,7 +159,7 @@ def arm_classification(arm_dir: str | os.PathLike, test_set: str = "shared test 
 
     Args:
         arm_dir: an arm dir written by `mammosynth.train.train_arm`.
-        test_set: what to call the test set (`mammosynth.evaluate.test_set_name`: phantom data is called
+        test_set: what to call the test set (`mammosynth.provenance.test_set_name`: phantom data is called
             phantom).
 
     Returns:
