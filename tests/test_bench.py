@@ -118,6 +118,21 @@ def test_each_bench_module_runs_tiny(module):
     if module == "bench_serving":  # the latency goal comes with its same-schedule ceiling beside it
         names = {e["name"] for e in entries}
         assert {"serving_p99_half_max_vs_2x_c1", "serving_p99_half_max_vs_kserve_ceiling"} <= names, names
+        # the forward-pass bound is measured at TF's default pool and at one intra-op thread
+        fwd = next(e for e in entries if e["name"] == "serving_forward_cpu_per_image_vs_ceiling_c8")
+        assert set(fwd["forward_cpu_ms_by_intra_op_threads"]) == {"tf default", "1"}, fwd
+
+
+def test_serving_forward_bound_uses_the_cheaper_thread_setting():
+    from bench import bench_serving
+
+    ceiling = [2.0, 2.0, 2.0]
+    e = bench_serving._forward_entry({0: [1.0, 1.2, 1.1], 1: [0.5, 0.6, 0.4]}, ceiling)
+    assert e["intra_op_threads"] == 1 and e["ours"] == pytest.approx(0.5)
+    assert e["bound_ratio"] == pytest.approx(2.0 / 2.5, abs=1e-3)
+    assert e["forward_cpu_ms_by_intra_op_threads"] == {"tf default": 1.1, "1": 0.5}
+    e = bench_serving._forward_entry({0: [0.3, 0.3, 0.3], 1: [0.5, 0.6, 0.4]}, ceiling)
+    assert e["intra_op_threads"] == "tf default" and e["bound_ratio"] == pytest.approx(2.0 / 2.3, abs=1e-3)
 
 
 def test_bench_gpu_without_gpu_says_so_and_exits_0(tmp_path):
