@@ -22,8 +22,8 @@ Entries (interleaved repeats, see `bench._common`; ratio > 1: ours is better):
   machine's (other processes, the hypervisor), not our server's; the per-run p50s and p99s of both
   are kept in the entries.
 * ``serving_noop_model_vs_kserve_ceiling_c8`` (diagnostic): our server with the forward pass
-  replaced by a constant vs the ceiling: near 1 means all of the gap above is the model's compute
-  (on 2 cores it shares the CPU with the event loop and the load-generating client).
+  replaced by a constant vs the ceiling: at or above 1 means all of the gap above is the model's
+  compute (on 2 cores it shares the CPU with the event loop and the load-generating client).
 * ``serving_cpu_per_request_vs_ceiling_c8`` / ``serving_noop_cpu_per_request`` (diagnostic): CPU ms
   per request of our (and the no-op) server process vs the ceiling's in the same interleaved runs;
   unlike req/s, little moved by other processes' load.
@@ -39,12 +39,12 @@ Entries (interleaved repeats, see `bench._common`; ratio > 1: ours is better):
 * ``serving_vs_naive_predict_c8`` / ``serving_p99_vs_naive_c8``: req/s and p99 of v1 requests of one
   16-bit PNG vs the naive server (secondary).
 
-Profile (py-spy and in-process ASGI runs, issue 19): of the ceiling's ~2 ms per request about half
-is the stdlib JSON parse of the 4096-float body (FastAPI's ``Request.json``), shared by every KServe
-predictor. Ours adds the forward pass (~1 ms per image, not amortised by batching: the model is
-compute-bound) and a request path of a few hundred microseconds: FP32 list to array (now
-``np.fromiter``, half of KServe's ``np.array``), the second (BYTES label) output, the batcher's
-thread hop; the ASGI middlewares cost microseconds.
+Profile (py-spy and in-process ASGI runs, issue 19): of the ceiling's ~2 ms per request about
+three quarters is FastAPI's stdlib JSON parse of the 4096-float body (~1.6 ms), which every KServe
+predictor pays on its JSON route. Ours sends a plain FP32 JSON body through KServe's own orjson parse
+instead (`mammosynth.serving.v2json`, ~0.16 ms; the ceiling keeps KServe's default, as users run it),
+so its request path costs less than the ceiling's (the noop rows above 1) and what is left of the gap
+is the forward pass. Before that change the noop server ran at 0.67-0.71x of the ceiling.
 """
 
 from __future__ import annotations

@@ -986,3 +986,23 @@ def test_payload_limit_passes_a_framed_body_through_and_counts_one_that_also_say
     big = [{"type": "http.request", "body": b"x" * 8, "more_body": i < 2} for i in range(3)]
     sent, seen, _, _ = run([(b"content-length", b"8"), (b"transfer-encoding", b"chunked")], big)
     assert not seen and sent[0]["status"] == 413, "a length beside chunked framing is not trusted"
+
+
+def test_v2_json_fast_path_answers_as_kservers_own_parse(server):
+    """A plain FP32 body (orjson fast path) and the same body KServe parses itself get the same answer."""
+    url, _ = server
+    x = _tensors(1, seed=11)
+    plain = {
+        "id": "fast-1",
+        "inputs": [{"name": "tensor", "shape": [1, S, S, 1], "datatype": "FP32", "data": x.ravel().tolist()}],
+        "outputs": [{"name": "probability"}],
+    }
+    # An unknown top-level field is ignored by KServe's validation but keeps the body off the fast path.
+    fallback = {**plain, "id": "slow-1", "x-not-plain": True}
+    fast = httpx.post(f"{url}/v2/models/mammosynth/infer", json=plain, timeout=30)
+    slow = httpx.post(f"{url}/v2/models/mammosynth/infer", json=fallback, timeout=30)
+    assert fast.status_code == slow.status_code == 200, (fast.text, slow.text)
+    a, b = fast.json(), slow.json()
+    assert (a.pop("id"), b.pop("id")) == ("fast-1", "slow-1")
+    assert a == b
+    assert [o["name"] for o in a["outputs"]] == ["probability"]

@@ -3,7 +3,8 @@
 `python -m mammosynth.serving --model <dir|s3://...>` (or `mammosynth serve`) serves a model
 directory over KServe's v1 (``/v1/models/mammosynth:predict``) and Open Inference Protocol v2
 (``/v2/models/mammosynth/infer``) endpoints. Modules: `model` (the `kserve.Model`), `inputs`
-(request decoding, shared preprocessing), `batcher` (micro-batching), `limits` (payload bound).
+(request decoding, shared preprocessing), `batcher` (micro-batching), `limits` (payload bound),
+`v2json` (plain v2 FP32 JSON bodies parsed by KServe's orjson path).
 Nothing here is imported by the training code, so the trainer image needs no kserve.
 """
 

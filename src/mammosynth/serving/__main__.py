@@ -17,6 +17,7 @@ from kserve import model_server as kserve_server
 from mammosynth.serving.inputs import Limits, PayloadTooLarge
 from mammosynth.serving.limits import PayloadLimitMiddleware
 from mammosynth.serving.model import DEFAULT_NAME, MammoModel, MetadataMiddleware, configure_tf_threads
+from mammosynth.serving.v2json import V2JsonMiddleware
 
 log = logging.getLogger("mammosynth.serving")
 
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     model.load()
     # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
     kserve_server.app.add_exception_handler(PayloadTooLarge, payload_too_large_handler)
+    # Starlette runs the last-added middleware first: the JSON fast path sees bodies already bounded.
+    kserve_server.app.add_middleware(V2JsonMiddleware, model_name=args.model_name)
     kserve_server.app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
     kserve_server.app.add_middleware(MetadataMiddleware, model=model)
     if model.warning:

@@ -75,7 +75,7 @@ class PayloadLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return await self.app(scope, _replay([], message, receive), send)
+                return await self.app(scope, replay_receive([], message, receive), send)
             body = message.get("body", b"")
             total += len(body)
             if total > self.max_bytes:
@@ -85,7 +85,7 @@ class PayloadLimitMiddleware:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        return await self.app(scope, _replay([b"".join(chunks)], None, receive), send)
+        return await self.app(scope, replay_receive([b"".join(chunks)], None, receive), send)
 
     async def _drain(self, receive) -> None:
         """Read and discard the rest of the body until it ends, the client leaves or a drain limit is hit."""
@@ -127,7 +127,7 @@ class PayloadLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _replay(bodies: list[bytes], first_other, receive):
+def replay_receive(bodies: list[bytes], first_other, receive):
     """A ``receive`` that yields the buffered body once, then defers to the real one."""
     pending = [{"type": "http.request", "body": b, "more_body": False} for b in bodies]
     if first_other is not None:
