@@ -666,6 +666,61 @@ def test_micro_batcher_groups_concurrent_calls_and_survives_errors():
     asyncio.run(scenario())
 
 
+def test_micro_batcher_runs_up_to_workers_passes_at_once():
+    import threading
+
+    lock = threading.Lock()
+    running, peak, calls = [0], [0], []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            calls.append(len(batch))
+        if (batch < 0).any():
+            raise RuntimeError("poisoned batch")
+        return batch.reshape(len(batch), -1)[:, 0] + 1
+
+    async def scenario(workers: int):
+        batcher = MicroBatcher(infer, max_batch_size=2, max_wait_ms=0, workers=workers)
+        xs = [np.full((1, 2, 2, 1), i, np.float32) for i in range(8)]
+        outs = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        assert [float(o[0]) for o in outs] == [i + 1.0 for i in range(8)]  # each caller its own answer
+        with pytest.raises(RuntimeError, match="poisoned"):
+            await batcher.submit(np.full((1, 2, 2, 1), -1, np.float32))
+        assert float((await batcher.submit(np.zeros((1, 2, 2, 1), np.float32)))[0]) == 1.0  # lives on
+        batcher.close()
+
+    asyncio.run(scenario(1))
+    assert peak[0] == 1
+    peak[0] = 0
+    asyncio.run(scenario(3))
+    assert peak[0] == 3 and max(calls) <= 2
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(infer, workers=0)
+
+
+def test_thread_choice_small_cpu_models_run_one_thread_passes_side_by_side():
+    from mammosynth.serving.model import MAX_INFERENCE_THREADS, SMALL_MODEL_PX, choose_threads
+
+    assert choose_threads(64, cpus=2, gpu=False) == (1, 2)
+    assert choose_threads(SMALL_MODEL_PX, cpus=16, gpu=False) == (1, MAX_INFERENCE_THREADS)
+    assert choose_threads(224, cpus=2, gpu=False) == (0, 1)  # TF's default pool, one pass
+    assert choose_threads(64, cpus=2, gpu=True) == (0, 1)
+    assert choose_threads(64, cpus=2, gpu=False, intra_op=2) == (2, 1)  # explicit flags win
+    assert choose_threads(64, cpus=2, gpu=False, workers=3) == (1, 3)
+    assert choose_threads(224, cpus=8, gpu=False, intra_op=1) == (1, 4)
+
+
+def test_available_cpus_is_at_least_one_and_within_the_affinity():
+    from mammosynth.serving.model import available_cpus
+
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
 def test_model_runs_concurrent_requests_in_shared_passes(server_and_model, reference):
     from mammosynth.serving.model import MammoModel
 

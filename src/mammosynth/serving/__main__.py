@@ -14,9 +14,20 @@ import sys
 from kserve import ModelServer
 from kserve import model_server as kserve_server
 
+from mammosynth.models.io import load_meta
 from mammosynth.serving.inputs import Limits, PayloadTooLarge
 from mammosynth.serving.limits import PayloadLimitMiddleware
-from mammosynth.serving.model import DEFAULT_NAME, MammoModel, MetadataMiddleware, configure_tf_threads
+from mammosynth.serving.model import (
+    DEFAULT_NAME,
+    MAX_INFERENCE_THREADS,
+    SMALL_MODEL_PX,
+    MammoModel,
+    MetadataMiddleware,
+    available_cpus,
+    choose_threads,
+    configure_tf_threads,
+    resolve_model_dir,
+)
 from mammosynth.serving.v2json import V2JsonMiddleware
 
 log = logging.getLogger("mammosynth.serving")
@@ -76,9 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="tf_intra_op_threads",
         type=int,
         default=int(os.environ.get("MAMMOSYNTH_TF_INTRA_OP_THREADS", "0")),
-        help="TensorFlow intra-op threads per forward pass (0: TF's default, one per core; env "
-        "MAMMOSYNTH_TF_INTRA_OP_THREADS). For small models (64 px) 1 kept the latency and cut the CPU per "
-        "pass by about a third on 2 cores; large models (224 px) want the default",
+        help="TensorFlow intra-op threads per forward pass (env MAMMOSYNTH_TF_INTRA_OP_THREADS; 0: auto, "
+        f"1 for models up to {SMALL_MODEL_PX} px on CPU, else TF's default of one per core)",
     )
     parser.add_argument(
         "--tf-inter-op-threads",
@@ -86,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="tf_inter_op_threads",
         type=int,
         default=int(os.environ.get("MAMMOSYNTH_TF_INTER_OP_THREADS", "0")),
-        help="TensorFlow inter-op threads (0: TF's default); the server runs one pass at a time",
+        help="TensorFlow inter-op threads (0: 1 with one intra-op thread, else TF's default)",
+    )
+    parser.add_argument(
+        "--inference-threads",
+        "--inference_threads",
+        dest="inference_threads",
+        type=int,
+        default=int(os.environ.get("MAMMOSYNTH_INFERENCE_THREADS", "0")),
+        help="forward passes run at once (env MAMMOSYNTH_INFERENCE_THREADS; 0: auto, one per core up to "
+        f"{MAX_INFERENCE_THREADS} with one intra-op thread, else 1)",
     )
     parser.add_argument(
         "--host",
@@ -130,6 +149,26 @@ def _bind_rest_server_to(host: str) -> None:
     kserve_server.RESTServer = HostRESTServer
 
 
+def _threads(args, image_size: int) -> tuple[int, int]:
+    """Fix TF's thread pools (before TF runs anything) and return ``(intra_op, inference threads)``."""
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    intra_op, workers = choose_threads(
+        image_size, available_cpus(), gpu, args.tf_intra_op_threads, args.inference_threads
+    )
+    inter_op = args.tf_inter_op_threads or (1 if intra_op == 1 else 0)
+    configure_tf_threads(intra_op, inter_op)
+    log.info(
+        "%d-px model on %s: %s intra-op thread(s), %d forward pass(es) at once",
+        image_size,
+        "GPU" if gpu else f"{available_cpus()} CPU core(s)",
+        intra_op or "TF's default",
+        workers,
+    )
+    return intra_op, workers
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the model and serve until interrupted.
 
@@ -147,17 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         # Each uvicorn worker re-imports the app without our payload limit and loads its own model
         # copy; scale with replicas (InferenceService min/maxReplicas) instead.
         parser.error(f"--workers must be 1 for mammosynth serve, got {args.workers}; scale with replicas")
-    for flag in ("tf_intra_op_threads", "tf_inter_op_threads"):
+    for flag in ("tf_intra_op_threads", "tf_inter_op_threads", "inference_threads"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    configure_tf_threads(args.tf_intra_op_threads, args.tf_inter_op_threads)
+    local = resolve_model_dir(args.model)
+    intra_op, workers = _threads(args, int(load_meta(local)["image_size"]))
     limits = Limits(max_instances=args.max_instances, max_payload_bytes=args.max_payload_bytes)
     model = MammoModel(
         args.model_name,
-        args.model,
+        local,
         limits=limits,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.batch_wait_ms,
+        inference_threads=workers,
     )
     model.load()
     # Starlette picks the most specific handler, so this wins over KServe's InvalidInput (400) one.
