@@ -117,7 +117,13 @@ def test_each_bench_module_runs_tiny(module):
         harness.validate(e)
     if module == "bench_serving":  # the latency goal comes with its same-schedule ceiling beside it
         names = {e["name"] for e in entries}
-        assert {"serving_p99_half_max_vs_2x_c1", "serving_p99_half_max_vs_kserve_ceiling"} <= names, names
+        assert {
+            "serving_p99_half_max_vs_2x_c1",
+            "serving_p99_half_max_vs_kserve_ceiling",
+            "serving_p99_goal_on_kserve_ceiling",
+        } <= names, names
+        goal = next(e for e in entries if e["name"] == "serving_p99_goal_on_kserve_ceiling")
+        assert len(goal["ceiling_c1_p50_ms"]) == goal["repeats"], goal
         # the forward-pass bound is measured at TF's default pool and at one intra-op thread
         fwd = next(e for e in entries if e["name"] == "serving_forward_cpu_per_image_vs_ceiling_c8")
         assert set(fwd["forward_cpu_ms_by_intra_op_threads"]) == {"tf default", "1"}, fwd
