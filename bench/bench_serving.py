@@ -281,15 +281,21 @@ def _bodies_v2(n: int) -> list[bytes]:
     ]
 
 
-def _compute_ms(model_dir: Path) -> float:
+def _warm_infer(model_dir: Path, batch: int, seed: int):
+    """The served model's compiled forward pass, warmed up, and a random ``batch``-image input for it."""
     from mammosynth.models.io import load_classifier
     from mammosynth.serving.model import compile_inference
 
     model, _ = load_classifier(model_dir)
     infer = compile_inference(model, S)
-    x = np.random.default_rng(1).random((1, S, S, 1), dtype=np.float32)
+    x = np.random.default_rng(seed).random((batch, S, S, 1), dtype=np.float32)
     for _ in range(5):
         infer(x)
+    return infer, x
+
+
+def _compute_ms(model_dir: Path) -> float:
+    infer, x = _warm_infer(model_dir, 1, seed=1)
     times = []
     for _ in range(50):
         t0 = time.perf_counter()
@@ -305,9 +311,9 @@ def _forward_cpu_ms(model_dir: Path, batch: int, n: int, intra_op: int = 0) -> l
     (0: TF's default, one per core; thread pools are fixed once TF starts, hence the child), after the
     servers have stopped: the model's own cost per request, which no request path can remove.
     """
-    job = [sys.executable, str(Path(__file__).resolve()), "--forward", str(model_dir), str(batch), str(n)]
+    here = str(Path(__file__).resolve())
     proc = subprocess.run(
-        [*job, str(intra_op)],
+        [sys.executable, here, "--forward", str(model_dir), str(batch), str(n), str(intra_op)],
         capture_output=True,
         text=True,
         check=True,
@@ -318,16 +324,10 @@ def _forward_cpu_ms(model_dir: Path, batch: int, n: int, intra_op: int = 0) -> l
 
 def _forward_child(model_dir: str, batch: int, n: int, intra_op: int) -> int:
     """Entry point of ``--forward``: print `_forward_cpu_ms`'s figures as one JSON line."""
-    from mammosynth.serving.model import compile_inference, configure_tf_threads
+    from mammosynth.serving.model import configure_tf_threads
 
-    configure_tf_threads(intra_op, 1 if intra_op else 0)
-    from mammosynth.models.io import load_classifier
-
-    model, _ = load_classifier(Path(model_dir))
-    infer = compile_inference(model, S)
-    x = np.random.default_rng(2).random((batch, S, S, 1), dtype=np.float32)
-    for _ in range(5):
-        infer(x)
+    configure_tf_threads(intra_op, 1 if intra_op else 0)  # before TF runs anything
+    infer, x = _warm_infer(Path(model_dir), batch, seed=2)
     passes = 4 if _common.tiny() else 40
     out = []
     for _ in range(n):
