@@ -33,6 +33,40 @@ from mammosynth.serving.v2json import V2JsonMiddleware
 log = logging.getLogger("mammosynth.serving")
 
 
+# The threading flags (dest, environment variable, help); 0 is the automatic choice (`choose_threads`).
+THREAD_FLAGS = (
+    (
+        "tf_intra_op_threads",
+        "MAMMOSYNTH_TF_INTRA_OP_THREADS",
+        f"TensorFlow intra-op threads per forward pass (0: 1 for models up to {SMALL_MODEL_PX} px on CPU, "
+        "else TF's default of one per core)",
+    ),
+    (
+        "tf_inter_op_threads",
+        "MAMMOSYNTH_TF_INTER_OP_THREADS",
+        "TensorFlow inter-op threads (0: 1 with one intra-op thread, else TF's default)",
+    ),
+    (
+        "inference_threads",
+        "MAMMOSYNTH_INFERENCE_THREADS",
+        f"forward passes run at once (0: one per core up to {MAX_INFERENCE_THREADS} with one intra-op "
+        "thread, else 1)",
+    ),
+)
+
+
+def _add_thread_flags(parser: argparse.ArgumentParser) -> None:
+    for dest, env, text in THREAD_FLAGS:
+        parser.add_argument(
+            f"--{dest.replace('_', '-')}",
+            f"--{dest}",
+            dest=dest,
+            type=int,
+            default=int(os.environ.get(env, "0")),
+            help=f"{text}; env {env}",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The server's parser: KServe's server flags (``--http_port``, ``--model_name``, ...) plus ours."""
     parser = argparse.ArgumentParser(
@@ -81,32 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="how long to wait for more concurrent requests before running a batch",
     )
-    parser.add_argument(
-        "--tf-intra-op-threads",
-        "--tf_intra_op_threads",
-        dest="tf_intra_op_threads",
-        type=int,
-        default=int(os.environ.get("MAMMOSYNTH_TF_INTRA_OP_THREADS", "0")),
-        help="TensorFlow intra-op threads per forward pass (env MAMMOSYNTH_TF_INTRA_OP_THREADS; 0: auto, "
-        f"1 for models up to {SMALL_MODEL_PX} px on CPU, else TF's default of one per core)",
-    )
-    parser.add_argument(
-        "--tf-inter-op-threads",
-        "--tf_inter_op_threads",
-        dest="tf_inter_op_threads",
-        type=int,
-        default=int(os.environ.get("MAMMOSYNTH_TF_INTER_OP_THREADS", "0")),
-        help="TensorFlow inter-op threads (0: 1 with one intra-op thread, else TF's default)",
-    )
-    parser.add_argument(
-        "--inference-threads",
-        "--inference_threads",
-        dest="inference_threads",
-        type=int,
-        default=int(os.environ.get("MAMMOSYNTH_INFERENCE_THREADS", "0")),
-        help="forward passes run at once (env MAMMOSYNTH_INFERENCE_THREADS; 0: auto, one per core up to "
-        f"{MAX_INFERENCE_THREADS} with one intra-op thread, else 1)",
-    )
+    _add_thread_flags(parser)
     parser.add_argument(
         "--host",
         default="0.0.0.0",
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         # Each uvicorn worker re-imports the app without our payload limit and loads its own model
         # copy; scale with replicas (InferenceService min/maxReplicas) instead.
         parser.error(f"--workers must be 1 for mammosynth serve, got {args.workers}; scale with replicas")
-    for flag in ("tf_intra_op_threads", "tf_inter_op_threads", "inference_threads"):
+    for flag, _, _ in THREAD_FLAGS:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     local = resolve_model_dir(args.model)
