@@ -158,24 +158,24 @@ def _bind_rest_server_to(host: str) -> None:
     kserve_server.RESTServer = HostRESTServer
 
 
-def _threads(args, image_size: int) -> tuple[int, int]:
-    """Fix TF's thread pools (before TF runs anything) and return ``(intra_op, inference threads)``."""
+def _threads(args, image_size: int) -> int:
+    """Fix TF's thread pools (before TF runs anything) and return how many passes may run at once."""
     import tensorflow as tf
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    cpus = available_cpus()
     intra_op, workers = choose_threads(
-        image_size, available_cpus(), gpu, args.tf_intra_op_threads, args.inference_threads
+        image_size, cpus, gpu, args.tf_intra_op_threads, args.inference_threads
     )
-    inter_op = args.tf_inter_op_threads or (1 if intra_op == 1 else 0)
-    configure_tf_threads(intra_op, inter_op)
+    configure_tf_threads(intra_op, args.tf_inter_op_threads or (1 if intra_op == 1 else 0))
     log.info(
         "%d-px model on %s: %s intra-op thread(s), %d forward pass(es) at once",
         image_size,
-        "GPU" if gpu else f"{available_cpus()} CPU core(s)",
+        "GPU" if gpu else f"{cpus} CPU core(s)",
         intra_op or "TF's default",
         workers,
     )
-    return intra_op, workers
+    return workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     local = resolve_model_dir(args.model)
-    intra_op, workers = _threads(args, int(load_meta(local)["image_size"]))
+    workers = _threads(args, int(load_meta(local)["image_size"]))
     limits = Limits(max_instances=args.max_instances, max_payload_bytes=args.max_payload_bytes)
     model = MammoModel(
         args.model_name,

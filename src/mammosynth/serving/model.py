@@ -77,9 +77,9 @@ def compile_inference(model, image_size: int):
 def configure_tf_threads(intra_op: int, inter_op: int) -> bool:
     """Set TensorFlow's intra-/inter-op thread pools (0 keeps TF's default) before TF starts.
 
-    The server runs one forward pass at a time (`MicroBatcher` has one inference thread), so an
-    inter-op pool wider than 1 only adds threads that wake per op; an intra-op pool as wide as the
-    machine competes with the event loop, which decodes and answers requests meanwhile.
+    Each forward pass is one chain of ops, so an inter-op pool wider than 1 only adds threads that wake
+    per op; an intra-op pool as wide as the machine competes with the event loop, which decodes and
+    answers requests meanwhile, and with any other pass running at once (`choose_threads`).
 
     Returns:
         True if applied; False if TensorFlow had already started (the pools are fixed then; logged).
