@@ -721,6 +721,70 @@ def test_available_cpus_is_at_least_one_and_within_the_affinity():
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
 
 
+def _bn_dropout_model(size: int):
+    """A small classifier with the layers whose training/inference behaviour differs."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    # Non-trivial moving statistics, so a graph that ran BatchNorm in training mode would differ.
+    bn = model.layers[1]
+    bn.moving_mean.assign(np.full(4, 0.3, np.float32))
+    bn.moving_variance.assign(np.full(4, 2.0, np.float32))
+    return model
+
+
+def test_compiled_inference_runs_the_frozen_graph_and_matches_keras(caplog):
+    from mammosynth.serving import model as serving_model
+
+    model = _bn_dropout_model(S)
+    frozen = []
+    real = serving_model.frozen_callable
+
+    def spy(concrete):
+        frozen.append(real(concrete))
+        return frozen[-1]
+
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
+        mp.setattr(serving_model, "frozen_callable", spy)
+        infer = serving_model.compile_inference(model, S)
+    assert frozen and "could not be frozen" not in caplog.text
+    x = np.random.default_rng(0).random((5, S, S, 1), dtype=np.float32)
+    expected = np.asarray(model(x, training=False))[:, 0]
+    for batch in (x[:1], x):  # one graph for every batch size
+        got = infer(batch)
+        assert got.dtype == np.float32 and got.shape == (len(batch),)
+        np.testing.assert_allclose(got, expected[: len(batch)], rtol=1e-5, atol=1e-6)
+    # Several passes at once (MicroBatcher's workers) on the one session callable.
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda k: infer(x[k : k + 1]), list(range(5)) * 4))
+    np.testing.assert_allclose(np.concatenate(outs), np.tile(expected, 4), rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_inference_keeps_the_traced_function_when_freezing_fails(caplog, monkeypatch):
+    from mammosynth.serving import model as serving_model
+
+    def refuse(concrete):
+        raise ValueError("unsupported op for this test")
+
+    monkeypatch.setattr(serving_model, "frozen_callable", refuse)
+    model = _bn_dropout_model(S)
+    with caplog.at_level("WARNING"):
+        infer = serving_model.compile_inference(model, S)
+    assert "could not be frozen (unsupported op for this test)" in caplog.text
+    x = np.random.default_rng(1).random((3, S, S, 1), dtype=np.float32)
+    np.testing.assert_allclose(infer(x), np.asarray(model(x, training=False))[:, 0], rtol=1e-5, atol=1e-6)
+
+
 def test_model_runs_concurrent_requests_in_shared_passes(server_and_model, reference):
     from mammosynth.serving.model import MammoModel
 
