@@ -785,6 +785,19 @@ def test_compiled_inference_keeps_the_traced_function_when_freezing_fails(caplog
     np.testing.assert_allclose(infer(x), np.asarray(model(x, training=False))[:, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_inference_does_not_freeze_a_model_over_the_parameter_limit(monkeypatch):
+    from mammosynth.serving import model as serving_model
+
+    model = _bn_dropout_model(S)
+    calls = []
+    monkeypatch.setattr(serving_model, "frozen_callable", lambda concrete: calls.append(concrete))
+    monkeypatch.setattr(serving_model, "FREEZE_MAX_PARAMS", model.count_params() - 1)
+    infer = serving_model.compile_inference(model, S)
+    assert calls == []  # the traced function serves it
+    x = np.random.default_rng(2).random((2, S, S, 1), dtype=np.float32)
+    np.testing.assert_allclose(infer(x), np.asarray(model(x, training=False))[:, 0], rtol=1e-5, atol=1e-6)
+
+
 def test_model_runs_concurrent_requests_in_shared_passes(server_and_model, reference):
     from mammosynth.serving.model import MammoModel
 
