@@ -743,7 +743,7 @@ def _bn_dropout_model(size: int):
     return model
 
 
-def test_compiled_inference_runs_the_frozen_graph_and_matches_keras(caplog):
+def test_compiled_inference_runs_the_frozen_graph_and_matches_keras(caplog, monkeypatch):
     from mammosynth.serving import model as serving_model
 
     model = _bn_dropout_model(S)
@@ -754,8 +754,8 @@ def test_compiled_inference_runs_the_frozen_graph_and_matches_keras(caplog):
         frozen.append(real(concrete))
         return frozen[-1]
 
-    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
-        mp.setattr(serving_model, "frozen_callable", spy)
+    monkeypatch.setattr(serving_model, "frozen_callable", spy)
+    with caplog.at_level("WARNING"):
         infer = serving_model.compile_inference(model, S)
     assert frozen and "could not be frozen" not in caplog.text
     x = np.random.default_rng(0).random((5, S, S, 1), dtype=np.float32)
